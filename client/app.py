@@ -1,0 +1,92 @@
+"""The fedenergy ClientApp: train / evaluate / query handlers wrapped by the energy mod."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedenergy.flops import FlopCache
+from fedenergy.mod import energy_mod, resolve_profile, work_record
+from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs
+
+torch.set_num_threads(1)
+
+# FLOP counts are cached per model and input shape for the life of this process.
+FLOPS = FlopCache()
+
+app = ClientApp(mods=[energy_mod])
+
+
+def _config(msg: Message) -> ConfigRecord:
+    return msg.content.config_records.get("config", ConfigRecord())
+
+
+def _data(msg: Message, context: Context):
+    cfg = _config(msg)
+    task = get_task(str(cfg.get("fe-task", "digits")))
+    pid = int(context.node_config["partition-id"])
+    data_cfg = DataConfig(
+        num_partitions=int(context.node_config["num-partitions"]),
+        seed=int(cfg.get("fe-seed", 0)),
+        partitioner=str(cfg.get("fe-partitioner", "dirichlet")),
+        alpha=float(cfg.get("fe-alpha", 0.5)),
+    )
+    train, test = task.client_data(pid, data_cfg)
+    return task, train, test, cfg
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Load the global model, train locally, return the new weights and the work done."""
+    task, data, _, cfg = _data(msg, context)
+    model = task.make_model()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    epochs, batch = int(cfg.get("fe-epochs", 1)), int(cfg.get("fe-batch-size", 32))
+    seed = int(cfg.get("fe-seed", 0)) * 100003 + int(cfg.get("server-round", 0))
+    loss, _ = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed)
+    flops = FLOPS.training(model, data.x, len(data), batch, epochs)
+    return Message(
+        RecordDict(
+            {
+                "arrays": ArrayRecord(model.state_dict()),
+                "metrics": MetricRecord({"train-loss": loss, "num-examples": len(data)}),
+                "fedenergy.work": work_record("train", flops),
+            }
+        ),
+        reply_to=msg,
+    )
+
+
+@app.evaluate()
+def evaluate_local(msg: Message, context: Context) -> Message:
+    """Evaluate the global model on this node's local test split."""
+    task, _, data, _ = _data(msg, context)
+    model = task.make_model()
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    loss, acc = evaluate(model, data)
+    flops = FLOPS.evaluation(model, data.x, len(data))
+    return Message(
+        RecordDict(
+            {
+                "metrics": MetricRecord(
+                    {"eval-loss": loss, "eval-acc": acc, "num-examples": len(data)}
+                ),
+                "fedenergy.work": work_record("evaluate", flops),
+            }
+        ),
+        reply_to=msg,
+    )
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Tell the server who this node is: its node config (partition, device, link, ...)."""
+    profile = {
+        k: v for k, v in context.node_config.items() if isinstance(v, (int, float, str, bool))
+    }
+    profile["device"], profile["link"] = resolve_profile(msg, context)
+    return Message(
+        RecordDict({"profile": ConfigRecord(profile), "fedenergy.work": work_record("query", 0)}),
+        reply_to=msg,
+    )

@@ -1,0 +1,193 @@
+"""The `fedenergy` command: simulate, report, meters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fedenergy.settings import Settings
+
+
+def _table_summary(console: Console, s: dict) -> None:
+    t = Table(title=f"Energy of run {s['run_id']} ({s['status']})")
+    for col in ("", "joules", "share"):
+        t.add_column(col, justify="right" if col else "left")
+    total = s["total_j"] or 1.0
+    t.add_row("total", f"{s['total_j']:.4g}", "100 %")
+    t.add_row("compute", f"{s['compute_j']:.4g}", f"{100 * s['compute_j'] / total:.1f} %")
+    t.add_row("network", f"{s['network_j']:.4g}", f"{100 * s['network_j'] / total:.1f} %")
+    for dom, j in sorted(s["by_domain"].items()):
+        t.add_row(f"  by domain: {dom}", f"{j:.4g}", f"{100 * j / total:.1f} %")
+    for phase, j in sorted(s["by_phase"].items()):
+        t.add_row(f"  by phase: {phase}", f"{j:.4g}", f"{100 * j / total:.1f} %")
+    console.print(t)
+    d = Table(title="Per device class (device/link)")
+    for col in ("class", "compute J", "network J", "total J"):
+        d.add_column(col, justify="left" if col == "class" else "right")
+    for k, v in s["per_device_class"].items():
+        d.add_row(k, f"{v['compute_j']:.4g}", f"{v['network_j']:.4g}", f"{v['total_j']:.4g}")
+    console.print(d)
+    r = Table(title="Per round")
+    for col in ("round", "accuracy", "joules", "trained", "failed"):
+        r.add_column(col, justify="right")
+    for row in s["per_round"]:
+        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        r.add_row(
+            str(row["round"]),
+            acc,
+            f"{row['joules']:.4g}",
+            str(row["succeeded"]),
+            str(row["failed"]),
+        )
+    console.print(r)
+    prov = ", ".join(f"{k} {v:.4g} J" for k, v in s["by_provenance"].items())
+    console.print(f"provenance: {prov}")
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = Settings(
+        task=args.task,
+        nodes=args.nodes,
+        rounds=args.rounds,
+        fraction=args.fraction,
+        fraction_evaluate=args.fraction_evaluate,
+        fleet=args.fleet,
+        seed=args.seed,
+        partitioner=args.partitioner,
+        dirichlet_alpha=args.alpha,
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        infra_kwh_per_gb=args.infra_kwh_per_gb,
+        out=args.out,
+    )
+    console = Console(stderr=False)
+    try:
+        settings.validate()
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    from fedenergy.simulate import simulate
+
+    console.print(
+        f"fedenergy: {settings.nodes} nodes of fleet '{settings.fleet}', task '{settings.task}', "
+        f"{settings.rounds} rounds, {settings.fraction:g} of nodes per round, seed {settings.seed}"
+    )
+    start, cumulative = time.monotonic(), [0.0]
+
+    def progress(o) -> None:
+        cumulative[0] += o.joules
+        acc = "-" if o.accuracy is None else f"{o.accuracy:.4f}"
+        label = (
+            "profile query" if o.server_round == 0 else f"round {o.server_round}/{settings.rounds}"
+        )
+        console.print(
+            f"{label:>13}: acc {acc}  {o.joules:8.4g} J  total {cumulative[0]:8.4g} J  "
+            f"ok {o.succeeded}/{o.selected}  [{time.monotonic() - start:4.0f} s]",
+            soft_wrap=True,
+        )
+
+    try:
+        summary = simulate(settings, on_round=progress, verbose=args.verbose)
+    except Exception as err:  # a failed run: say why, keep the ledger
+        console.print(f"[red]run failed:[/red] {err}")
+        return 1
+    _table_summary(console, summary)
+    console.print(
+        f"ledger: {Path(settings.out) / 'ledger.sqlite'}   "
+        f"summary: {Path(settings.out) / 'summary.json'}   "
+        f"wall {time.monotonic() - start:.1f} s"
+    )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedenergy.ledger import Ledger
+    from fedenergy.summary import summarize
+
+    path = Path(args.run_dir)
+    path = path / "ledger.sqlite" if path.is_dir() else path
+    if not path.is_file():
+        print(f"error: no ledger at {path}", file=sys.stderr)
+        return 2
+    with Ledger(path) as ledger:
+        runs = ledger.runs()
+        if not runs:
+            print(f"error: {path} holds no run", file=sys.stderr)
+            return 2
+        summary = summarize(ledger, args.run_id or runs[-1]["run_id"])
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _table_summary(Console(), summary)
+    return 0
+
+
+def cmd_meters(args: argparse.Namespace) -> int:
+    from fedenergy.meters.cli import run_meters_command
+
+    return run_meters_command(sample_s=args.sample, as_json=args.json, sysfs_root=args.sysfs_root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Settings()
+    p = argparse.ArgumentParser(prog="fedenergy", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("simulate", help="run a simulated federation and account its energy")
+    s.add_argument("--task", default=d.task, help="digits (default) or synthetic")
+    s.add_argument("--nodes", type=int, default=d.nodes, help="number of simulated nodes")
+    s.add_argument("--rounds", type=int, default=d.rounds, help="federated rounds")
+    s.add_argument(
+        "--fraction",
+        type=float,
+        default=d.fraction,
+        help="fraction of nodes that train each round, in (0, 1]",
+    )
+    s.add_argument(
+        "--fraction-evaluate",
+        type=float,
+        default=d.fraction_evaluate,
+        help="fraction of nodes that evaluate locally each round, in [0, 1]",
+    )
+    s.add_argument("--fleet", default=d.fleet, help="fleet name (simulations/fleets) or TOML path")
+    s.add_argument("--seed", type=int, default=d.seed)
+    s.add_argument("--partitioner", default=d.partitioner, help="iid or dirichlet")
+    s.add_argument("--alpha", type=float, default=d.dirichlet_alpha, help="Dirichlet alpha")
+    s.add_argument("--local-epochs", type=int, default=d.local_epochs)
+    s.add_argument("--batch-size", type=int, default=d.batch_size)
+    s.add_argument("--lr", type=float, default=d.lr)
+    s.add_argument(
+        "--infra-kwh-per-gb",
+        type=float,
+        default=d.infra_kwh_per_gb,
+        help="network infrastructure intensity (0 excludes it)",
+    )
+    s.add_argument("--out", default=d.out, help="output directory (ledger.sqlite, summary.json)")
+    s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    s.set_defaults(func=cmd_simulate)
+    r = sub.add_parser("report", help="print the summary of a saved ledger")
+    r.add_argument("run_dir", help="a run directory or a ledger.sqlite file")
+    r.add_argument("--run-id", default=None, help="which run (default: the latest)")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_report)
+    m = sub.add_parser("meters", help="what this host can measure, and a short sample")
+    m.add_argument("--sample", type=float, default=0.0, help="seconds to sample")
+    m.add_argument("--json", action="store_true")
+    m.add_argument("--sysfs-root", default=None, help="read sysfs/procfs under this directory")
+    m.set_defaults(func=cmd_meters)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The coordinator's job for one run, shared by the ServerApp (`flwr run .`) and the CLI.
+
+1. wait until the expected nodes are registered (Flower samples from nodes connected *now*);
+2. QUERY every node for its partition, device and link (round 0 of the ledger);
+3. run the rounds with EnergyAwareStrategy around Flower's FedAvg, evaluating the global model
+   on the server's held-out data each round and committing each round to the ledger;
+4. write ``summary.json`` next to ``ledger.sqlite``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import flwr
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedenergy.fleet import load_fleet
+from fedenergy.ledger import Ledger
+from fedenergy.settings import Settings
+from fedenergy.strategy import EnergyAwareStrategy, NodeInfo, RandomSelector, RoundOutcome
+from fedenergy.summary import summarize
+from fedenergy.tasks import DataConfig, evaluate, get_task
+
+log = logging.getLogger("fedenergy")
+REGISTRATION_TIMEOUT_S = 120.0
+
+
+def common_config(s: Settings) -> dict:
+    """The per-message config every client needs to rebuild its data and profile."""
+    return {
+        "fe-task": s.task,
+        "fe-seed": s.seed,
+        "fe-partitioner": s.partitioner,
+        "fe-alpha": s.dirichlet_alpha,
+        "fe-epochs": s.local_epochs,
+        "fe-batch-size": s.batch_size,
+        "fe-fleet": s.fleet,
+        "fe-infra-kwh-per-gb": s.infra_kwh_per_gb,
+    }
+
+
+def wait_for_nodes(
+    grid: Grid, expected: int, timeout_s: float = REGISTRATION_TIMEOUT_S
+) -> list[int]:
+    """Block until ``expected`` nodes are registered (bounded); return their ids."""
+    deadline = time.monotonic() + timeout_s
+    while len(ids := list(grid.get_node_ids())) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {len(ids)} of {expected} nodes registered after {timeout_s:.0f} s"
+            )
+        time.sleep(0.2)
+    return ids
+
+
+def settled_node_count(grid: Grid, quiet_s: float = 3.0, timeout_s: float = 60.0) -> int:
+    """Number of registered nodes once it has not changed for ``quiet_s`` (bounded wait); used
+    when the run config does not say how many nodes to expect."""
+    start = last_change = time.monotonic()
+    count = len(list(grid.get_node_ids()))
+    while time.monotonic() - last_change < quiet_s and time.monotonic() - start < timeout_s:
+        time.sleep(0.2)
+        if (now := len(list(grid.get_node_ids()))) != count:
+            count, last_change = now, time.monotonic()
+    if count == 0:
+        raise RuntimeError("no node registered")
+    return count
+
+
+def query_nodes(
+    grid: Grid, node_ids: list[int], strategy: EnergyAwareStrategy, config: dict
+) -> dict[int, NodeInfo]:
+    """Ask every node who it is; the replies' energy reports are kept for round 0."""
+    msgs = [
+        Message(
+            RecordDict({"config": ConfigRecord(dict(config))}),
+            message_type=MessageType.QUERY,
+            dst_node_id=n,
+        )
+        for n in node_ids
+    ]
+    infos = {}
+    for reply in strategy.take_reports(grid.send_and_receive(msgs, timeout=600), count=False):
+        if reply.has_error() or "profile" not in reply.content:
+            continue
+        prof = reply.content["profile"]
+        nid = reply.metadata.src_node_id
+        infos[nid] = NodeInfo(
+            nid, int(prof.get("partition-id", -1)), str(prof["device"]), str(prof["link"])
+        )
+    return infos
+
+
+def server_evaluator(settings: Settings) -> Callable[[int, ArrayRecord], MetricRecord]:
+    """Evaluate the global model on the task's server-side held-out data."""
+    task = get_task(settings.task)
+    data = task.server_test_data(
+        DataConfig(settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha)
+    )
+    model = task.make_model()
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        model.load_state_dict(arrays.to_torch_state_dict())
+        loss, acc = evaluate(model, data)
+        return MetricRecord({"accuracy": acc, "loss": loss})
+
+    return evaluate_fn
+
+
+def versions() -> dict:
+    import sklearn
+
+    from fedenergy import __version__
+
+    return {
+        "fedenergy": __version__,
+        "flwr": flwr.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def run_federation(
+    grid: Grid,
+    settings: Settings,
+    on_round: Callable[[RoundOutcome], None] | None = None,
+    run_id: str | None = None,
+) -> dict:
+    """Run one energy-accounted federation on ``grid``; return the summary (also written)."""
+    settings.validate()
+    torch.manual_seed(settings.seed)
+    fleet = load_fleet(settings.fleet)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    ledger = Ledger(out / "ledger.sqlite")
+    try:
+        fleet_doc = {
+            "name": fleet.name,
+            "source": fleet.source,
+            "groups": [
+                {"device": g.device.id, "link": g.link.id, "fraction": g.fraction}
+                for g in fleet.groups
+            ],
+        }
+        ledger.start_run(run_id, settings.as_dict(), fleet_doc, settings.seed, versions())
+        config = common_config(settings)
+        base = FedAvg()
+        strategy = EnergyAwareStrategy(
+            base,
+            {},
+            ledger,
+            run_id,
+            config,
+            fraction_train=settings.fraction,
+            fraction_evaluate=settings.fraction_evaluate,
+            selector=RandomSelector(settings.seed, 0),
+            eval_selector=RandomSelector(settings.seed, 1),
+        )
+        node_ids = wait_for_nodes(grid, settings.nodes)
+        strategy.nodes = query_nodes(grid, node_ids, strategy, config)
+        if not strategy.nodes:
+            raise RuntimeError("no node answered the profile query")
+        ledger.add_nodes(
+            run_id, [(i.node_id, i.partition_id, i.device, i.link) for i in strategy.nodes.values()]
+        )
+        evaluate_fn = server_evaluator(settings)
+        initial = ArrayRecord(get_task(settings.task).make_model().state_dict())
+        acc0 = evaluate_fn(0, initial)
+        round0 = strategy.commit_round(0, acc0["accuracy"], acc0["loss"])
+        if on_round is not None:
+            on_round(round0)
+        strategy.start(
+            grid=grid,
+            initial_arrays=initial,
+            num_rounds=settings.rounds,
+            train_config=ConfigRecord({"lr": settings.lr}),
+            evaluate_fn=evaluate_fn,
+            on_round=on_round,
+        )
+        ledger.finish_run(run_id, "completed")
+    except BaseException:
+        ledger.finish_run(run_id, "failed")
+        raise
+    finally:
+        summary = summarize(ledger, run_id)
+        ledger.close()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,150 @@
+"""Fleet specs: which fraction of simulated nodes is which device on which link.
+
+A fleet is a TOML file with one ``[[group]]`` per (device, link) mix::
+
+    name = "mixed"
+    description = "..."
+    [[group]]
+    device = "phone"     # an id from data/devices.toml
+    link = "lte"         # an id from data/links.toml
+    fraction = 0.3       # fractions of all groups sum to 1
+
+Nodes (by partition id) are assigned to groups deterministically for a seed: group sizes by
+largest-remainder rounding of fraction x N, then a seeded permutation of partition ids.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedenergy.devices import DeviceProfile, get_device
+from fedenergy.network import LinkProfile, get_link
+
+GROUP_KEYS = {"device", "link", "fraction"}
+TOP_KEYS = {"name", "description", "group"}
+
+
+@dataclass(frozen=True)
+class FleetGroup:
+    device: DeviceProfile
+    link: LinkProfile
+    fraction: float
+
+
+@dataclass(frozen=True)
+class NodeProfile:
+    """What a simulated node is: its partition, device and link."""
+
+    partition_id: int
+    device: DeviceProfile
+    link: LinkProfile
+
+
+@dataclass(frozen=True)
+class Fleet:
+    name: str
+    description: str
+    groups: tuple[FleetGroup, ...]
+    source: str  # file the fleet came from
+
+    def group_sizes(self, num_nodes: int) -> list[int]:
+        """Largest-remainder rounding of fraction x num_nodes (sums to num_nodes)."""
+        raw = np.array([g.fraction * num_nodes for g in self.groups])
+        sizes = np.floor(raw).astype(int)
+        for i in np.argsort(-(raw - sizes), kind="stable")[: num_nodes - sizes.sum()]:
+            sizes[i] += 1
+        return sizes.tolist()
+
+    def assign(self, num_nodes: int, seed: int) -> list[NodeProfile]:
+        """Profiles of partition ids 0..num_nodes-1, deterministic for ``seed``."""
+        labels = np.repeat(np.arange(len(self.groups)), self.group_sizes(num_nodes))
+        labels = np.random.default_rng([seed, 0xF1EE7]).permutation(labels)
+        return [
+            NodeProfile(pid, self.groups[g].device, self.groups[g].link)
+            for pid, g in enumerate(labels.tolist())
+        ]
+
+
+def fleet_dirs() -> list[Path]:
+    """Where named fleets are looked up: the working directory's simulations/fleets, the
+    project's own simulations/fleets (source checkout or Flower app dir) and the wheel copy."""
+    here = Path(__file__).resolve().parent
+    return [
+        Path.cwd() / "simulations" / "fleets",
+        here.parent / "simulations" / "fleets",
+        here / "fleets",
+    ]
+
+
+def available_fleets() -> list[str]:
+    names = {p.stem for d in fleet_dirs() if d.is_dir() for p in d.glob("*.toml")}
+    return sorted(names)
+
+
+def resolve_fleet_path(name_or_path: str) -> Path:
+    """A path to an existing TOML file, or a fleet name looked up in :func:`fleet_dirs`."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or "/" in name_or_path:
+        if not p.is_file():
+            raise ValueError(f"fleet file {name_or_path!r} does not exist")
+        return p
+    for d in fleet_dirs():
+        if (d / f"{name_or_path}.toml").is_file():
+            return d / f"{name_or_path}.toml"
+    raise ValueError(
+        f"unknown fleet {name_or_path!r}; known fleets: {', '.join(available_fleets()) or 'none'}"
+    )
+
+
+def parse_fleet(data: dict, source: str) -> Fleet:
+    """Validate a parsed fleet table; every problem is named with its key."""
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise ValueError(
+            f"fleet {source}: unknown key(s) {sorted(unknown)}; allowed {sorted(TOP_KEYS)}"
+        )
+    raw_groups = data.get("group")
+    if not isinstance(raw_groups, list) or not raw_groups:
+        raise ValueError(f"fleet {source}: needs at least one [[group]]")
+    groups = []
+    for i, g in enumerate(raw_groups):
+        where = f"fleet {source}: group {i + 1}"
+        if not isinstance(g, dict):
+            raise ValueError(f"{where}: must be a table")
+        missing, extra = GROUP_KEYS - set(g), set(g) - GROUP_KEYS
+        if missing:
+            raise ValueError(f"{where}: missing key(s) {sorted(missing)}")
+        if extra:
+            raise ValueError(f"{where}: unknown key(s) {sorted(extra)}")
+        frac = g["fraction"]
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
+            raise ValueError(f"{where}: fraction must be a number in (0, 1], got {frac!r}")
+        try:
+            groups.append(
+                FleetGroup(get_device(str(g["device"])), get_link(str(g["link"])), float(frac))
+            )
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
+    total = sum(g.fraction for g in groups)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"fleet {source}: group fractions sum to {total:.6g}, not 1")
+    return Fleet(
+        str(data.get("name", Path(source).stem)),
+        str(data.get("description", "")),
+        tuple(groups),
+        source,
+    )
+
+
+def load_fleet(name_or_path: str) -> Fleet:
+    """Load and validate a fleet by name or path."""
+    path = resolve_fleet_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"fleet {path}: malformed TOML: {e}") from None
+    return parse_fleet(data, str(path))

@@ -1,0 +1,239 @@
+"""The persistent energy ledger (SQLite, standard library).
+
+Tables (documented in the README):
+  runs        one row per run: config, fleet, seed, versions, status
+  nodes       one row per (run, node): partition, device, link
+  energy      one row per (run, round, node, call, phase): joules, bytes, seconds, status;
+              ``call`` is the message kind (query, train, evaluate) the phase belongs to
+  components  the provenance-tagged parts of each energy row
+              (domain, joules, measured/modeled, source)
+  rounds      one row per (run, round): accuracy, loss, participants, joules; written last, in the
+              same transaction as the round's energy rows, so a committed round is complete
+A round is committed in one transaction; a crash loses at most the round in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedenergy.report import EnergyReport
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
+  seed INTEGER, config_json TEXT NOT NULL, fleet_json TEXT NOT NULL, versions_json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+  run_id TEXT NOT NULL, node_id TEXT NOT NULL, partition_id INTEGER, device TEXT, link TEXT,
+  PRIMARY KEY (run_id, node_id));
+CREATE TABLE IF NOT EXISTS energy (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
+  phase TEXT NOT NULL, joules REAL NOT NULL, bytes INTEGER NOT NULL, seconds REAL NOT NULL,
+  status TEXT NOT NULL, PRIMARY KEY (run_id, round, node_id, call, phase));
+CREATE TABLE IF NOT EXISTS components (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
+  phase TEXT NOT NULL, domain TEXT NOT NULL, joules REAL NOT NULL, provenance TEXT NOT NULL,
+  source TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, accuracy REAL, loss REAL,
+  selected INTEGER NOT NULL, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL,
+  joules REAL NOT NULL, committed_at REAL NOT NULL, PRIMARY KEY (run_id, round));
+CREATE INDEX IF NOT EXISTS components_key ON components (run_id, round, node_id, call, phase);
+"""
+
+NETWORK_PHASES = ("download", "upload")
+
+
+@dataclass(frozen=True)
+class EnergyRow:
+    """One (round, node, call, phase) entry with its components."""
+
+    node_id: str
+    call: str  # "query" | "train" | "evaluate"
+    phase: str
+    joules: float
+    bytes: int
+    seconds: float
+    status: str  # "ok" | "failed" (energy spent by a call whose result was not used)
+    components: tuple  # of report.Component
+
+
+def rows_from_report(
+    node_id: int | str, report: EnergyReport, status: str = "ok"
+) -> list[EnergyRow]:
+    """Group a report's components into one row per phase."""
+    rows = []
+    for phase in dict.fromkeys(c.phase for c in report.components):
+        comps = tuple(c for c in report.components if c.phase == phase)
+        nbytes = {"download": report.bytes_down, "upload": report.bytes_up}.get(phase, 0)
+        secs = report.compute_s if phase in ("train", "evaluate", "query") else 0.0
+        rows.append(
+            EnergyRow(
+                str(node_id),
+                report.kind,
+                phase,
+                sum(c.joules for c in comps),
+                nbytes,
+                secs,
+                status,
+                comps,
+            )
+        )
+    return rows
+
+
+class Ledger:
+    """Append-only writer and reader of one SQLite ledger file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(self.path))
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.executescript(SCHEMA)
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------------
+    def start_run(self, run_id: str, config: dict, fleet: dict, seed: int, versions: dict) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    time.time(),
+                    None,
+                    "running",
+                    seed,
+                    json.dumps(config, sort_keys=True),
+                    json.dumps(fleet, sort_keys=True),
+                    json.dumps(versions, sort_keys=True),
+                ),
+            )
+
+    def add_nodes(self, run_id: str, nodes: Iterable[tuple[str, int, str, str]]) -> None:
+        """Record (node_id, partition_id, device, link) for nodes of this run."""
+        with self.conn:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)",
+                [(run_id, str(n), p, d, lk) for n, p, d, lk in nodes],
+            )
+
+    def commit_round(
+        self,
+        run_id: str,
+        server_round: int,
+        rows: list[EnergyRow],
+        accuracy: float | None,
+        loss: float | None,
+        selected: int,
+        succeeded: int,
+        failed: int,
+    ) -> None:
+        """Write a round's rows and its summary in ONE transaction."""
+        with self.conn:
+            for r in rows:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO energy VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        run_id,
+                        server_round,
+                        r.node_id,
+                        r.call,
+                        r.phase,
+                        r.joules,
+                        r.bytes,
+                        r.seconds,
+                        r.status,
+                    ),
+                )
+                self.conn.executemany(
+                    "INSERT INTO components VALUES (?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            run_id,
+                            server_round,
+                            r.node_id,
+                            r.call,
+                            r.phase,
+                            c.domain,
+                            c.joules,
+                            c.provenance,
+                            c.source,
+                        )
+                        for c in r.components
+                    ],
+                )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO rounds VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    server_round,
+                    accuracy,
+                    loss,
+                    selected,
+                    succeeded,
+                    failed,
+                    sum(r.joules for r in rows),
+                    time.time(),
+                ),
+            )
+
+    def finish_run(self, run_id: str, status: str = "completed") -> None:
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET finished_at=?, status=? WHERE run_id=?",
+                (time.time(), status, run_id),
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+    def runs(self) -> list[dict]:
+        cur = self.conn.execute("SELECT * FROM runs ORDER BY started_at")
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def rounds(self, run_id: str) -> list[dict]:
+        cur = self.conn.execute("SELECT * FROM rounds WHERE run_id=? ORDER BY round", (run_id,))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def energy_rows(self, run_id: str) -> list[dict]:
+        cur = self.conn.execute(
+            "SELECT e.*, n.partition_id, n.device, n.link FROM energy e LEFT JOIN nodes n "
+            "ON e.run_id=n.run_id AND e.node_id=n.node_id WHERE e.run_id=? "
+            "ORDER BY e.round, e.node_id, e.call, e.phase",
+            (run_id,),
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def components(self, run_id: str) -> list[dict]:
+        cur = self.conn.execute("SELECT * FROM components WHERE run_id=?", (run_id,))
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def totals(self, run_id: str) -> dict[str, float]:
+        """Total joules split compute (train/evaluate/query/startup) and network."""
+        q = "SELECT phase, SUM(joules) FROM energy WHERE run_id=? GROUP BY phase"
+        by_phase = {p: float(j) for p, j in self.conn.execute(q, (run_id,))}
+        network = sum(j for p, j in by_phase.items() if p in NETWORK_PHASES)
+        compute = sum(j for p, j in by_phase.items() if p not in NETWORK_PHASES)
+        return {
+            "total_j": compute + network,
+            "compute_j": compute,
+            "network_j": network,
+            "by_phase": by_phase,
+        }

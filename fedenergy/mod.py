@@ -1,0 +1,141 @@
+"""The energy mod: a Flower client mod that meters every call and attaches an EnergyReport.
+
+For each message it counts the bytes received and sent (protobuf size, both ways), reads the
+hardware-independent work the handler reports (FLOPs, under ``WORK_KEY``), converts work to time
+and joules with the node's device profile and bytes to joules with the node's link profile, and
+attaches the report to the reply as a ConfigRecord under ``REPORT_KEY``.
+
+The node's device and link come from its node config (``device=...``, ``link=...``; deployment)
+or else from the per-message config the server sends (``fe-device``, ``fe-link``; simulation).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from flwr.app import ConfigRecord, Context, Message
+from flwr.clientapp.typing import ClientAppCallable
+
+from fedenergy.devices import get_device
+from fedenergy.fleet import NodeProfile, load_fleet
+from fedenergy.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
+from fedenergy.report import REPORT_KEY, Component, EnergyReport
+from fedenergy.wire import message_bytes
+
+WORK_KEY = "fedenergy.work"
+DEFAULT_DEVICE, DEFAULT_LINK = "laptop", "wifi"
+
+
+def work_record(kind: str, flops: int) -> ConfigRecord:
+    """What a handler puts in its reply for the mod: the call kind and its FLOPs."""
+    return ConfigRecord({"kind": kind, "flops": int(flops)})
+
+
+def resolve_profile(msg: Message, ctx: Context) -> tuple[str, str]:
+    """(device id, link id) of this node, in order of authority: the node's own config
+    (deployment), the server's per-node config, the fleet assignment for this partition
+    (simulation, from ``fe-fleet`` and ``fe-seed``), else the defaults."""
+    cfg = msg.content.config_records.get("config", ConfigRecord())
+    device, link = ctx.node_config.get("device"), ctx.node_config.get("link")
+    device = device or cfg.get("fe-device")
+    link = link or cfg.get("fe-link")
+    if (not device or not link) and "fe-fleet" in cfg and "partition-id" in ctx.node_config:
+        node = assigned_profile(
+            str(cfg["fe-fleet"]),
+            int(ctx.node_config["num-partitions"]),
+            int(cfg.get("fe-seed", 0)),
+            int(ctx.node_config["partition-id"]),
+        )
+        device, link = device or node.device.id, link or node.link.id
+    return str(device or DEFAULT_DEVICE), str(link or DEFAULT_LINK)
+
+
+@lru_cache(maxsize=8)
+def _assignment(fleet: str, num_nodes: int, seed: int) -> tuple:
+    return tuple(load_fleet(fleet).assign(num_nodes, seed))
+
+
+def assigned_profile(fleet: str, num_nodes: int, seed: int, partition_id: int) -> NodeProfile:
+    """The fleet's profile for one partition (assignment cached per fleet, size and seed)."""
+    return _assignment(fleet, num_nodes, seed)[partition_id]
+
+
+def build_report(
+    kind: str,
+    server_round: int,
+    partition_id: int,
+    device_id: str,
+    link_id: str,
+    flops: int,
+    bytes_down: int,
+    bytes_up: int,
+    infra_kwh_per_gb: float,
+) -> EnergyReport:
+    """The modeled report of one call: compute from FLOPs, radio and infrastructure from bytes."""
+    device, link = get_device(device_id), get_link(link_id)
+    compute_s = device.compute_time_s(flops)
+    radio = radio_energy(link, bytes_down, bytes_up, gap_s=compute_s)
+    infra = f"{INFRA_SOURCE}; configured {infra_kwh_per_gb:g} kWh/GB"
+    comps = (
+        Component(kind, "compute", device.compute_energy_j(flops), "modeled", device.provenance()),
+        Component("download", "radio", radio.download_j, "modeled", link.provenance()),
+        Component(
+            "download",
+            "infrastructure",
+            infrastructure_energy_j(bytes_down, infra_kwh_per_gb),
+            "modeled",
+            infra,
+        ),
+        Component("upload", "radio", radio.upload_j, "modeled", link.provenance()),
+        Component(
+            "upload",
+            "infrastructure",
+            infrastructure_energy_j(bytes_up, infra_kwh_per_gb),
+            "modeled",
+            infra,
+        ),
+    )
+    return EnergyReport(
+        kind,
+        server_round,
+        partition_id,
+        device_id,
+        link_id,
+        bytes_down,
+        bytes_up,
+        int(flops),
+        compute_s,
+        comps,
+    )
+
+
+def energy_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+    """Meter one call and attach its EnergyReport to the reply."""
+    bytes_down = message_bytes(msg)
+    reply = call_next(msg, ctx)
+    if reply.has_error() or WORK_KEY not in reply.content:
+        return reply
+    work = reply.content[WORK_KEY]
+    del reply.content[WORK_KEY]
+    cfg = msg.content.config_records.get("config", ConfigRecord())
+    device_id, link_id = resolve_profile(msg, ctx)
+    args = dict(
+        kind=str(work["kind"]),
+        server_round=int(cfg.get("server-round", 0)),
+        partition_id=int(ctx.node_config.get("partition-id", -1)),
+        device_id=device_id,
+        link_id=link_id,
+        flops=int(work["flops"]),
+        bytes_down=bytes_down,
+        infra_kwh_per_gb=float(cfg.get("fe-infra-kwh-per-gb", 0.059)),
+    )
+    # The report's own size is part of the upload: settle the byte count by fixed point.
+    bytes_up = message_bytes(reply)
+    for _ in range(4):
+        report = build_report(bytes_up=bytes_up, **args)
+        reply.content[REPORT_KEY] = report.to_record()
+        measured = message_bytes(reply)
+        if measured == bytes_up:
+            break
+        bytes_up = measured
+    return reply

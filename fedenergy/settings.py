@@ -1,0 +1,87 @@
+"""Run settings shared by the CLI, the ServerApp and the ClientApp, validated before any run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from fedenergy.fleet import load_fleet
+from fedenergy.tasks import get_task
+from fedenergy.tasks.partition import PARTITIONERS
+
+# Keys of the per-message config the server sends to clients (prefixed to avoid collisions).
+CFG_PREFIX = "fe-"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that defines a simulated federation run."""
+
+    task: str = "digits"
+    nodes: int = 20
+    rounds: int = 5
+    fraction: float = 0.5
+    fraction_evaluate: float = 0.2
+    fleet: str = "mixed"
+    seed: int = 0
+    partitioner: str = "dirichlet"
+    dirichlet_alpha: float = 0.5
+    local_epochs: int = 5
+    batch_size: int = 32
+    lr: float = 0.3
+    infra_kwh_per_gb: float = 0.059
+    out: str = "runs/latest"
+
+    def validate(self) -> Settings:
+        """Raise ValueError naming the first bad setting; return self when all are good."""
+        get_task(self.task)
+        load_fleet(self.fleet)
+        if self.partitioner not in PARTITIONERS:
+            raise ValueError(
+                f"unknown partitioner {self.partitioner!r}; choose {', '.join(PARTITIONERS)}"
+            )
+        for name in ("nodes", "rounds", "local_epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
+        if not 0 <= self.fraction_evaluate <= 1:
+            raise ValueError(f"fraction-evaluate must be in [0, 1], got {self.fraction_evaluate!r}")
+        for name in ("dirichlet_alpha", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)!r}"
+                )
+        if self.infra_kwh_per_gb < 0:
+            raise ValueError(f"infra-kwh-per-gb must be >= 0, got {self.infra_kwh_per_gb!r}")
+        if self.task == "synthetic" and self.partitioner != "dirichlet":
+            pass  # synthetic data is split naturally per generated device; partitioner unused
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_run_config(cls, run_config: dict) -> Settings:
+        """Build from a Flower run config (``[tool.flwr.app.config]`` keys, dashes for
+        underscores); ``num-server-rounds`` and ``fraction-train`` are Flower's usual names."""
+        aliases = {
+            "num-server-rounds": "rounds",
+            "fraction-train": "fraction",
+            "num-supernodes": "nodes",
+        }
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, val in run_config.items():
+            name = aliases.get(key, key.replace("-", "_"))
+            if name not in known:
+                raise ValueError(f"unknown run-config key {key!r}")
+            default = known[name].default
+            if isinstance(default, float) and isinstance(val, int) and not isinstance(val, bool):
+                val = float(val)
+            if type(val) is not type(default):
+                raise ValueError(
+                    f"run-config key {key!r} must be {type(default).__name__}, got {val!r}"
+                )
+            values[name] = val
+        return cls(**values)

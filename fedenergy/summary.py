@@ -1,0 +1,62 @@
+"""Run summaries computed from a ledger (so `fedenergy report` can rebuild them later)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from fedenergy.ledger import NETWORK_PHASES, Ledger
+
+
+def summarize(ledger: Ledger, run_id: str) -> dict:
+    """Totals, per-phase, per-domain, per-device-class and per-round figures of one run."""
+    totals = ledger.totals(run_id)
+    rounds = ledger.rounds(run_id)
+    rows = ledger.energy_rows(run_id)
+    by_device: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"compute_j": 0.0, "network_j": 0.0}
+    )
+    per_node: dict[str, float] = defaultdict(float)
+    for r in rows:
+        key = f"{r['device']}/{r['link']}"
+        by_device[key]["network_j" if r["phase"] in NETWORK_PHASES else "compute_j"] += r["joules"]
+        per_node[r["node_id"]] += r["joules"]
+    by_domain: dict[str, float] = defaultdict(float)
+    provenance: dict[str, float] = defaultdict(float)
+    for c in ledger.components(run_id):
+        by_domain[c["domain"]] += c["joules"]
+        provenance[c["provenance"]] += c["joules"]
+    fed_rounds = [r for r in rounds if r["round"] > 0]
+    final_acc = next(
+        (r["accuracy"] for r in reversed(fed_rounds) if r["accuracy"] is not None), None
+    )
+    run = next((r for r in ledger.runs() if r["run_id"] == run_id), {})
+    return {
+        "run_id": run_id,
+        "status": run.get("status"),
+        "total_j": totals["total_j"],
+        "compute_j": totals["compute_j"],
+        "network_j": totals["network_j"],
+        "by_phase": totals["by_phase"],
+        "by_domain": dict(by_domain),
+        "by_provenance": dict(provenance),
+        "per_device_class": {
+            k: {**v, "total_j": v["compute_j"] + v["network_j"]}
+            for k, v in sorted(by_device.items())
+        },
+        "rounds": len(fed_rounds),
+        "final_accuracy": final_acc,
+        "nodes": len({r["node_id"] for r in rows}),
+        "bytes": sum(r["bytes"] for r in rows),
+        "per_round": [
+            {
+                "round": r["round"],
+                "accuracy": r["accuracy"],
+                "loss": r["loss"],
+                "joules": r["joules"],
+                "selected": r["selected"],
+                "succeeded": r["succeeded"],
+                "failed": r["failed"],
+            }
+            for r in rounds
+        ],
+    }

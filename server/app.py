@@ -1,0 +1,29 @@
+"""The fedenergy ServerApp (the coordinator), for `flwr run .`.
+
+Reads ``[tool.flwr.app.config]`` / ``--run-config`` into Settings and runs the federation;
+the ledger and summary land in the ``out`` directory of the run config.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedenergy.federation import run_federation, settled_node_count
+from fedenergy.settings import Settings
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run one energy-accounted federation with the run config's settings."""
+    config = dict(context.run_config)
+    if not config.get("nodes") and "num-supernodes" not in config:
+        config["nodes"] = settled_node_count(grid)
+    settings = Settings.from_run_config(config)
+    summary = run_federation(grid, settings)
+    print(
+        f"[fedenergy] total {summary['total_j']:.3f} J over {summary['rounds']} rounds, "
+        f"final accuracy {summary['final_accuracy']}; ledger in {settings.out}"
+    )

@@ -1,0 +1,1 @@
+"""Fakes for hardware the test machines lack: sysfs trees, an NVML module, a clock."""

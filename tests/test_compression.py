@@ -1,0 +1,963 @@
+"""Tests for fedenergy.compression (pure numpy update codecs)."""
+
+from __future__ import annotations
+
+import math
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from fedenergy.compression import (
+    MAX_QSGD_LEVELS,
+    CodecSpec,
+    PayloadError,
+    decode,
+    decode_global,
+    encode,
+    encode_global,
+    expected_nbytes,
+    expected_ratio,
+    pack_payload,
+    parse_codec,
+    payload_layout,
+    payload_nbytes,
+    topk_count,
+    unpack_payload,
+    uses_error_feedback,
+)
+
+MLP = {"fc1.weight": (32, 64), "fc1.bias": (32,), "fc2.weight": (10, 32), "fc2.bias": (10,)}
+ALL_LABELS = [
+    "none",
+    "fp16",
+    "int8",
+    "int8:channel",
+    "topk:0.01",
+    "topk:0.1",
+    "topk:1.0",
+    "qsgd:1",
+    "qsgd:4",
+    "qsgd:7",
+    "qsgd:8",
+    "qsgd:16",
+    "qsgd:127",
+]
+ALL_SPECS = [parse_codec(t) for t in ALL_LABELS]
+
+
+def rand_update(template, seed=0, scale=0.01):
+    rng = np.random.default_rng(seed)
+    return {k: (rng.standard_normal(s) * scale).astype(np.float32) for k, s in template.items()}
+
+
+def shapes_of(arrays):
+    return {k: v.shape for k, v in arrays.items()}
+
+
+# Edge-case tensors: name -> array (float32).
+def edge_tensors():
+    rng = np.random.default_rng(42)
+    return {
+        "zeros_2d": np.zeros((4, 5), np.float32),
+        "const_1d": np.full(17, 3.25, np.float32),
+        "const_neg_4d": np.full((2, 3, 2, 2), -7.5, np.float32),
+        "single": np.array([0.123], np.float32),
+        "scalar_0d": np.array(-2.5, np.float32),
+        "empty": np.zeros((0,), np.float32),
+        "empty_2d": np.zeros((3, 0), np.float32),
+        "normal_1d": rng.standard_normal(300).astype(np.float32),
+        "normal_2d": rng.standard_normal((16, 33)).astype(np.float32),
+        "normal_4d": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "huge": (rng.standard_normal((8, 8)) * 1e30).astype(np.float32),
+        "fmax": np.array([3.0e38, -3.0e38, 1.0, 0.0], np.float32),
+        "tiny": (rng.standard_normal(50) * 1e-30).astype(np.float32),
+        "subnormal": np.array([1e-45, 3e-45, 0.0, -1e-45, 7e-44], np.float32),
+        "mixed_mag": np.array([1e-8, -1e4, 3.0, 1e-3, -2e-6, 6e4, 0.0], np.float32),
+        "one_outlier": np.concatenate([np.zeros(99), [5.0]]).astype(np.float32),
+        "channel_mixed": np.stack(
+            [np.full(6, 1.0), np.linspace(-1, 1, 6), np.zeros(6), np.linspace(0, 1e3, 6)]
+        ).astype(np.float32),
+    }
+
+
+EDGE = edge_tensors()
+
+
+# ------------------------------------------------------------------------------------------
+# Spec and parsing
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ALL_LABELS + ["topk:0.001", "topk:0.25", "qsgd:2"])
+def test_label_roundtrip(text):
+    spec = parse_codec(text)
+    assert spec.label() == text
+    assert parse_codec(spec.label()) == spec
+
+
+def test_parse_aliases_and_defaults():
+    assert parse_codec(" INT8 ") == CodecSpec("int8")
+    assert parse_codec("int8:tensor") == CodecSpec("int8")
+    assert parse_codec("int8:channel") == CodecSpec("int8", per_channel=True)
+    assert parse_codec("topk") == CodecSpec("topk", fraction=0.01)
+    assert parse_codec("qsgd") == CodecSpec("qsgd", levels=16)
+    assert parse_codec("topk:1e-3").fraction == 0.001
+    assert CodecSpec("topk", fraction=1).label() == "topk:1.0"
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("gzip", "unknown codec"),
+        ("", "unknown codec"),
+        ("fp16:2", "no parameter"),
+        ("none:x", "no parameter"),
+        ("int8:row", "channel"),
+        ("topk:0", "(0, 1]"),
+        ("topk:1.5", "(0, 1]"),
+        ("topk:nan", "(0, 1]"),
+        ("topk:-0.1", "(0, 1]"),
+        ("topk:abc", "not a number"),
+        ("qsgd:0", "1..127"),
+        ("qsgd:128", "1..127"),
+        ("qsgd:2.5", "not an integer"),
+    ],
+)
+def test_parse_errors(text, fragment):
+    with pytest.raises(ValueError) as info:
+        parse_codec(text)
+    msg = str(info.value)
+    assert fragment in msg
+    assert "valid forms" in msg and "topk:<fraction" in msg
+
+
+def test_parse_non_string():
+    with pytest.raises(ValueError, match="valid forms"):
+        parse_codec(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"name": "zip"},
+        {"name": "topk", "fraction": 0.0},
+        {"name": "topk", "fraction": 2.0},
+        {"name": "topk", "fraction": float("inf")},
+        {"name": "topk", "fraction": True},
+        {"name": "qsgd", "levels": 0},
+        {"name": "qsgd", "levels": 128},
+        {"name": "qsgd", "levels": 2.0},
+        {"name": "fp16", "per_channel": True},
+        {"name": "int8", "fraction": 0.5},
+        {"name": "fp16", "levels": 4},
+        {"name": "int8", "per_channel": "yes"},
+    ],
+)
+def test_spec_validation(kwargs):
+    with pytest.raises(ValueError):
+        CodecSpec(**kwargs)
+
+
+@given(st.floats(min_value=1e-9, max_value=1.0, exclude_min=False))
+def test_topk_label_roundtrip_property(f):
+    spec = CodecSpec("topk", fraction=f)
+    assert parse_codec(spec.label()) == spec
+
+
+@given(st.integers(1, MAX_QSGD_LEVELS))
+def test_qsgd_label_roundtrip_property(s):
+    spec = CodecSpec("qsgd", levels=s)
+    assert parse_codec(spec.label()) == spec
+
+
+def test_uses_error_feedback():
+    assert uses_error_feedback(parse_codec("topk:0.01"))
+    for t in ("none", "fp16", "int8", "int8:channel", "qsgd:16"):
+        assert not uses_error_feedback(parse_codec(t))
+
+
+def test_topk_count():
+    assert topk_count(0, 0.01) == 0
+    assert topk_count(10, 0.01) == 1  # small tensors keep at least one entry
+    assert topk_count(100, 0.07) == 7  # no float off-by-one (0.07*100 = 7.000000000000001)
+    assert topk_count(2048, 0.01) == 21
+    assert topk_count(5, 1.0) == 5
+    assert topk_count(3, 0.5) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Sizes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_LABELS)
+def test_encoded_size_matches_layout(spec):
+    upd = rand_update(MLP)
+    payload, _ = encode(upd, spec, rng=np.random.default_rng(1))
+    layout = payload_layout(spec, MLP)
+    assert list(payload) == list(layout)
+    for key, (dtype, length) in layout.items():
+        assert payload[key].dtype == dtype and payload[key].shape == (length,)
+    assert payload_nbytes(payload) == expected_nbytes(spec, MLP)
+    ratio = 4 * sum(math.prod(s) for s in MLP.values()) / payload_nbytes(payload)
+    assert ratio == pytest.approx(expected_ratio(spec, MLP))
+
+
+def test_size_promises():
+    mlp_raw = 4 * 2410
+    big = {"w": (256, 256)}  # 65,536 entries: uint16 indices still fit
+    huge = {"w": (1000, 100)}  # 100,000 entries: int32 indices
+    assert expected_ratio(parse_codec("none"), MLP) == 1.0
+    assert expected_ratio(parse_codec("fp16"), MLP) == 2.0
+    assert expected_ratio(parse_codec("int8"), MLP) >= 3.9  # 4 tensors, 8 header bytes each
+    assert expected_ratio(parse_codec("int8"), big) >= 3.99
+    assert expected_ratio(parse_codec("int8:channel"), big) >= 3.8
+    # top-k at f = 0.01: ~1/(f * (2 + 2) / 4) = 100x with uint16 idx + fp16 val
+    assert expected_ratio(parse_codec("topk:0.01"), big) == pytest.approx(100, rel=0.01)
+    assert expected_ratio(parse_codec("topk:0.01"), huge) == pytest.approx(400 / 6, rel=0.01)
+    assert expected_ratio(parse_codec("topk:0.01"), MLP) >= 50  # project goal, even on a tiny MLP
+    assert expected_nbytes(parse_codec("topk:0.01"), MLP) == (21 + 1 + 4 + 1) * 4 + 4 * 4
+    assert mlp_raw / expected_nbytes(parse_codec("topk:0.01"), MLP) == pytest.approx(77.74, 0.01)
+    # qsgd: 2 bits (s=1), 4 bits (s<=7), 8 bits (s>=8) per entry + a 4-byte norm per tensor
+    assert expected_ratio(parse_codec("qsgd:1"), big) == pytest.approx(16, rel=0.01)
+    assert expected_ratio(parse_codec("qsgd:7"), big) == pytest.approx(8, rel=0.01)
+    assert expected_ratio(parse_codec("qsgd:16"), big) == pytest.approx(4, rel=0.01)
+
+
+def test_topk_index_dtype_boundary():
+    spec = parse_codec("topk:0.001")
+    p1, _ = encode({"w": np.ones(65536, np.float32)}, spec)
+    p2, _ = encode({"w": np.ones(65537, np.float32)}, spec)
+    assert p1["w.idx"].dtype == np.uint16
+    assert p2["w.idx"].dtype == np.int32
+    # the index dtype is part of validation
+    bad = dict(p1, **{"w.idx": p1["w.idx"].astype(np.int32)})
+    with pytest.raises(PayloadError, match="dtype"):
+        decode(bad, spec, {"w": (65536,)})
+    bad = dict(p2, **{"w.idx": p2["w.idx"].astype(np.uint16)})
+    with pytest.raises(PayloadError, match="dtype"):
+        decode(bad, spec, {"w": (65537,)})
+
+
+def test_small_tensor_keeps_one_entry():
+    spec = parse_codec("topk:0.01")
+    bias = np.array([0.1, -0.5, 0.2, 0, 0, 0, 0, 0, 0, 0.3], np.float32)
+    payload, res = encode({"b": bias}, spec)
+    assert payload["b.idx"].tolist() == [1]
+    out = decode(payload, spec, {"b": (10,)})["b"]
+    assert out[1] == -0.5 and np.count_nonzero(out) == 1
+    np.testing.assert_array_equal(res["b"] + out, bias)
+
+
+# ------------------------------------------------------------------------------------------
+# Round-trip error bounds
+# ------------------------------------------------------------------------------------------
+
+
+def ulp32(x):
+    return np.spacing(np.abs(np.asarray(x, np.float32))).astype(np.float64)
+
+
+@pytest.mark.parametrize("name", list(EDGE))
+def test_none_exact(name):
+    x = EDGE[name]
+    spec = parse_codec("none")
+    out = decode(encode({"t": x}, spec)[0], spec, {"t": x.shape})["t"]
+    assert out.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_array_equal(out, x)
+
+
+@pytest.mark.parametrize("name", list(EDGE))
+def test_fp16_bound(name):
+    x = EDGE[name]
+    spec = parse_codec("fp16")
+    out = decode(encode({"t": x}, spec)[0], spec, {"t": x.shape})["t"]
+    assert out.dtype == np.float32 and out.shape == x.shape
+    xa, oa = x.astype(np.float64), out.astype(np.float64)
+    normal = (np.abs(xa) >= 2.0**-14) & (np.abs(xa) <= 65504)
+    assert np.all(np.abs(oa - xa)[normal] <= 2.0**-11 * np.abs(xa)[normal])
+    small = np.abs(xa) < 2.0**-14  # subnormal half range: absolute error <= half a step
+    assert np.all(np.abs(oa - xa)[small] <= 2.0**-25)
+    big = np.abs(xa) > 65504  # saturates
+    assert np.all(oa[big] == np.sign(xa[big]) * 65504)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("name", list(EDGE))
+def test_int8_bound(name, per_channel):
+    x = EDGE[name]
+    spec = CodecSpec("int8", per_channel=per_channel)
+    payload, _ = encode({"t": x}, spec)
+    out = decode(payload, spec, {"t": x.shape})["t"]
+    assert out.dtype == np.float32 and out.shape == x.shape
+    scale = payload["t.scale"].astype(np.float64)
+    if per_channel and x.ndim >= 2:
+        assert scale.shape == (x.shape[0],)
+        s = np.broadcast_to(scale.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape)
+    else:
+        assert scale.shape == (1,)
+        s = np.full(x.shape, scale[0])
+    err = np.abs(out.astype(np.float64) - x.astype(np.float64))
+    assert np.all(err <= s / 2 + ulp32(x) + ulp32(out))
+    if x.size and np.all(x == x.reshape(-1)[0]):
+        np.testing.assert_array_equal(out, x)  # constant tensors are exact (scale 0)
+
+
+def test_int8_per_channel_tighter():
+    x = EDGE["channel_mixed"]
+    spec_t, spec_c = parse_codec("int8"), parse_codec("int8:channel")
+    et = np.abs(decode(encode({"t": x}, spec_t)[0], spec_t, {"t": x.shape})["t"] - x)
+    ec = np.abs(decode(encode({"t": x}, spec_c)[0], spec_c, {"t": x.shape})["t"] - x)
+    assert ec[:3].max() < et[:3].max()
+    assert np.all(ec[0] == 0) and np.all(ec[2] == 0)
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("name", list(EDGE))
+def test_topk_roundtrip_and_ef_identity(name, fraction):
+    x = EDGE[name]
+    spec = CodecSpec("topk", fraction=fraction)
+    rng = np.random.default_rng(3)
+    old_res = (rng.standard_normal(x.shape) * 1e-3).astype(np.float32)
+    if name in ("huge", "fmax"):
+        old_res = np.zeros_like(x)  # keep update + residual finite
+    payload, new_res = encode({"t": x}, spec, residual={"t": old_res})
+    out = decode(payload, spec, {"t": x.shape})["t"]
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert new_res["t"].dtype == np.float32 and new_res["t"].shape == x.shape
+    corrected = (x + old_res).astype(np.float64).reshape(-1)
+    o = out.astype(np.float64).reshape(-1)
+    r = new_res["t"].astype(np.float64).reshape(-1)
+    # update + old_residual == decoded + new_residual
+    np.testing.assert_allclose(o + r, corrected, rtol=1e-6, atol=1e-30)
+    idx = payload["t.idx"].astype(np.int64)
+    k = topk_count(x.size, fraction)
+    assert idx.size == k
+    dropped = np.ones(x.size, bool)
+    dropped[idx] = False
+    assert np.all(o[dropped] == 0)
+    assert np.all(r[dropped] == corrected[dropped].astype(np.float32))  # dropped mass -> residual
+    if k and dropped.any():  # kept entries are the largest ones
+        assert np.abs(corrected[idx]).min() >= np.abs(corrected[dropped]).max()
+    if k:  # kept entries are fp16-exact relative to the per-tensor scale
+        m = np.abs(corrected[idx]).max()
+        assert np.all(
+            np.abs(o[idx] - corrected[idx])
+            <= 2.0**-11 * np.abs(corrected[idx]) + m * 2.0**-24 + ulp32(corrected[idx])
+        )
+
+
+@pytest.mark.parametrize("levels", [1, 3, 7, 8, 16, 127])
+@pytest.mark.parametrize("name", list(EDGE))
+def test_qsgd_bound(name, levels):
+    x = EDGE[name]
+    spec = CodecSpec("qsgd", levels=levels)
+    payload, res = encode({"t": x}, spec, rng=np.random.default_rng(7))
+    assert res is None
+    out = decode(payload, spec, {"t": x.shape})["t"]
+    assert out.dtype == np.float32 and out.shape == x.shape
+    norm = float(payload["t.norm"][0])
+    assert norm == (float(np.abs(x).max()) if x.size else 0.0)
+    err = np.abs(out.astype(np.float64) - x.astype(np.float64))
+    assert np.all(err <= norm / levels * (1 + 1e-6) + ulp32(out))
+    assert np.all((out == 0) | (np.sign(out) == np.sign(x)))
+
+
+@pytest.mark.parametrize("levels", [1, 4, 16])
+def test_qsgd_unbiased(levels):
+    x = np.array([0.3, -0.7, 1.0, 0.05, 0.0, -0.001, 0.5, 0.99], np.float32)
+    spec = CodecSpec("qsgd", levels=levels)
+    rng = np.random.default_rng(11)
+    draws = 4000
+    total = np.zeros(x.size)
+    for _ in range(draws):
+        total += decode(encode({"t": x}, spec, rng=rng)[0], spec, {"t": x.shape})["t"]
+    mean = total / draws
+    sigma = 1.0 / levels / 2 / math.sqrt(draws)  # per-element std <= (norm/s)/2, norm = 1
+    assert np.all(np.abs(mean - x) <= 5 * sigma + 1e-7)
+
+
+def test_qsgd_default_rng_and_packing_padding():
+    x = np.linspace(-1, 1, 7).astype(np.float32)  # odd length -> padding nibble
+    for levels in (1, 5):
+        spec = CodecSpec("qsgd", levels=levels)
+        payload, _ = encode({"t": x}, spec)  # rng=None -> fresh default generator
+        assert payload["t.lvl"].dtype == np.uint8
+        out = decode(payload, spec, {"t": (7,)})["t"]
+        assert np.all(np.abs(out - x) <= 1 / levels + 1e-6)
+
+
+# ------------------------------------------------------------------------------------------
+# Error feedback
+# ------------------------------------------------------------------------------------------
+
+
+def test_ef_constant_update_sums_exactly():
+    rng = np.random.default_rng(5)
+    tmpl = {"w": (20, 30), "b": (10,)}
+    u = {k: rng.standard_normal(s).astype(np.float32) for k, s in tmpl.items()}
+    spec = parse_codec("topk:0.05")
+    residual = None
+    total = {k: np.zeros(s) for k, s in tmpl.items()}
+    rounds = 40
+    for _ in range(rounds):
+        payload, residual = encode(u, spec, residual=residual)
+        dec = decode(payload, spec, tmpl)
+        for k in tmpl:
+            total[k] += dec[k]
+    for k in tmpl:
+        np.testing.assert_allclose(
+            total[k] + residual[k], rounds * u[k].astype(np.float64), rtol=1e-5, atol=1e-4
+        )
+
+
+def test_ef_small_entry_eventually_sent():
+    u = {"w": np.array([10.0] * 9 + [0.01], np.float32)}
+    spec = parse_codec("topk:0.1")  # one entry per round
+    residual = None
+    sent_round = None
+    for r in range(1, 20_000):
+        payload, residual = encode(u, spec, residual=residual)
+        if r == 1:
+            assert 9 not in payload["w.idx"].tolist()
+        if 9 in payload["w.idx"].tolist():
+            sent_round = r
+            break
+    assert sent_round is not None and sent_round > 1
+    assert residual["w"][9] == 0.0  # released: the accumulated mass went out
+
+
+def test_ef_without_residual_equals_zero_residual():
+    upd = rand_update(MLP, seed=9)
+    spec = parse_codec("topk:0.01")
+    p1, r1 = encode(upd, spec)
+    p2, r2 = encode(upd, spec, residual={k: np.zeros_like(v) for k, v in upd.items()})
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k])
+    for k in r1:
+        np.testing.assert_array_equal(r1[k], r2[k])
+
+
+def test_residual_rules():
+    upd = rand_update(MLP)
+    with pytest.raises(ValueError, match="error feedback"):
+        encode(upd, parse_codec("int8"), residual={k: np.zeros_like(v) for k, v in upd.items()})
+    assert encode(upd, parse_codec("fp16"))[1] is None
+    spec = parse_codec("topk:0.01")
+    with pytest.raises(ValueError, match="same tensor names"):
+        encode(upd, spec, residual={"fc1.weight": np.zeros((32, 64), np.float32)})
+    bad = {k: np.zeros_like(v) for k, v in upd.items()}
+    bad["fc1.bias"] = np.zeros(31, np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        encode(upd, spec, residual=bad)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_encode_rejects_non_finite_update(bad):
+    upd = rand_update(MLP)
+    upd["fc2.bias"][3] = bad
+    for spec in ALL_SPECS:
+        with pytest.raises(ValueError, match="NaN/inf"):
+            encode(upd, spec)
+
+
+def test_encode_rejects_bad_inputs():
+    with pytest.raises(ValueError):
+        encode({"w": np.array(["a"])}, parse_codec("none"))
+    with pytest.raises(ValueError):
+        encode({"w": np.array([1e300])}, parse_codec("none"))  # overflows float32
+    with pytest.raises(TypeError):
+        encode({"w": np.ones(3, np.float32)}, "fp16")  # type: ignore[arg-type]
+
+
+def test_encode_accepts_float64_and_keeps_order():
+    upd = {"z": np.ones((2, 2)), "a": np.arange(3.0)}
+    payload, _ = encode(upd, parse_codec("fp16"))
+    assert list(payload) == ["z.f16", "a.f16"]
+    out = decode(payload, parse_codec("fp16"), {"z": (2, 2), "a": (3,)})
+    assert list(out) == ["z", "a"] and out["a"].tolist() == [0.0, 1.0, 2.0]
+
+
+# ------------------------------------------------------------------------------------------
+# Downlink codec
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["none", "fp16", "int8", "int8:channel"])
+def test_global_codec_roundtrip(text):
+    spec = parse_codec(text)
+    g = rand_update(MLP, seed=2, scale=0.3)
+    payload = encode_global(g, spec)
+    out = decode_global(payload, spec, shapes_of(g))
+    for k in g:
+        assert out[k].dtype == np.float32 and out[k].shape == g[k].shape
+        assert np.max(np.abs(out[k] - g[k])) <= 0.01
+
+
+@pytest.mark.parametrize("text", ["topk:0.01", "qsgd:16"])
+def test_global_codec_rejects_uplink_only(text):
+    with pytest.raises(ValueError, match="downlink"):
+        encode_global(rand_update(MLP), parse_codec(text))
+    with pytest.raises(ValueError, match="downlink"):
+        decode_global({}, parse_codec(text), MLP)
+
+
+# ------------------------------------------------------------------------------------------
+# Hostile payloads
+# ------------------------------------------------------------------------------------------
+
+
+def valid(text, template=MLP, seed=0):
+    spec = parse_codec(text)
+    payload, _ = encode(rand_update(template, seed), spec, rng=np.random.default_rng(seed))
+    return spec, dict(payload)
+
+
+def reject(payload, spec, fragment, template=MLP):
+    with pytest.raises(PayloadError) as info:
+        decode(payload, spec, template)
+    assert fragment in str(info.value), str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("text", ALL_LABELS)
+def test_valid_payload_decodes(text):
+    spec, payload = valid(text)
+    out = decode(payload, spec, MLP)
+    assert list(out) == list(MLP)
+    for k, s in MLP.items():
+        assert out[k].dtype == np.float32 and out[k].shape == s
+
+
+@pytest.mark.parametrize("text", ALL_LABELS)
+def test_missing_and_extra_keys(text):
+    spec, payload = valid(text)
+    key = next(iter(payload))
+    missing = {k: v for k, v in payload.items() if k != key}
+    reject(missing, spec, "missing keys")
+    reject(dict(payload, **{"fc3.weight.q": np.zeros(3, np.int8)}), spec, "unexpected keys")
+    reject(dict(payload, **{key + "x": payload[key]}), spec, "unexpected keys")
+    odd = dict(payload)
+    odd[7] = np.zeros(1, np.float32)  # non-string key
+    reject(odd, spec, "unexpected keys")
+    reject({}, spec, "missing keys")
+
+
+@pytest.mark.parametrize("text", ALL_LABELS)
+def test_wrong_dtype_shape_length(text):
+    spec, payload = valid(text)
+    for key, arr in payload.items():
+        for dt in (np.float64, np.int64, np.uint8, np.int8, np.float16, np.bool_, object):
+            if np.dtype(dt) == arr.dtype:
+                continue
+            reject(dict(payload, **{key: arr.astype(dt)}), spec, "dtype")
+        reject(dict(payload, **{key: arr.reshape(1, -1)}), spec, "1-D")
+        reject(
+            dict(payload, **{key: np.array(arr[0]) if arr.size else np.array(0, arr.dtype)}),
+            spec,
+            "1-D",
+        )  # 0-d array where a 1-D array is expected
+        reject(dict(payload, **{key: arr[:-1]}), spec, "length")  # truncated
+        reject(dict(payload, **{key: np.concatenate([arr, arr[:1]])}), spec, "length")
+        reject(dict(payload, **{key: arr.tolist()}), spec, "numpy.ndarray")
+        reject(dict(payload, **{key: np.ma.masked_array(arr)}), spec, "numpy.ndarray")
+        if arr.dtype.itemsize > 1:  # non-native byte order
+            reject(dict(payload, **{key: arr.astype(arr.dtype.newbyteorder())}), spec, "dtype")
+
+
+def test_not_a_mapping():
+    spec, payload = valid("int8")
+    for bad in (None, [1, 2], "w.q", list(payload.items())):
+        reject(bad, spec, "mapping")
+
+
+@pytest.mark.parametrize("text", ["none", "fp16", "int8", "int8:channel", "topk:0.1", "qsgd:16"])
+def test_non_finite_values(text):
+    spec, payload = valid(text)
+    for key, arr in payload.items():
+        if arr.dtype.kind != "f":
+            continue
+        for bad in (np.nan, np.inf, -np.inf):
+            a = arr.copy()
+            a[0] = bad
+            reject(dict(payload, **{key: a}), spec, "NaN or inf")
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("int8", "fc1.weight.scale"),
+        ("int8:channel", "fc2.weight.scale"),
+        ("topk:0.1", "fc1.bias.scale"),
+        ("qsgd:16", "fc2.weight.norm"),
+        ("qsgd:3", "fc1.bias.norm"),
+    ],
+)
+def test_negative_scale(text, key):
+    spec, payload = valid(text)
+    a = payload[key].copy()
+    a[0] = -abs(a[0]) - 1.0
+    reject(dict(payload, **{key: a}), spec, "negative scale")
+
+
+def test_topk_index_attacks():
+    spec, payload = valid("topk:0.1")
+    idx = payload["fc1.weight.idx"]  # uint16, 205 entries of 2048
+    assert idx.dtype == np.uint16 and idx.size == 205
+    a = idx.copy()
+    a[-1] = 2048
+    reject(dict(payload, **{"fc1.weight.idx": a}), spec, "out of range")
+    a[-1] = 65535
+    reject(dict(payload, **{"fc1.weight.idx": a}), spec, "out of range")
+    a = idx.copy()
+    a[5] = a[4]
+    reject(dict(payload, **{"fc1.weight.idx": a}), spec, "no duplicates")
+    reject(dict(payload, **{"fc1.weight.idx": idx[::-1].copy()}), spec, "strictly increasing")
+    # negative indices need a signed index dtype: a > 65536-entry tensor uses int32
+    tmpl = {"w": (70000,)}
+    spec2, p2 = valid("topk:0.001", tmpl)
+    assert p2["w.idx"].dtype == np.int32
+    a = p2["w.idx"].copy()
+    a[0] = -1
+    reject(dict(p2, **{"w.idx": a}), spec2, "negative index", tmpl)
+    a[0] = 70000
+    reject(dict(p2, **{"w.idx": np.sort(a)}), spec2, "out of range", tmpl)
+    v = p2["w.val"].copy()
+    v[0] = np.float16(2.0)
+    reject(dict(p2, **{"w.val": v}), spec2, "|value| > 1", tmpl)
+
+
+def test_qsgd_level_attacks():
+    spec, payload = valid("qsgd:16")
+    a = payload["fc1.bias.lvl"].copy()
+    a[0] = 17
+    reject(dict(payload, **{"fc1.bias.lvl": a}), spec, "exceeds s=16")
+    a[0] = -128
+    reject(dict(payload, **{"fc1.bias.lvl": a}), spec, "exceeds s=16")
+    spec, payload = valid("qsgd:3")  # 4-bit packed, offset 8: nibbles 5..11 are valid
+    a = payload["fc2.bias.lvl"].copy()
+    a[0] = (a[0] & 0xF0) | 0x0F
+    reject(dict(payload, **{"fc2.bias.lvl": a}), spec, "exceeds s=3")
+    tmpl = {"w": (7,)}  # odd length: last nibble is padding and must encode level 0
+    spec, payload = valid("qsgd:3", tmpl)
+    a = payload["w.lvl"].copy()
+    a[-1] = (a[-1] & 0x0F) | 0x90
+    reject(dict(payload, **{"w.lvl": a}), spec, "padding", tmpl)
+    spec, payload = valid("qsgd:1", tmpl)  # 2-bit packed: value 0 (level -2) is invalid
+    a = payload["w.lvl"].copy()
+    a[0] = a[0] & 0xFC
+    reject(dict(payload, **{"w.lvl": a}), spec, "exceeds s=1", tmpl)
+
+
+@pytest.mark.parametrize("src", ALL_LABELS)
+def test_wrong_codec_payload(src):
+    _, payload = valid(src)
+    for dst in ALL_SPECS:
+        if dst.label() == src:
+            continue
+        if payload_layout(dst, MLP) == payload_layout(parse_codec(src), MLP):
+            continue  # identical wire layout (e.g. qsgd:8 vs qsgd:16): levels are range-checked
+        with pytest.raises(PayloadError):
+            decode(payload, dst, MLP)
+
+
+def test_wrong_template():
+    spec, payload = valid("int8")
+    tmpl = dict(MLP, **{"fc1.weight": (64, 32)})  # same size, different shape: q length fine
+    out = decode(payload, spec, tmpl)
+    assert out["fc1.weight"].shape == (64, 32)
+    reject(payload, spec, "length", dict(MLP, **{"fc1.weight": (32, 65)}))
+    reject(payload, spec, "missing keys", dict(MLP, extra=(3,)))
+
+
+def test_huge_arrays_rejected_without_allocation():
+    spec, payload = valid("topk:0.01")
+    huge_idx = np.zeros(4_000_000, np.uint16)  # "declared count" far beyond the template
+    huge_q = np.zeros(8_000_000, np.int8)
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(PayloadError, match="length"):
+            decode(dict(payload, **{"fc1.weight.idx": huge_idx}), spec, MLP)
+        spec8, p8 = valid("int8")
+        tracemalloc.reset_peak()
+        with pytest.raises(PayloadError, match="length"):
+            decode(dict(p8, **{"fc1.weight.q": huge_q}), spec8, MLP)
+        _, peak = tracemalloc.get_traced_memory()
+        assert time.perf_counter() - t0 < 1.0
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
+
+
+@pytest.mark.parametrize("text", ALL_LABELS)
+def test_decode_allocation_bounded_by_template(text):
+    spec, payload = valid(text, {"w": (500, 500)})
+    tracemalloc.start()
+    try:
+        decode(payload, spec, {"w": (500, 500)})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # output (4 B/entry) plus bounded temporaries; top-k at f=1 needs intp indices (16 B/entry)
+    assert peak <= (16 if text == "topk:1.0" else 5) * 250_000 + (1 << 20)
+
+
+def test_decode_bad_template_and_spec_are_caller_errors():
+    spec, payload = valid("fp16")
+    with pytest.raises(ValueError) as info:
+        decode(payload, spec, {"w": (-1, 3)})
+    assert not isinstance(info.value, PayloadError)
+    with pytest.raises(TypeError):
+        decode(payload, "fp16", MLP)  # type: ignore[arg-type]
+
+
+def test_empty_template():
+    for spec in ALL_SPECS:
+        payload, _ = encode({}, spec)
+        assert payload == {}
+        assert decode({}, spec, {}) == {}
+        assert expected_ratio(spec, {}) == 1.0
+
+
+def test_flower_arrayrecord_roundtrip():
+    flwr_app = pytest.importorskip("flwr.app")
+    for spec in ALL_SPECS:
+        upd = rand_update(MLP, seed=4)
+        payload, _ = encode(upd, spec, rng=np.random.default_rng(0))
+        record = flwr_app.ArrayRecord({k: flwr_app.Array(v) for k, v in payload.items()})
+        back = {k: record[k].numpy() for k in record}
+        direct = decode(payload, spec, MLP)
+        via = decode(back, spec, MLP)
+        for k in MLP:
+            np.testing.assert_array_equal(direct[k], via[k])
+
+
+@pytest.mark.parametrize("text", ALL_LABELS)
+def test_pack_unpack_roundtrip(text):
+    spec, payload = valid(text)
+    blob = pack_payload(payload, spec, MLP)
+    assert blob.dtype == np.uint8 and blob.shape == (expected_nbytes(spec, MLP),)
+    back = unpack_payload(blob, spec, MLP)
+    assert list(back) == list(payload)
+    for k in payload:
+        np.testing.assert_array_equal(back[k], payload[k])
+        assert back[k].dtype == payload[k].dtype
+    direct, via = decode(payload, spec, MLP), decode(back, spec, MLP)
+    for k in MLP:
+        np.testing.assert_array_equal(direct[k], via[k])
+
+
+def test_unpack_hostile_blobs():
+    spec, payload = valid("topk:0.01")
+    blob = pack_payload(payload, spec, MLP)
+    for bad, fragment in [
+        (blob[:-1], "bytes"),
+        (np.concatenate([blob, blob[:1]]), "bytes"),
+        (np.zeros(10**7, np.uint8), "bytes"),
+        (blob.astype(np.int8), "uint8"),
+        (blob.reshape(1, -1), "1-D"),
+        (np.array(5, np.uint8), "1-D"),
+        (blob.tolist(), "ndarray"),
+    ]:
+        with pytest.raises(PayloadError, match=fragment):
+            unpack_payload(bad, spec, MLP)
+    corrupt = blob.copy()
+    corrupt[0:2] = 0xFF  # first index of fc1.weight -> 65535, out of range
+    with pytest.raises(PayloadError, match="out of range|strictly increasing"):
+        decode(unpack_payload(corrupt, spec, MLP), spec, MLP)
+    with pytest.raises(PayloadError, match="missing keys"):
+        pack_payload({}, spec, MLP)
+
+
+def test_pack_cuts_flower_overhead():
+    flwr_app = pytest.importorskip("flwr.app")
+    serde = pytest.importorskip("flwr.common.serde")
+    spec, payload = valid("topk:0.01")
+    upd = rand_update(MLP)
+    raw = serde.array_record_to_proto(
+        flwr_app.ArrayRecord({k: flwr_app.Array(v) for k, v in upd.items()})
+    ).ByteSize()
+    flat = serde.array_record_to_proto(
+        flwr_app.ArrayRecord({k: flwr_app.Array(v) for k, v in payload.items()})
+    ).ByteSize()
+    record = flwr_app.ArrayRecord({"update": flwr_app.Array(pack_payload(payload, spec, MLP))})
+    packed = serde.array_record_to_proto(record).ByteSize()
+    assert packed < flat / 5
+    assert raw / packed > 30  # vs 77.7x on raw bytes: ~170 B of Array metadata remain
+    out = decode(unpack_payload(record["update"].numpy(), spec, MLP), spec, MLP)
+    assert all(out[k].shape == s for k, s in MLP.items())
+
+
+# ------------------------------------------------------------------------------------------
+# Property test: random hostile payloads only ever yield PayloadError or a valid result
+# ------------------------------------------------------------------------------------------
+
+FUZZ_TEMPLATE = {"w": (4, 6), "b": (5,), "s": (), "e": (0,)}
+FUZZ_SPECS = [
+    parse_codec(t)
+    for t in (
+        "none",
+        "fp16",
+        "int8",
+        "int8:channel",
+        "topk:0.2",
+        "topk:1.0",
+        "qsgd:1",
+        "qsgd:5",
+        "qsgd:16",
+    )
+]
+FUZZ_DTYPES = [
+    np.float16,
+    np.float32,
+    np.float64,
+    np.int8,
+    np.uint8,
+    np.uint16,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.bool_,
+    np.complex64,
+    object,
+    "<U3",
+    ">f4",
+    ">u2",
+]
+SPECIAL = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    2.0,
+    65504.0,
+    1e38,
+    -1e38,
+    3.5e38,
+    1e-45,
+    np.nan,
+    np.inf,
+    -np.inf,
+    127,
+    128,
+    -128,
+    255,
+    256,
+    65535,
+    65536,
+    -1,
+    23,
+    24,
+    5,
+    4,
+]
+ALL_FUZZ_KEYS = sorted({k for sp in FUZZ_SPECS for k in payload_layout(sp, FUZZ_TEMPLATE)})
+
+
+def _fuzz_base():
+    out = {}
+    for spec in FUZZ_SPECS:
+        for seed in range(3):
+            rng = np.random.default_rng(seed)
+            upd = {
+                k: (rng.standard_normal(s) * 10.0 ** (seed - 1)).astype(np.float32)
+                for k, s in FUZZ_TEMPLATE.items()
+            }
+            out[(spec.label(), seed)] = encode(upd, spec, rng=rng)[0]
+    return out
+
+
+FUZZ_BASE = _fuzz_base()
+
+
+def random_array(rng, like=None):
+    """A random (often hostile) array; mutates ``like`` (a valid array) half of the time."""
+    if like is not None and rng.random() < 0.5:
+        arr = like.copy()
+        if arr.size and rng.random() < 0.5:
+            with np.errstate(all="ignore"):
+                try:
+                    arr[rng.integers(arr.size)] = SPECIAL[rng.integers(len(SPECIAL))]
+                except (OverflowError, ValueError):
+                    pass
+        choice = rng.integers(5)
+        if choice == 1:
+            arr = arr[: rng.integers(arr.size + 1)]
+        elif choice == 2:
+            arr = np.concatenate([arr, arr[:1]])
+        elif choice == 3:
+            arr = arr[::-1].copy()
+        elif choice == 4 and arr.size:
+            arr = arr.reshape(1, -1) if rng.random() < 0.5 else np.array(arr[0])
+        return arr
+    dtype = np.dtype(FUZZ_DTYPES[rng.integers(len(FUZZ_DTYPES))])
+    ndim = int(rng.choice([0, 1, 1, 1, 2]))
+    shape = tuple(int(d) for d in rng.integers(0, 31, size=ndim))
+    values = [SPECIAL[i] for i in rng.integers(len(SPECIAL), size=rng.integers(1, 5))]
+    n = math.prod(shape)
+    flat = [values[i % len(values)] for i in range(n)]
+    with np.errstate(all="ignore"):
+        try:
+            return np.array(flat, dtype=np.float64).astype(dtype).reshape(shape)
+        except (OverflowError, ValueError, TypeError):
+            return np.zeros(shape, dtype=dtype)
+
+
+@st.composite
+def random_payload(draw):
+    """Hypothesis picks the codec, base payload, mode and a seed; numpy generates the content."""
+    spec = draw(st.sampled_from(FUZZ_SPECS))
+    base = FUZZ_BASE[(spec.label(), draw(st.integers(0, 2)))]
+    mode = draw(st.sampled_from([0, 1, 1, 1, 1, 1, 2, 2, 2, 2]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if mode == 1:  # valid structure, hostile values in a few entries
+        payload = dict(base)
+        keys = sorted(base)
+        for i in rng.choice(len(keys), size=rng.integers(1, 4), replace=False):
+            arr = base[keys[i]].copy()
+            with np.errstate(all="ignore"):
+                for j in rng.integers(arr.size, size=rng.integers(1, 4)) if arr.size else []:
+                    try:
+                        arr[j] = SPECIAL[rng.integers(len(SPECIAL))]
+                    except (OverflowError, ValueError):
+                        pass
+            payload[keys[i]] = arr
+    elif mode == 0:  # random subset of all keys any codec could use
+        keys = rng.choice(ALL_FUZZ_KEYS, size=rng.integers(0, 13), replace=False)
+        payload = {str(k): random_array(rng, base.get(str(k))) for k in keys}
+    else:  # start from the valid payload and corrupt a few entries
+        payload = dict(base)
+        keys = sorted(base)
+        for i in rng.choice(len(keys), size=rng.integers(0, 4), replace=False):
+            payload[keys[i]] = random_array(rng, base[keys[i]])
+        if payload and rng.random() < 0.2:
+            payload.pop(keys[rng.integers(len(keys))], None)
+        if rng.random() < 0.1:
+            odd = ALL_FUZZ_KEYS + ["w", "w.", ".q", "w.q.q"]
+            payload[odd[rng.integers(len(odd))]] = random_array(rng)
+    return spec, payload
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(random_payload())
+def test_fuzz_decode_only_payload_error_or_valid(case):
+    spec, payload = case
+    try:
+        out = decode(payload, spec, FUZZ_TEMPLATE)
+    except PayloadError as err:
+        assert str(err)
+        assert not str(err).startswith("malformed payload"), str(err)  # no safety-net hits
+        event("rejected: " + str(err).split(": ", 1)[-1].split(" ")[0])
+        return
+    event("accepted")
+    assert list(out) == list(FUZZ_TEMPLATE)
+    for k, shape in FUZZ_TEMPLATE.items():
+        assert type(out[k]) is np.ndarray
+        assert out[k].dtype == np.float32 and out[k].shape == shape
+        assert np.isfinite(out[k]).all()

@@ -1,0 +1,97 @@
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from client.app import app as _app  # noqa: F401  (registers handlers; module under test below)
+from client.app import train
+from fedenergy.devices import get_device
+from fedenergy.mod import energy_mod
+from fedenergy.network import get_link, infrastructure_energy_j, radio_energy
+from fedenergy.report import REPORT_KEY, EnergyReport
+from fedenergy.tasks import get_task
+from fedenergy.wire import message_bytes
+
+
+@pytest.fixture
+def train_message():
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 42, 1
+    arrays = ArrayRecord(get_task("digits").make_model().state_dict())
+    cfg = ConfigRecord(
+        {
+            "server-round": 2,
+            "lr": 0.1,
+            "fe-task": "digits",
+            "fe-seed": 0,
+            "fe-epochs": 1,
+            "fe-batch-size": 32,
+            "fe-device": "rpi4",
+            "fe-link": "lte",
+            "fe-infra-kwh-per-gb": 0.059,
+        }
+    )
+    return Message(
+        RecordDict({"arrays": arrays, "config": cfg}),
+        message_type=MessageType.TRAIN,
+        dst_node_id=42,
+    )
+
+
+def test_mod_attaches_a_report_built_from_exact_bytes_and_flops(train_message):
+    ctx = Context(
+        run_id=1,
+        node_id=42,
+        node_config={"partition-id": 3, "num-partitions": 10},
+        state=RecordDict(),
+        run_config={},
+    )
+    reply = energy_mod(train_message, ctx, lambda m, c: train(m, c))
+    assert "fedenergy.work" not in reply.content
+    rep = EnergyReport.from_record(reply.content[REPORT_KEY])
+    assert rep.bytes_down == message_bytes(train_message)
+    assert abs(rep.bytes_up - message_bytes(reply)) <= 2  # settled by fixed point
+    assert rep.server_round == 2 and rep.partition_id == 3 and rep.device == "rpi4"
+    dev, link = get_device("rpi4"), get_link("lte")
+    comp = {(c.phase, c.domain): c.joules for c in rep.components}
+    assert comp[("train", "compute")] == pytest.approx(dev.compute_energy_j(rep.flops))
+    radio = radio_energy(link, rep.bytes_down, rep.bytes_up, dev.compute_time_s(rep.flops))
+    assert comp[("download", "radio")] == pytest.approx(radio.download_j)
+    assert comp[("upload", "radio")] == pytest.approx(radio.upload_j)
+    assert comp[("upload", "infrastructure")] == pytest.approx(
+        infrastructure_energy_j(rep.bytes_up)
+    )
+    assert rep.flops > 0
+    # the reply still satisfies FedAvg's contract: one ArrayRecord, one MetricRecord
+    assert len(reply.content.array_records) == 1 and len(reply.content.metric_records) == 1
+
+
+def test_node_config_profile_takes_precedence(train_message):
+    ctx = Context(
+        run_id=1,
+        node_id=42,
+        node_config={
+            "partition-id": 0,
+            "num-partitions": 10,
+            "device": "jetson-orin-nano",
+            "link": "wifi",
+        },
+        state=RecordDict(),
+        run_config={},
+    )
+    reply = energy_mod(train_message, ctx, lambda m, c: train(m, c))
+    rep = EnergyReport.from_record(reply.content[REPORT_KEY])
+    assert (rep.device, rep.link) == ("jetson-orin-nano", "wifi")
+
+
+def test_error_replies_pass_through_untouched(train_message):
+    ctx = Context(
+        run_id=1,
+        node_id=42,
+        node_config={"partition-id": 0, "num-partitions": 10},
+        state=RecordDict(),
+        run_config={},
+    )
+    from flwr.app import Error
+
+    err = Message(Error(code=0, reason="boom"), reply_to=train_message)
+    out = energy_mod(train_message, ctx, lambda m, c: err)
+    assert out.has_error() and out.error.reason == "boom"

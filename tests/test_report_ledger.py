@@ -1,0 +1,106 @@
+import sqlite3
+
+import pytest
+from flwr.app import RecordDict
+from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
+
+from fedenergy.ledger import Ledger, rows_from_report
+from fedenergy.mod import build_report
+from fedenergy.report import REPORT_KEY, EnergyReport, ReportError
+
+
+def _report(**kw):
+    args = dict(
+        kind="train",
+        server_round=3,
+        partition_id=7,
+        device_id="rpi4",
+        link_id="lte",
+        flops=10**9,
+        bytes_down=12_000,
+        bytes_up=11_000,
+        infra_kwh_per_gb=0.059,
+    )
+    args.update(kw)
+    return build_report(**args)
+
+
+def test_report_round_trips_through_flower_records_and_protobuf():
+    rep = _report()
+    content = RecordDict({REPORT_KEY: rep.to_record()})
+    wire = recorddict_from_proto(recorddict_to_proto(content))
+    back = EnergyReport.from_record(wire[REPORT_KEY])
+    assert back == rep
+    assert back.total_j == pytest.approx(rep.total_j)
+    assert {c.provenance for c in back.components} == {"modeled"}
+    assert all(c.source for c in back.components)
+
+
+@pytest.mark.parametrize(
+    "key,value,reason",
+    [
+        ("schema", 99, "unsupported report schema"),
+        ("kind", "mine", "unknown call kind"),
+        ("c-joules", [float("nan")] * 5, "joules"),
+        ("c-joules", [-1.0] * 5, "joules"),
+        ("c-joules", [1.0] * 4, "different lengths"),
+        ("c-provenance", ["guessed"] * 5, "provenance"),
+        ("c-phase", ["mining"] * 5, "unknown phase"),
+        ("bytes-up", -5, "bytes-up"),
+        ("compute-s", float("inf"), "compute-s"),
+        ("device", "x" * 1000, "device"),
+    ],
+)
+def test_bad_reports_are_rejected_with_a_reason(key, value, reason):
+    rec = _report().to_record()
+    rec[key] = value
+    with pytest.raises(ReportError, match=reason):
+        EnergyReport.from_record(rec)
+    rec = _report().to_record()
+    del rec[key]
+    with pytest.raises(ReportError, match="missing field"):
+        EnergyReport.from_record(rec)
+
+
+def test_rows_group_components_by_phase_and_conserve_joules():
+    rep = _report()
+    rows = rows_from_report(123, rep)
+    assert [r.phase for r in rows] == ["train", "download", "upload"]
+    assert sum(r.joules for r in rows) == pytest.approx(rep.total_j)
+    assert {r.phase: r.bytes for r in rows} == {"train": 0, "download": 12_000, "upload": 11_000}
+
+
+def test_ledger_commits_rounds_and_reopens(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as led:
+        led.start_run("r1", {"task": "digits"}, {"name": "mixed"}, 0, {"flwr": "x"})
+        led.add_nodes("r1", [("123", 7, "rpi4", "lte")])
+        led.commit_round("r1", 1, rows_from_report(123, _report(server_round=1)), 0.5, 1.2, 1, 1, 0)
+        led.commit_round("r1", 2, rows_from_report(123, _report(server_round=2)), 0.6, 1.0, 1, 1, 0)
+    with Ledger(path) as led:
+        assert [r["round"] for r in led.rounds("r1")] == [1, 2]
+        assert led.runs()[0]["status"] == "running"
+        tot = led.totals("r1")
+        assert tot["total_j"] == pytest.approx(2 * _report().total_j)
+        assert tot["total_j"] == pytest.approx(tot["compute_j"] + tot["network_j"])
+        assert {r["device"] for r in led.energy_rows("r1")} == {"rpi4"}
+
+
+def test_a_round_is_all_or_nothing(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    led = Ledger(path)
+    led.start_run("r1", {}, {}, 0, {})
+    rows = rows_from_report(1, _report())
+    led.commit_round("r1", 1, rows, 0.5, 1.0, 1, 1, 0)
+    # a duplicate primary key inside the second round's transaction aborts the whole round
+    bad = rows + [rows[0].__class__(**{**rows[0].__dict__, "joules": float("nan")})]
+    led.conn.execute(
+        "CREATE TRIGGER no_nan BEFORE INSERT ON energy WHEN NEW.joules != NEW.joules "
+        "BEGIN SELECT RAISE(ABORT, 'nan'); END"
+    )
+    with pytest.raises(sqlite3.DatabaseError):
+        led.commit_round("r1", 2, bad, 0.6, 1.0, 2, 2, 0)
+    led.close()
+    with Ledger(path) as again:
+        assert [r["round"] for r in again.rounds("r1")] == [1]
+        assert {r["round"] for r in again.energy_rows("r1")} == {1}

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from fedenergy.tasks import DataConfig, get_task
+from fedenergy.tasks.partition import dirichlet_partition, iid_partition, partition_indices
+
+
+def test_iid_partition_is_a_deterministic_cover():
+    a = iid_partition(100, 7, seed=3)
+    b = iid_partition(100, 7, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert sorted(np.concatenate(a).tolist()) == list(range(100))
+    assert max(len(p) for p in a) - min(len(p) for p in a) <= 1
+    assert not all(np.array_equal(x, y) for x, y in zip(a, iid_partition(100, 7, 4), strict=True))
+
+
+def test_dirichlet_partition_is_deterministic_skewed_and_complete():
+    labels = np.repeat(np.arange(10), 100)
+    a = dirichlet_partition(labels, 10, alpha=0.1, seed=1, min_size=2)
+    b = dirichlet_partition(labels, 10, alpha=0.1, seed=1, min_size=2)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert sorted(np.concatenate(a).tolist()) == list(range(1000))
+    assert min(len(p) for p in a) >= 2
+    # strong skew: on average a partition's top class holds most of its samples
+    top_share = np.mean([np.bincount(labels[p]).max() / len(p) for p in a])
+    assert top_share > 0.5
+    iid_share = np.mean([np.bincount(labels[p]).max() / len(p) for p in iid_partition(1000, 10, 1)])
+    assert iid_share < 0.3
+
+
+def test_unknown_partitioner_and_task_are_named():
+    with pytest.raises(ValueError, match="unknown partitioner 'x'"):
+        partition_indices(np.zeros(4), 2, "x", 0.5, 0)
+    with pytest.raises(ValueError, match="unknown task 'mnist'.*digits"):
+        get_task("mnist")
+
+
+def test_digits_partitions_and_server_test_are_disjoint():
+    task = get_task("digits")
+    cfg = DataConfig(num_partitions=5, seed=0)
+    total = sum(
+        len(task.client_data(p, cfg)[0]) + len(task.client_data(p, cfg)[1]) for p in range(5)
+    )
+    assert total == len(task.pooled_train_data(cfg))
+    assert len(task.pooled_train_data(cfg)) + len(task.server_test_data(cfg)) == 1797
+
+
+def test_synthetic_matches_the_fedprox_generator_shape():
+    task = get_task("synthetic")
+    cfg = DataConfig(num_partitions=4, seed=0)
+    train, test = task.client_data(2, cfg)
+    assert train.x.shape[1] == 60 and train.y.max() < 10
+    n = len(train) + len(test)
+    assert 50 <= n <= 1000 and len(test) == n - int(0.9 * n)
+    again, _ = task.client_data(2, cfg)
+    assert np.array_equal(train.x.numpy(), again.x.numpy())
+    # devices differ (per-device u_k, B_k): their label distributions are not all equal
+    dists = [np.bincount(task.client_data(k, cfg)[0].y.numpy(), minlength=10) for k in range(4)]
+    assert len({d.argmax() for d in dists}) > 1
+    # within one device, x ~ N(v_k, Sigma) with Sigma_jj = j^-1.2
+    x = task.client_data(2, cfg)[0].x.numpy()
+    var = x.var(axis=0)
+    assert var[0] == pytest.approx(1.0, rel=0.4)
+    assert var[-1] == pytest.approx(60**-1.2, rel=0.4)
