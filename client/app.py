@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedenergy.compression import parse_codec
 from fedenergy.flops import FlopCache
 from fedenergy.mod import energy_mod, resolve_profile, work_record
 from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs
+from fedenergy.uplink import CODEC_CFG_KEY, CODEC_RECORD, encode_reply_arrays, numpy_arrays
 
 torch.set_num_threads(1)
 
@@ -38,24 +41,38 @@ def _data(msg: Message, context: Context):
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Load the global model, train locally, return the new weights and the work done."""
+    """Load the global model, train locally, return the new weights (or, with a codec, the
+    encoded update new - global) and the work done."""
     task, data, _, cfg = _data(msg, context)
+    spec = parse_codec(str(cfg.get(CODEC_CFG_KEY, "none")))
     model = task.make_model()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    global_arrays = msg.content["arrays"]
+    model.load_state_dict(global_arrays.to_torch_state_dict())
     epochs, batch = int(cfg.get("fe-epochs", 1)), int(cfg.get("fe-batch-size", 32))
     seed = int(cfg.get("fe-seed", 0)) * 100003 + int(cfg.get("server-round", 0))
     loss, _ = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed)
     flops = FLOPS.training(model, data.x, len(data), batch, epochs)
-    return Message(
-        RecordDict(
-            {
-                "arrays": ArrayRecord(model.state_dict()),
-                "metrics": MetricRecord({"train-loss": loss, "num-examples": len(data)}),
-                "fedenergy.work": work_record("train", flops),
-            }
-        ),
-        reply_to=msg,
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": MetricRecord({"train-loss": loss, "num-examples": len(data)}),
+            "fedenergy.work": work_record("train", flops),
+        }
     )
+    if spec.name != "none":
+        new = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        rng = np.random.default_rng(
+            [
+                int(cfg.get("fe-seed", 0)),
+                int(cfg.get("server-round", 0)),
+                int(context.node_config["partition-id"]),
+            ]
+        )
+        arrays, label = encode_reply_arrays(
+            new, numpy_arrays(global_arrays), spec, context.state, rng
+        )
+        content["arrays"], content[CODEC_RECORD] = arrays, label
+    return Message(content, reply_to=msg)
 
 
 @app.evaluate()

@@ -65,6 +65,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         infra_kwh_per_gb=args.infra_kwh_per_gb,
+        codec=args.codec,
         out=args.out,
     )
     console = Console(stderr=False)
@@ -167,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.infra_kwh_per_gb,
         help="network infrastructure intensity (0 excludes it)",
+    )
+    s.add_argument(
+        "--codec",
+        default=d.codec,
+        help="uplink update codec: none (default), fp16, int8, int8:channel, topk:0.01 "
+        "(with error feedback), qsgd:16",
     )
     s.add_argument("--out", default=d.out, help="output directory (ledger.sqlite, summary.json)")
     s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")

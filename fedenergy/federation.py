@@ -23,6 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedenergy.compression import parse_codec
 from fedenergy.fleet import load_fleet
 from fedenergy.ledger import Ledger
 from fedenergy.settings import Settings
@@ -45,6 +46,7 @@ def common_config(s: Settings) -> dict:
         "fe-batch-size": s.batch_size,
         "fe-fleet": s.fleet,
         "fe-infra-kwh-per-gb": s.infra_kwh_per_gb,
+        "fe-codec": parse_codec(s.codec).label(),
     }
 
 

@@ -5,6 +5,9 @@ hardware-independent work the handler reports (FLOPs, under ``WORK_KEY``), conve
 and joules with the node's device profile and bytes to joules with the node's link profile, and
 attaches the report to the reply as a ConfigRecord under ``REPORT_KEY``.
 
+Deployed nodes whose node config says ``meter="auto"`` report measured compute energy from the
+best meters of their host instead (see fedenergy/measured.py).
+
 The node's device and link come from its node config (``device=...``, ``link=...``; deployment)
 or else from the per-message config the server sends (``fe-device``, ``fe-link``; simulation).
 """
@@ -18,6 +21,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from fedenergy.devices import get_device
 from fedenergy.fleet import NodeProfile, load_fleet
+from fedenergy.measured import MeasuredCall, measure_call, wants_measurement
 from fedenergy.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
 from fedenergy.report import REPORT_KEY, Component, EnergyReport
 from fedenergy.wire import message_bytes
@@ -70,14 +74,19 @@ def build_report(
     bytes_down: int,
     bytes_up: int,
     infra_kwh_per_gb: float,
+    measured: MeasuredCall | None = None,
 ) -> EnergyReport:
-    """The modeled report of one call: compute from FLOPs, radio and infrastructure from bytes."""
+    """The report of one call: compute from FLOPs through the device model (or the measured
+    components of a deployed node), radio and infrastructure from bytes through the link model."""
     device, link = get_device(device_id), get_link(link_id)
-    compute_s = device.compute_time_s(flops)
+    compute_s = measured.seconds if measured else device.compute_time_s(flops)
     radio = radio_energy(link, bytes_down, bytes_up, gap_s=compute_s)
     infra = f"{INFRA_SOURCE}; configured {infra_kwh_per_gb:g} kWh/GB"
-    comps = (
+    compute = measured.components if measured else (
         Component(kind, "compute", device.compute_energy_j(flops), "modeled", device.provenance()),
+    )
+    comps = (
+        *compute,
         Component("download", "radio", radio.download_j, "modeled", link.provenance()),
         Component(
             "download",
@@ -106,13 +115,19 @@ def build_report(
         int(flops),
         compute_s,
         comps,
+        machine_j=measured.machine_j if measured else 0.0,
     )
 
 
 def energy_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
     """Meter one call and attach its EnergyReport to the reply."""
     bytes_down = message_bytes(msg)
-    reply = call_next(msg, ctx)
+    measured = None
+    if wants_measurement(ctx):
+        kind = str(msg.metadata.message_type).split(".")[0]
+        reply, measured = measure_call(kind, ctx, lambda: call_next(msg, ctx))
+    else:
+        reply = call_next(msg, ctx)
     if reply.has_error() or WORK_KEY not in reply.content:
         return reply
     work = reply.content[WORK_KEY]
@@ -128,14 +143,15 @@ def energy_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Mess
         flops=int(work["flops"]),
         bytes_down=bytes_down,
         infra_kwh_per_gb=float(cfg.get("fe-infra-kwh-per-gb", 0.059)),
+        measured=measured,
     )
     # The report's own size is part of the upload: settle the byte count by fixed point.
     bytes_up = message_bytes(reply)
     for _ in range(4):
         report = build_report(bytes_up=bytes_up, **args)
         reply.content[REPORT_KEY] = report.to_record()
-        measured = message_bytes(reply)
-        if measured == bytes_up:
+        settled = message_bytes(reply)
+        if settled == bytes_up:
             break
-        bytes_up = measured
+        bytes_up = settled
     return reply

@@ -51,6 +51,7 @@ class EnergyReport:
     flops: int
     compute_s: float  # modeled (simulated device) or measured wall seconds of the handler
     components: tuple[Component, ...] = field(default_factory=tuple)
+    machine_j: float = 0.0  # measured nodes: whole machine/device energy over the call, beside
     schema: int = SCHEMA_VERSION
 
     @property
@@ -74,6 +75,7 @@ class EnergyReport:
                 "bytes-up": self.bytes_up,
                 "flops": self.flops,
                 "compute-s": float(self.compute_s),
+                "machine-j": float(self.machine_j),
                 "c-phase": [c.phase for c in self.components],
                 "c-domain": [c.domain for c in self.components],
                 "c-joules": [float(c.joules) for c in self.components],
@@ -124,6 +126,7 @@ class EnergyReport:
             flops=get.int("flops", lo=0),
             compute_s=get.float("compute-s"),
             components=tuple(comps),
+            machine_j=get.float("machine-j"),
             schema=schema,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from fedenergy.compression import parse_codec
 from fedenergy.fleet import load_fleet
 from fedenergy.tasks import get_task
 from fedenergy.tasks.partition import PARTITIONERS
@@ -29,6 +30,7 @@ class Settings:
     batch_size: int = 32
     lr: float = 0.3
     infra_kwh_per_gb: float = 0.059
+    codec: str = "none"
     out: str = "runs/latest"
 
     def validate(self) -> Settings:
@@ -54,6 +56,12 @@ class Settings:
                 )
         if self.infra_kwh_per_gb < 0:
             raise ValueError(f"infra-kwh-per-gb must be >= 0, got {self.infra_kwh_per_gb!r}")
+        if not isinstance(self.codec, str):
+            raise ValueError(f"codec must be a string, got {self.codec!r}")
+        try:
+            parse_codec(self.codec)
+        except ValueError as err:
+            raise ValueError(f"invalid codec {self.codec!r}: {err}") from None
         if self.task == "synthetic" and self.partitioner != "dirichlet":
             pass  # synthetic data is split naturally per generated device; partitioner unused
         return self

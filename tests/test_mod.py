@@ -95,3 +95,43 @@ def test_error_replies_pass_through_untouched(train_message):
     err = Message(Error(code=0, reason="boom"), reply_to=train_message)
     out = energy_mod(train_message, ctx, lambda m, c: err)
     assert out.has_error() and out.error.reason == "boom"
+
+
+def test_deployed_node_reports_measured_energy_from_a_fake_rapl_tree(train_message, tmp_path):
+    """meter="auto": the real RAPL reader on a fake powercap tree whose counter advances by a
+    known amount during the call; the report carries it with provenance, plus start-up cost."""
+
+    zone = tmp_path / "sys/class/powercap/intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("1000000\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+
+    def handler(m, c):
+        (zone / "energy_uj").write_text("6000000\n")  # 5 J spent during the call
+        return train(m, c)
+
+    state = RecordDict()
+    ctx = Context(
+        run_id=1,
+        node_id=42,
+        node_config={
+            "partition-id": 0,
+            "num-partitions": 10,
+            "meter": "auto",
+            "sysfs-root": str(tmp_path),
+        },
+        state=state,
+        run_config={},
+    )
+    rep = EnergyReport.from_record(energy_mod(train_message, ctx, handler).content[REPORT_KEY])
+    compute = [c for c in rep.components if c.domain == "compute" and c.phase == "train"]
+    assert len(compute) == 1 and compute[0].provenance == "measured"
+    assert "rapl" in compute[0].source
+    assert rep.machine_j == pytest.approx(5.0)
+    assert 0 <= compute[0].joules <= 5.0 + 1e-9
+    startup = [c for c in rep.components if c.phase == "startup"]
+    assert len(startup) == 1 and startup[0].joules >= 0
+    # the same process again: start-up is not charged twice
+    rep2 = EnergyReport.from_record(energy_mod(train_message, ctx, handler).content[REPORT_KEY])
+    assert not [c for c in rep2.components if c.phase == "startup"]

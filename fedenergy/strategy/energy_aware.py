@@ -17,9 +17,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from fedenergy.compression import PayloadError, parse_codec
 from fedenergy.ledger import EnergyRow, Ledger, rows_from_report
 from fedenergy.report import REPORT_KEY, EnergyReport, ReportError
 from fedenergy.strategy.selectors import RandomSelector, Selector
+from fedenergy.uplink import CODEC_CFG_KEY, decode_reply_content, numpy_arrays
 
 log = logging.getLogger("fedenergy")
 
@@ -99,8 +101,16 @@ class EnergyAwareStrategy(Strategy):
         self._rows: list[EnergyRow] = []
         self._counts = {"selected": 0, "succeeded": 0, "failed": 0}
         self._rejected: list[tuple[int, str]] = []
+        # Uplink codec: train replies carry encoded updates, decoded against the global model
+        # sent in this round's configure_train.
+        self.codec = parse_codec(str(self.common_config.get(CODEC_CFG_KEY, "none")))
+        self._global: dict | None = None
 
     # -- selection -------------------------------------------------------------------------------
+    def candidates(self) -> list[int]:
+        """Known node ids in a run-independent order: by partition id (Flower's ids are random)."""
+        return sorted(self.nodes, key=lambda n: (self.nodes[n].partition_id, n))
+
     def _k(self, fraction: float) -> int:
         return 0 if fraction <= 0 else max(1, math.floor(fraction * len(self.nodes) + 1e-9))
 
@@ -128,8 +138,10 @@ class EnergyAwareStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        chosen = self.selector.select(server_round, list(self.nodes), self._k(self.fraction_train))
+        chosen = self.selector.select(server_round, self.candidates(), self._k(self.fraction_train))
         self._counts["selected"] += len(chosen)
+        if self.codec.name != "none":
+            self._global = numpy_arrays(arrays)
         if not chosen:
             return []
         msgs = self.base.configure_train(server_round, arrays, config, _SelectedGrid(grid, chosen))
@@ -139,7 +151,7 @@ class EnergyAwareStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         chosen = self.eval_selector.select(
-            server_round, list(self.nodes), self._k(self.fraction_evaluate)
+            server_round, self.candidates(), self._k(self.fraction_evaluate)
         )
         if not chosen:
             return []
@@ -182,7 +194,34 @@ class EnergyAwareStrategy(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.base.aggregate_train(server_round, self.take_reports(replies, count=True))
+        kept = self.take_reports(replies, count=True)
+        if self.codec.name != "none":
+            kept = self.decode_updates(kept)
+        return self.base.aggregate_train(server_round, kept)
+
+    def decode_updates(self, replies: Iterable[Message]) -> list[Message]:
+        """Replace every encoded update by the full float32 weights ``global + update`` so the
+        wrapped strategy aggregates weights as usual; a reply whose payload is malformed (or
+        encoded with another codec) is dropped, counted as failed and its reason recorded."""
+        kept = []
+        for msg in replies:
+            if msg.has_error():
+                kept.append(msg)
+                continue
+            nid = msg.metadata.src_node_id
+            try:
+                if self._global is None:
+                    raise PayloadError("no global model was sent this round")
+                content = decode_reply_content(msg.content, self.codec, self._global)
+            except PayloadError as err:
+                self._rejected.append((nid, f"update payload: {err}"))
+                log.warning("rejected update from node %s: %s", nid, err)
+                self._counts["succeeded"] -= 1
+                self._counts["failed"] += 1
+                continue
+            msg.content = content
+            kept.append(msg)
+        return kept
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]

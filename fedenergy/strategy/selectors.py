@@ -11,7 +11,8 @@ import numpy as np
 
 class Selector(Protocol):
     def select(self, server_round: int, candidates: Sequence[int], k: int) -> list[int]:
-        """Choose ``k`` node ids among ``candidates`` for ``server_round``."""
+        """Choose ``k`` node ids among ``candidates`` (given in a stable order, by partition
+        id, so that a seed means the same devices in every run) for ``server_round``."""
         ...
 
 
@@ -23,7 +24,7 @@ class RandomSelector:
     stream: int = 0  # separate streams for train and evaluate selections
 
     def select(self, server_round: int, candidates: Sequence[int], k: int) -> list[int]:
-        ordered = sorted(candidates)
+        ordered = list(candidates)
         k = min(k, len(ordered))
         rng = np.random.default_rng([self.seed, self.stream, server_round])
         picks = rng.choice(len(ordered), size=k, replace=False)

@@ -1,0 +1,111 @@
+"""Uplink update compression on Flower messages (client encode, server decode).
+
+The client sends ``update = new - global`` encoded with :mod:`fedenergy.compression` instead of its
+full weights: the reply's ``"arrays"`` ArrayRecord holds ONE packed uint8 blob (``pack_payload``,
+so Flower's per-Array metadata is paid once) and a ConfigRecord ``"fedenergy.codec"`` says which
+codec encoded it.  For top-k the error-feedback residual stays on the node, in ``context.state``.
+The server (:class:`~fedenergy.strategy.EnergyAwareStrategy`) checks the label, unpacks and
+decodes against the current global model's shapes, and hands the wrapped Flower strategy the
+full weights ``global + update`` so that FedAvg, FedProx or FedAdam aggregate as usual.
+With codec ``none`` nothing here is used: clients send their full weights as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
+
+from fedenergy import compression as C
+
+CODEC_CFG_KEY = "fe-codec"  # server -> client, in the per-message config
+CODEC_RECORD = "fedenergy.codec"  # client -> server, ConfigRecord {"codec": label}
+RESIDUAL_KEY = "fedenergy.residual"  # ArrayRecord in the node's context.state
+PAYLOAD_KEY = "payload"  # the single Array in the reply's "arrays" record
+
+
+def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """``{name: ndarray}`` of an ArrayRecord, in its order."""
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def template_of(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(int(d) for d in np.shape(v)) for k, v in arrays.items()}
+
+
+def _load_residual(state: RecordDict, update: Mapping[str, np.ndarray]):
+    rec = state.get(RESIDUAL_KEY) if RESIDUAL_KEY in state else None
+    if not isinstance(rec, ArrayRecord):
+        return None
+    try:
+        res = numpy_arrays(rec)
+    except Exception:  # an unreadable residual is as good as none
+        return None
+    if list(res) != list(update) or any(
+        res[k].shape != update[k].shape or res[k].dtype != np.float32 for k in update
+    ):
+        return None  # the model changed: start error feedback afresh
+    return res
+
+
+def encode_reply_arrays(
+    new: Mapping[str, np.ndarray],
+    global_: Mapping[str, np.ndarray],
+    spec: C.CodecSpec,
+    state: RecordDict,
+    rng: np.random.Generator | None = None,
+) -> tuple[ArrayRecord, ConfigRecord]:
+    """Encode ``new - global_`` (float32, model order) into the reply's ArrayRecord (one packed
+    blob) and the codec-label ConfigRecord; top-k's residual is read from and written to
+    ``state`` (the node's ``context.state``)."""
+    update = {
+        k: np.asarray(new[k], dtype=np.float32) - np.asarray(global_[k], dtype=np.float32)
+        for k in global_
+    }
+    residual = _load_residual(state, update) if C.uses_error_feedback(spec) else None
+    payload, new_residual = C.encode(update, spec, residual, rng)
+    if new_residual is not None:
+        state[RESIDUAL_KEY] = ArrayRecord({k: Array(v) for k, v in new_residual.items()})
+    blob = C.pack_payload(payload, spec, template_of(update))
+    return (
+        ArrayRecord({PAYLOAD_KEY: Array(blob)}),
+        ConfigRecord({"codec": spec.label()}),
+    )
+
+
+def decode_reply_content(
+    content: RecordDict, spec: C.CodecSpec, global_: Mapping[str, np.ndarray]
+) -> RecordDict:
+    """Return a copy of a reply's content whose ``"arrays"`` are the full float32 weights
+    ``global_ + decode(payload)`` and without the codec label; :class:`PayloadError` (with the
+    reason) for anything wrong: label, record layout, blob or payload."""
+    rec = content.config_records.get(CODEC_RECORD)
+    label = None if rec is None else rec.get("codec")
+    if label != spec.label():
+        raise C.PayloadError(f"codec label {label!r} does not match the requested {spec.label()!r}")
+    records = content.array_records
+    if list(records) != ["arrays"]:
+        raise C.PayloadError(f"expected one ArrayRecord 'arrays', got {sorted(records)}")
+    arrays = records["arrays"]
+    if list(arrays.keys()) != [PAYLOAD_KEY]:
+        raise C.PayloadError(f"expected one array {PAYLOAD_KEY!r}, got {sorted(arrays.keys())}")
+    template = template_of(global_)
+    expected = C.expected_nbytes(spec, template)
+    item = arrays[PAYLOAD_KEY]
+    if item.dtype != "uint8" or tuple(item.shape) != (expected,):
+        raise C.PayloadError(
+            f"payload blob must be uint8 of shape ({expected},), got {item.dtype} {item.shape}"
+        )
+    try:
+        blob = item.numpy()
+    except Exception as err:  # a malformed .npy buffer
+        raise C.PayloadError(f"unreadable payload array ({type(err).__name__})") from None
+    update = C.decode(C.unpack_payload(blob, spec, template), spec, template)
+    full = {}
+    for k, g in global_.items():
+        dtype = g.dtype if np.issubdtype(g.dtype, np.floating) else np.float32
+        full[k] = Array((np.asarray(g, dtype=np.float32) + update[k]).astype(dtype, copy=False))
+    out = RecordDict({k: v for k, v in content.items() if k not in ("arrays", CODEC_RECORD)})
+    out["arrays"] = ArrayRecord(full)
+    return out
