@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 
 from fedenergy.compression import parse_codec
 from fedenergy.flops import FlopCache
-from fedenergy.mod import energy_mod, resolve_profile, work_record
+from fedenergy.mod import energy_mod, resolve_profile, simulated_failure_prob, work_record
 from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs
-from fedenergy.uplink import CODEC_CFG_KEY, CODEC_RECORD, encode_reply_arrays, numpy_arrays
+from fedenergy.uplink import (
+    CODEC_CFG_KEY,
+    CODEC_RECORD,
+    DOWNLINK_CFG_KEY,
+    decode_downlink,
+    encode_reply_arrays,
+    numpy_arrays,
+)
 
 torch.set_num_threads(1)
 
@@ -47,11 +64,31 @@ def train(msg: Message, context: Context) -> Message:
     spec = parse_codec(str(cfg.get(CODEC_CFG_KEY, "none")))
     model = task.make_model()
     global_arrays = msg.content["arrays"]
+    downlink = str(cfg.get(DOWNLINK_CFG_KEY, "none"))
+    if downlink != "none":  # the global model arrived encoded: decode it against our model
+        template = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        base = decode_downlink(global_arrays, downlink, template)
+        global_arrays = ArrayRecord({k: Array(v) for k, v in base.items()})
     model.load_state_dict(global_arrays.to_torch_state_dict())
     epochs, batch = int(cfg.get("fe-epochs", 1)), int(cfg.get("fe-batch-size", 32))
     seed = int(cfg.get("fe-seed", 0)) * 100003 + int(cfg.get("server-round", 0))
-    loss, _ = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed)
+    mu = float(cfg.get("proximal-mu", 0.0))  # set by Flower's FedProx
+    loss, _ = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed, mu)
     flops = FLOPS.training(model, data.x, len(data), batch, epochs)
+    fail_p = simulated_failure_prob(msg, context)
+    if fail_p > 0:
+        key = [
+            int(cfg.get("fe-seed", 0)),
+            0xFA11,
+            int(cfg.get("server-round", 0)),
+            int(context.node_config["partition-id"]),
+        ]
+        if np.random.default_rng(key).random() < fail_p:
+            # the device dies after training: an error reply, as Flower sends for a crashed app
+            reason = f"simulated device failure (fleet failure_prob={fail_p:g})"
+            return Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg
+            )
     content = RecordDict(
         {
             "arrays": ArrayRecord(model.state_dict()),
@@ -103,6 +140,8 @@ def query(msg: Message, context: Context) -> Message:
         k: v for k, v in context.node_config.items() if isinstance(v, (int, float, str, bool))
     }
     profile["device"], profile["link"] = resolve_profile(msg, context)
+    if "partition-id" in context.node_config and "num-partitions" in context.node_config:
+        profile["num-examples"] = len(_data(msg, context)[1])
     return Message(
         RecordDict({"profile": ConfigRecord(profile), "fedenergy.work": work_record("query", 0)}),
         reply_to=msg,

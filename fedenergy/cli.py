@@ -1,4 +1,4 @@
-"""The `fedenergy` command: simulate, report, meters."""
+"""The `fedenergy` command: simulate, compare, report, meters."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def _table_summary(console: Console, s: dict) -> None:
     t.add_row("total", f"{s['total_j']:.4g}", "100 %")
     t.add_row("compute", f"{s['compute_j']:.4g}", f"{100 * s['compute_j'] / total:.1f} %")
     t.add_row("network", f"{s['network_j']:.4g}", f"{100 * s['network_j'] / total:.1f} %")
+    if s.get("wasted_j"):
+        share = f"{100 * s['wasted_j'] / total:.1f} %"
+        t.add_row("  wasted (failed calls)", f"{s['wasted_j']:.4g}", share)
     for dom, j in sorted(s["by_domain"].items()):
         t.add_row(f"  by domain: {dom}", f"{j:.4g}", f"{100 * j / total:.1f} %")
     for phase, j in sorted(s["by_phase"].items()):
@@ -66,6 +69,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         lr=args.lr,
         infra_kwh_per_gb=args.infra_kwh_per_gb,
         codec=args.codec,
+        **strategy_settings(args),
         out=args.out,
     )
     console = Console(stderr=False)
@@ -127,6 +131,127 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _table_summary(Console(), summary)
+    if not args.no_files:
+        from fedenergy.htmlreport import write_report
+
+        written = write_report(path, run_id=args.run_id)
+        print(
+            f"report: {written['html']} {written['markdown']}; plots and ledger exports "
+            f"(CSV, JSON) in {written['html'].parent}",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    return 0
+
+
+SETTINGS_ARGS = {"dirichlet_alpha": "alpha"}  # Settings field -> argparse dest, where they differ
+
+
+def _settings_from_args(args: argparse.Namespace) -> Settings:
+    from dataclasses import fields
+
+    return Settings(
+        **{
+            f.name: getattr(args, SETTINGS_ARGS.get(f.name, f.name))
+            for f in fields(Settings)
+            if getattr(args, SETTINGS_ARGS.get(f.name, f.name), None) is not None
+        }
+    )
+
+
+def _table_comparison(console: Console, comp: dict) -> None:
+    from fedenergy.compare import side_table
+
+    t = Table(
+        title=f"Federated vs centralized to accuracy {comp['target_accuracy']:.4f} "
+        f"({comp['target_source']})"
+    )
+    for col in ("", "federated", "centralized"):
+        t.add_column(col, justify="right" if col else "left")
+    for row in side_table(comp):
+        t.add_row(*row)
+    console.print(t)
+    r, cen = comp["ratio"], comp["centralized"]
+    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    console.print(
+        f"federated / centralized: energy x{fmt(r['energy'])}, CO2e x{fmt(r['co2e'])} "
+        f"(centralized on {cen['device']}, PUE {cen['pue']:g}, {cen['country']})"
+    )
+    m = cen.get("measured_host", {})
+    if "machine_j" in m:
+        console.print(
+            f"centralized training on this host: {m['machine_j']:.4g} J, {m['provenance']} "
+            "(information only, not added)"
+        )
+    for n in comp.get("notes", []):
+        console.print(f"note: {n}", soft_wrap=True)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fedenergy.compare import compare_run, write_comparison
+    from fedenergy.htmlreport import write_report
+
+    console = Console()
+    settings = _settings_from_args(args)
+    try:
+        settings.validate()
+        if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
+            raise ValueError(f"target-accuracy must be in (0, 1], got {args.target_accuracy!r}")
+        if args.max_epochs <= 0:
+            raise ValueError(f"max-epochs must be a positive integer, got {args.max_epochs!r}")
+        from fedenergy.devices import get_device
+
+        if get_device(args.datacenter).kind != "datacenter":
+            raise ValueError(f"device {args.datacenter!r} is not a datacenter profile")
+    except ValueError as err:
+        console.print(f"[red]error:[/red] {err}")
+        return 2
+    out = Path(settings.out)
+    if args.from_run:
+        ledger_path = Path(args.from_run)
+        ledger_path = ledger_path / "ledger.sqlite" if ledger_path.is_dir() else ledger_path
+        if not ledger_path.is_file():
+            console.print(f"[red]error:[/red] no ledger at {ledger_path}")
+            return 2
+    else:
+        from fedenergy.simulate import simulate
+
+        console.print(
+            f"fedenergy compare: {settings.nodes} nodes of fleet '{settings.fleet}', task "
+            f"'{settings.task}', {settings.rounds} rounds, seed {settings.seed}; centralized on "
+            f"{args.datacenter} in {args.datacenter_country}"
+        )
+        cumulative = [0.0]
+
+        def progress(o) -> None:
+            cumulative[0] += o.joules
+            acc = "-" if o.accuracy is None else f"{o.accuracy:.4f}"
+            console.print(f"  round {o.server_round}: acc {acc}  total {cumulative[0]:8.4g} J")
+
+        try:
+            simulate(settings, on_round=progress, verbose=args.verbose)
+        except Exception as err:
+            console.print(f"[red]run failed:[/red] {err}")
+            return 1
+        ledger_path = out / "ledger.sqlite"
+    comp = compare_run(
+        ledger_path,
+        args.target_accuracy,
+        args.datacenter,
+        args.datacenter_country,
+        args.max_epochs,
+        measure=not args.no_measure,
+    )
+    write_comparison(out, comp)
+    written = write_report(ledger_path, out_dir=out)
+    if args.json:
+        print(json.dumps(comp, indent=2))
+        return 0
+    _table_comparison(console, comp)
+    console.print(
+        f"comparison: {out / 'comparison.json'}   report: {written['html']}   "
+        f"ledger: {ledger_path}",
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -134,6 +259,50 @@ def cmd_meters(args: argparse.Namespace) -> int:
     from fedenergy.meters.cli import run_meters_command
 
     return run_meters_command(sample_s=args.sample, as_json=args.json, sysfs_root=args.sysfs_root)
+
+
+STRATEGY_OPTIONS = (
+    ("downlink", str, "global-model codec with --compression fixed: none, fp16, int8"),
+    (
+        "selector",
+        str,
+        "who trains: random (FedAvg's baseline), greedy (cheapest forecast "
+        "joules) or utility (Oort-style utility per joule with exploration and fairness)",
+    ),
+    (
+        "compression",
+        str,
+        "uplink codec policy: fixed (--codec for all), per-link (expensive "
+        "links compress harder) or accuracy-aware (per-link, relaxed while accuracy stalls)",
+    ),
+    ("aggregator", str, "Flower aggregation: fedavg, fedprox or fedadam"),
+    ("proximal_mu", float, "FedProx proximal term mu"),
+    ("exploration", float, "utility selector: share of slots for unexplored nodes"),
+    ("max_staleness", int, "utility selector: a node idle this many rounds is included"),
+    ("battery_floor", float, "skip battery nodes that would fall below this charge (0: off)"),
+    ("round_budget_j", float, "forecast joules per round stay within this budget (0: off)"),
+    (
+        "target_accuracy",
+        float,
+        "stop once the server accuracy reaches this (0: off; --rounds is then a cap)",
+    ),
+    ("round_timeout_s", float, "seconds to wait for replies in a round"),
+)
+
+
+def add_strategy_options(parser: argparse.ArgumentParser, d: Settings) -> None:
+    """Options of the energy-aware strategy (shared by commands that run a federation)."""
+    for name, typ, text in STRATEGY_OPTIONS:
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=typ,
+            default=getattr(d, name),
+            help=f"{text} (default {getattr(d, name)})",
+        )
+
+
+def strategy_settings(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name, _, _ in STRATEGY_OPTIONS if hasattr(args, name)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="uplink update codec: none (default), fp16, int8, int8:channel, topk:0.01 "
         "(with error feedback), qsgd:16",
     )
+    add_strategy_options(s, d)
     s.add_argument("--out", default=d.out, help="output directory (ledger.sqlite, summary.json)")
     s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     s.set_defaults(func=cmd_simulate)
@@ -182,7 +352,41 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir", help="a run directory or a ledger.sqlite file")
     r.add_argument("--run-id", default=None, help="which run (default: the latest)")
     r.add_argument("--json", action="store_true")
+    r.add_argument(
+        "--no-files",
+        action="store_true",
+        help="only print; do not rewrite report.html/md, plots and ledger exports in RUN_DIR",
+    )
     r.set_defaults(func=cmd_report)
+    c = sub.add_parser(
+        "compare",
+        help="a federated run against the centralized baseline, to the same accuracy",
+    )
+    for action in s._actions:  # the simulate options (argparse's own `parents` mechanism)
+        # compare has its own --target-accuracy: both sides must reach it (the federated run
+        # then also stops there)
+        if action.option_strings and action.dest not in ("help", "out", "target_accuracy"):
+            c._add_action(action)
+    c.add_argument("--out", default="runs/compare", help="output directory")
+    c.add_argument(
+        "--target-accuracy",
+        type=float,
+        default=None,
+        help="server accuracy both sides must reach (default: the federated final accuracy)",
+    )
+    c.add_argument("--datacenter", default="gpu-server", help="gpu-server (default) or cpu-server")
+    c.add_argument(
+        "--datacenter-country", default="USA", help="ISO-3166 alpha-3 of the datacenter's grid"
+    )
+    c.add_argument("--max-epochs", type=int, default=200, help="cap on centralized epochs")
+    c.add_argument(
+        "--from-run", default=None, help="compare a saved federated run (dir or ledger) instead"
+    )
+    c.add_argument(
+        "--no-measure", action="store_true", help="do not meter the centralized training here"
+    )
+    c.add_argument("--json", action="store_true", help="print comparison.json")
+    c.set_defaults(func=cmd_compare)
     m = sub.add_parser("meters", help="what this host can measure, and a short sample")
     m.add_argument("--sample", type=float, default=0.0, help="seconds to sample")
     m.add_argument("--json", action="store_true")

@@ -21,13 +21,20 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
 
 from fedenergy.compression import parse_codec
 from fedenergy.fleet import load_fleet
+from fedenergy.flops import FlopCache
 from fedenergy.ledger import Ledger
 from fedenergy.settings import Settings
-from fedenergy.strategy import EnergyAwareStrategy, NodeInfo, RandomSelector, RoundOutcome
+from fedenergy.strategy import (
+    EnergyAwareStrategy,
+    FleetState,
+    NodeInfo,
+    RandomSelector,
+    RoundOutcome,
+)
+from fedenergy.strategy.build import make_aggregator, make_policy, make_selector
 from fedenergy.summary import summarize
 from fedenergy.tasks import DataConfig, evaluate, get_task
 
@@ -79,9 +86,11 @@ def settled_node_count(grid: Grid, quiet_s: float = 3.0, timeout_s: float = 60.0
 
 
 def query_nodes(
-    grid: Grid, node_ids: list[int], strategy: EnergyAwareStrategy, config: dict
-) -> dict[int, NodeInfo]:
-    """Ask every node who it is; the replies' energy reports are kept for round 0."""
+    grid: Grid, node_ids: list[int], strategy: EnergyAwareStrategy, config: dict, settings: Settings
+) -> list[NodeInfo]:
+    """Ask nodes who they are (partition, device, link, data size); in simulation their fleet
+    behaviour (availability, failures, battery) comes from the fleet spec by partition. The
+    replies' energy reports go into the current round's rows (round 0 at the start)."""
     msgs = [
         Message(
             RecordDict({"config": ConfigRecord(dict(config))}),
@@ -90,14 +99,30 @@ def query_nodes(
         )
         for n in node_ids
     ]
-    infos = {}
-    for reply in strategy.take_reports(grid.send_and_receive(msgs, timeout=600), count=False):
-        if reply.has_error() or "profile" not in reply.content:
+    for m in msgs:
+        strategy._sent[(m.metadata.dst_node_id, "query")] = 0
+    profiles = load_fleet(settings.fleet).assign(settings.nodes, settings.seed)
+    infos = []
+    replies = grid.send_and_receive(msgs, timeout=settings.round_timeout_s)
+    for reply in strategy.take_reports(replies, "query", count=False):
+        if "profile" not in reply.content:
             continue
         prof = reply.content["profile"]
-        nid = reply.metadata.src_node_id
-        infos[nid] = NodeInfo(
-            nid, int(prof.get("partition-id", -1)), str(prof["device"]), str(prof["link"])
+        nid, pid = reply.metadata.src_node_id, int(prof.get("partition-id", -1))
+        fp = profiles[pid] if 0 <= pid < len(profiles) else None
+        infos.append(
+            NodeInfo(
+                nid,
+                pid,
+                str(prof["device"]),
+                str(prof["link"]),
+                num_examples=int(prof.get("num-examples", 0)),
+                availability=fp.availability if fp else 1.0,
+                failure_prob=fp.failure_prob if fp else 0.0,
+                battery_initial=fp.battery_initial if fp else 1.0,
+                recharge_per_round=fp.recharge_per_round if fp else 0.0,
+                country=str(prof.get("country") or (fp.country if fp else "WORLD")).upper(),
+            )
         )
     return infos
 
@@ -157,24 +182,40 @@ def run_federation(
         }
         ledger.start_run(run_id, settings.as_dict(), fleet_doc, settings.seed, versions())
         config = common_config(settings)
-        base = FedAvg()
+        fleet_state = FleetState([], settings.seed, settings.infra_kwh_per_gb)
+        task = get_task(settings.task)
         strategy = EnergyAwareStrategy(
-            base,
-            {},
+            make_aggregator(settings.aggregator, settings.proximal_mu),
+            fleet_state,
             ledger,
             run_id,
             config,
             fraction_train=settings.fraction,
             fraction_evaluate=settings.fraction_evaluate,
-            selector=RandomSelector(settings.seed, 0),
+            selector=make_selector(settings),
             eval_selector=RandomSelector(settings.seed, 1),
+            policy=make_policy(settings),
+            query_fn=lambda g, ids: query_nodes(g, ids, strategy, config, settings),
         )
         node_ids = wait_for_nodes(grid, settings.nodes)
-        strategy.nodes = query_nodes(grid, node_ids, strategy, config)
-        if not strategy.nodes:
+        for info in query_nodes(grid, node_ids, strategy, config, settings):
+            fleet_state.add(info)
+        if not fleet_state.nodes:
             raise RuntimeError("no node answered the profile query")
+        model = task.make_model()
+        sample = task.server_test_data(
+            DataConfig(
+                settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha
+            )
+        ).x
+        per_batch = FlopCache().training(model, sample, settings.batch_size, settings.batch_size, 1)
+        fleet_state.flops_per_example = per_batch / settings.batch_size * settings.local_epochs
         ledger.add_nodes(
-            run_id, [(i.node_id, i.partition_id, i.device, i.link) for i in strategy.nodes.values()]
+            run_id,
+            [
+                (i.info.node_id, i.info.partition_id, i.device.id, i.link.id)
+                for i in fleet_state.nodes.values()
+            ],
         )
         evaluate_fn = server_evaluator(settings)
         initial = ArrayRecord(get_task(settings.task).make_model().state_dict())
@@ -189,6 +230,8 @@ def run_federation(
             train_config=ConfigRecord({"lr": settings.lr}),
             evaluate_fn=evaluate_fn,
             on_round=on_round,
+            timeout=settings.round_timeout_s,
+            target_accuracy=settings.target_accuracy or None,
         )
         ledger.finish_run(run_id, "completed")
     except BaseException:

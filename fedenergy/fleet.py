@@ -8,6 +8,11 @@ A fleet is a TOML file with one ``[[group]]`` per (device, link) mix::
     device = "phone"     # an id from data/devices.toml
     link = "lte"         # an id from data/links.toml
     fraction = 0.3       # fractions of all groups sum to 1
+    country = "USA"      # optional: ISO-3166 alpha-3 for grid carbon intensity (default "WORLD")
+    availability = 0.8   # optional: probability the node is online in a round (default 1.0)
+    failure_prob = 0.05  # optional: probability a started call fails before replying (default 0)
+    battery_initial = 0.9      # optional: initial charge, fraction of battery_wh (default 1.0)
+    recharge_per_round = 0.01  # optional: charge gained per round, fraction of capacity (default 0)
 
 Nodes (by partition id) are assigned to groups deterministically for a seed: group sizes by
 largest-remainder rounding of fraction x N, then a seeded permutation of partition ids.
@@ -25,6 +30,13 @@ from fedenergy.devices import DeviceProfile, get_device
 from fedenergy.network import LinkProfile, get_link
 
 GROUP_KEYS = {"device", "link", "fraction"}
+OPTIONAL_GROUP_KEYS = {
+    "country": "WORLD",
+    "availability": 1.0,
+    "failure_prob": 0.0,
+    "battery_initial": 1.0,
+    "recharge_per_round": 0.0,
+}
 TOP_KEYS = {"name", "description", "group"}
 
 
@@ -33,6 +45,11 @@ class FleetGroup:
     device: DeviceProfile
     link: LinkProfile
     fraction: float
+    country: str = "WORLD"
+    availability: float = 1.0
+    failure_prob: float = 0.0
+    battery_initial: float = 1.0
+    recharge_per_round: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,11 @@ class NodeProfile:
     partition_id: int
     device: DeviceProfile
     link: LinkProfile
+    country: str = "WORLD"
+    availability: float = 1.0
+    failure_prob: float = 0.0
+    battery_initial: float = 1.0
+    recharge_per_round: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +86,16 @@ class Fleet:
         labels = np.repeat(np.arange(len(self.groups)), self.group_sizes(num_nodes))
         labels = np.random.default_rng([seed, 0xF1EE7]).permutation(labels)
         return [
-            NodeProfile(pid, self.groups[g].device, self.groups[g].link)
+            NodeProfile(
+                pid,
+                self.groups[g].device,
+                self.groups[g].link,
+                self.groups[g].country,
+                self.groups[g].availability,
+                self.groups[g].failure_prob,
+                self.groups[g].battery_initial,
+                self.groups[g].recharge_per_round,
+            )
             for pid, g in enumerate(labels.tolist())
         ]
 
@@ -115,7 +146,7 @@ def parse_fleet(data: dict, source: str) -> Fleet:
         where = f"fleet {source}: group {i + 1}"
         if not isinstance(g, dict):
             raise ValueError(f"{where}: must be a table")
-        missing, extra = GROUP_KEYS - set(g), set(g) - GROUP_KEYS
+        missing, extra = GROUP_KEYS - set(g), set(g) - GROUP_KEYS - set(OPTIONAL_GROUP_KEYS)
         if missing:
             raise ValueError(f"{where}: missing key(s) {sorted(missing)}")
         if extra:
@@ -123,9 +154,37 @@ def parse_fleet(data: dict, source: str) -> Fleet:
         frac = g["fraction"]
         if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
             raise ValueError(f"{where}: fraction must be a number in (0, 1], got {frac!r}")
+        opts = {k: g.get(k, d) for k, d in OPTIONAL_GROUP_KEYS.items()}
+        if not isinstance(opts["country"], str) or not opts["country"].strip():
+            raise ValueError(
+                f"{where}: country must be an ISO-3166 alpha-3 code, got {opts['country']!r}"
+            )
+        spans = {
+            "availability": (0, 1, "(0, 1]"),
+            "failure_prob": (0, 1, "[0, 1)"),
+            "battery_initial": (0, 1, "[0, 1]"),
+            "recharge_per_round": (0, 1, "[0, 1]"),
+        }
+        for key, (lo, hi, span) in spans.items():
+            v = opts[key]
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            inside = ok and {"(0, 1]": lo < v <= hi, "[0, 1)": lo <= v < hi}.get(
+                span, lo <= v <= hi
+            )
+            if not inside:
+                raise ValueError(f"{where}: {key} must be a number in {span}, got {v!r}")
         try:
             groups.append(
-                FleetGroup(get_device(str(g["device"])), get_link(str(g["link"])), float(frac))
+                FleetGroup(
+                    get_device(str(g["device"])),
+                    get_link(str(g["link"])),
+                    float(frac),
+                    opts["country"].strip().upper(),
+                    float(opts["availability"]),
+                    float(opts["failure_prob"]),
+                    float(opts["battery_initial"]),
+                    float(opts["recharge_per_round"]),
+                )
             )
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None

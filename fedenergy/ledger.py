@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS runs (
   seed INTEGER, config_json TEXT NOT NULL, fleet_json TEXT NOT NULL, versions_json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (
   run_id TEXT NOT NULL, node_id TEXT NOT NULL, partition_id INTEGER, device TEXT, link TEXT,
-  PRIMARY KEY (run_id, node_id));
+  country TEXT, PRIMARY KEY (run_id, node_id));
 CREATE TABLE IF NOT EXISTS energy (
   run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
   phase TEXT NOT NULL, joules REAL NOT NULL, bytes INTEGER NOT NULL, seconds REAL NOT NULL,
@@ -124,13 +124,11 @@ class Ledger:
                 ),
             )
 
-    def add_nodes(self, run_id: str, nodes: Iterable[tuple[str, int, str, str]]) -> None:
-        """Record (node_id, partition_id, device, link) for nodes of this run."""
+    def add_nodes(self, run_id: str, nodes: Iterable[tuple]) -> None:
+        """Record (node_id, partition_id, device, link[, country]) for nodes of this run."""
+        rows = [(run_id, str(n[0]), n[1], n[2], n[3], n[4] if len(n) > 4 else None) for n in nodes]
         with self.conn:
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?)",
-                [(run_id, str(n), p, d, lk) for n, p, d, lk in nodes],
-            )
+            self.conn.executemany("INSERT OR REPLACE INTO nodes VALUES (?,?,?,?,?,?)", rows)
 
     def commit_round(
         self,
@@ -212,8 +210,8 @@ class Ledger:
 
     def energy_rows(self, run_id: str) -> list[dict]:
         cur = self.conn.execute(
-            "SELECT e.*, n.partition_id, n.device, n.link FROM energy e LEFT JOIN nodes n "
-            "ON e.run_id=n.run_id AND e.node_id=n.node_id WHERE e.run_id=? "
+            "SELECT e.*, n.partition_id, n.device, n.link, n.country FROM energy e "
+            "LEFT JOIN nodes n ON e.run_id=n.run_id AND e.node_id=n.node_id WHERE e.run_id=? "
             "ORDER BY e.round, e.node_id, e.call, e.phase",
             (run_id,),
         )

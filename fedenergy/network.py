@@ -27,7 +27,7 @@ NUMERIC = (
     "tail_s",
 )
 INFRA_KWH_PER_GB = 0.059  # Sustainable Web Design v4 operational network intensity (CO2.js)
-INFRA_SOURCE = "Sustainable Web Design v4, 0.059 kWh/GB (as used by CO2.js)"
+INFRA_SOURCE = "swd-v4"  # Sustainable Web Design v4 (as used by CO2.js)
 J_PER_KWH = 3.6e6
 BYTES_PER_GB = 1e9
 
@@ -61,7 +61,7 @@ class LinkProfile:
         return nbytes * 8 / (self.up_mbps * 1e6)
 
     def provenance(self) -> str:
-        return f"link-model:{self.id} (Huang et al. 2012 linear model; data/links.toml)"
+        return f"links.toml:{self.id}"  # Huang et al. 2012 model; constants and sources there
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,18 @@ class Settings:
     lr: float = 0.3
     infra_kwh_per_gb: float = 0.059
     codec: str = "none"
+    downlink: str = "none"  # global-model codec for the fixed policy: none, fp16, int8
+    # energy-aware strategy (see fedenergy/strategy/)
+    selector: str = "random"  # random | greedy | utility
+    compression: str = "fixed"  # fixed (uses codec) | per-link | accuracy-aware
+    aggregator: str = "fedavg"  # fedavg | fedprox | fedadam
+    proximal_mu: float = 0.01
+    exploration: float = 0.2
+    max_staleness: int = 20
+    battery_floor: float = 0.0  # 0: off; else skip nodes that would fall below this charge
+    round_budget_j: float = 0.0  # 0: off; else forecast joules per round stay within it
+    target_accuracy: float = 0.0  # 0: off; else stop at this server accuracy (rounds = cap)
+    round_timeout_s: float = 600.0
     out: str = "runs/latest"
 
     def validate(self) -> Settings:
@@ -62,8 +74,27 @@ class Settings:
             parse_codec(self.codec)
         except ValueError as err:
             raise ValueError(f"invalid codec {self.codec!r}: {err}") from None
-        if self.task == "synthetic" and self.partitioner != "dirichlet":
-            pass  # synthetic data is split naturally per generated device; partitioner unused
+        choices = {
+            "selector": ("random", "greedy", "utility"),
+            "compression": ("fixed", "per-link", "accuracy-aware"),
+            "aggregator": ("fedavg", "fedprox", "fedadam"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
+                )
+        ranges = {"exploration": (0, 1), "battery_floor": (0, 1), "target_accuracy": (0, 1)}
+        for name, (lo, hi) in ranges.items():
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name.replace('_', '-')} must be in [{lo}, {hi}]")
+        for name in ("proximal_mu", "round_budget_j"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0")
+        if self.round_timeout_s <= 0:
+            raise ValueError("round-timeout-s must be > 0")
+        if isinstance(self.max_staleness, bool) or self.max_staleness < 1:
+            raise ValueError("max-staleness must be a positive integer")
         return self
 
     def as_dict(self) -> dict:

@@ -30,6 +30,7 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
         (r["accuracy"] for r in reversed(fed_rounds) if r["accuracy"] is not None), None
     )
     run = next((r for r in ledger.runs() if r["run_id"] == run_id), {})
+    carbon = _carbon(ledger, run_id)
     return {
         "run_id": run_id,
         "status": run.get("status"),
@@ -39,6 +40,9 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
         "by_phase": totals["by_phase"],
         "by_domain": dict(by_domain),
         "by_provenance": dict(provenance),
+        "kwh": carbon.get("kwh"),
+        "co2e_kg": carbon.get("co2e_kg"),
+        "carbon": carbon,
         "per_device_class": {
             k: {**v, "total_j": v["compute_j"] + v["network_j"]}
             for k, v in sorted(by_device.items())
@@ -47,6 +51,8 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
         "final_accuracy": final_acc,
         "nodes": len({r["node_id"] for r in rows}),
         "bytes": sum(r["bytes"] for r in rows),
+        # spent by calls whose result was not used (errors, timeouts, rejected reports)
+        "wasted_j": sum(r["joules"] for r in rows if r["status"] != "ok"),
         "per_round": [
             {
                 "round": r["round"],
@@ -60,3 +66,15 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
             for r in rounds
         ],
     }
+
+
+def _carbon(ledger: Ledger, run_id: str) -> dict:
+    """kWh (PUE included) and kgCO2e of the whole run (fedenergy.carbon); {} if unavailable."""
+    from fedenergy.carbon import ledger_carbon
+
+    try:
+        c = ledger_carbon(ledger, run_id)
+    except (StopIteration, KeyError, ValueError):
+        return {}
+    c.pop("per_round_facility_j", None)
+    return c

@@ -20,6 +20,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from fedenergy import compression as C
 
 CODEC_CFG_KEY = "fe-codec"  # server -> client, in the per-message config
+DOWNLINK_CFG_KEY = "fe-downlink"  # server -> client: codec of the global model in "arrays"
 CODEC_RECORD = "fedenergy.codec"  # client -> server, ConfigRecord {"codec": label}
 RESIDUAL_KEY = "fedenergy.residual"  # ArrayRecord in the node's context.state
 PAYLOAD_KEY = "payload"  # the single Array in the reply's "arrays" record
@@ -109,3 +110,15 @@ def decode_reply_content(
     out = RecordDict({k: v for k, v in content.items() if k not in ("arrays", CODEC_RECORD)})
     out["arrays"] = ArrayRecord(full)
     return out
+
+
+def decode_downlink(
+    arrays: ArrayRecord, label: str, template: Mapping[str, tuple[int, ...]]
+) -> dict[str, np.ndarray]:
+    """Client side: the float32 global model from a downlink-encoded ``arrays`` record
+    (one uint8 blob, see ``compression.pack_payload``); PayloadError for anything wrong."""
+    spec = C.parse_codec(label)
+    if list(arrays.keys()) != [PAYLOAD_KEY]:
+        raise C.PayloadError(f"expected one array {PAYLOAD_KEY!r}, got {sorted(arrays.keys())}")
+    blob = arrays[PAYLOAD_KEY].numpy()
+    return C.decode_global(C.unpack_payload(blob, spec, template), spec, template)

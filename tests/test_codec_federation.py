@@ -17,7 +17,7 @@ from fedenergy.cli import main
 from fedenergy.ledger import Ledger
 from fedenergy.mod import energy_mod
 from fedenergy.settings import Settings
-from fedenergy.strategy import EnergyAwareStrategy, NodeInfo
+from fedenergy.strategy import EnergyAwareStrategy, FixedPolicy, FleetState, NodeInfo
 from fedenergy.tasks import get_task
 from fedenergy.uplink import CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY, numpy_arrays, template_of
 
@@ -62,10 +62,16 @@ def global_arrays():
 
 
 def _strategy(tmp_path, codec: str, node_ids) -> EnergyAwareStrategy:
-    nodes = {n: NodeInfo(n, i, "rpi4", "lte") for i, n in enumerate(node_ids)}
+    fleet = FleetState([NodeInfo(n, i, "rpi4", "lte") for i, n in enumerate(node_ids)], 0, 0.059)
     ledger = Ledger(tmp_path / "ledger.sqlite")
     return EnergyAwareStrategy(
-        FedAvg(), nodes, ledger, "r", {"fe-codec": codec}, fraction_train=1.0
+        FedAvg(),
+        fleet,
+        ledger,
+        "r",
+        {},
+        fraction_train=1.0,
+        policy=FixedPolicy(C.parse_codec(codec)),
     )
 
 

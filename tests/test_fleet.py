@@ -67,3 +67,37 @@ def test_malformed_toml_and_missing_files(tmp_path):
         load_fleet(str(tmp_path / "nope.toml"))
     with pytest.raises(ValueError, match="unknown fleet 'nope'.*mixed"):
         load_fleet("nope")
+
+
+def test_optional_group_keys_default_and_validate():
+    fleet = parse_fleet({"group": [{"device": "phone", "link": "lte", "fraction": 1.0}]}, "t")
+    g = fleet.groups[0]
+    assert (g.country, g.availability, g.failure_prob) == ("WORLD", 1.0, 0.0)
+    fleet = parse_fleet(
+        {
+            "group": [
+                {
+                    "device": "phone",
+                    "link": "lte",
+                    "fraction": 1.0,
+                    "country": "fra",
+                    "availability": 0.5,
+                    "failure_prob": 0.1,
+                }
+            ]
+        },
+        "t",
+    )
+    node = fleet.assign(3, seed=0)[0]
+    assert (node.country, node.availability, node.failure_prob) == ("FRA", 0.5, 0.1)
+    for key, bad in (
+        ("availability", 0.0),
+        ("availability", 1.5),
+        ("failure_prob", 1.0),
+        ("failure_prob", -0.1),
+        ("country", 3),
+    ):
+        with pytest.raises(ValueError, match=key):
+            parse_fleet(
+                {"group": [{"device": "phone", "link": "lte", "fraction": 1.0, key: bad}]}, "t"
+            )

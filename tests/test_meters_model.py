@@ -71,7 +71,7 @@ def test_tdp_table_match_and_sockets(tmp_path):
     cpuinfo(tmp_path, "Intel(R) Xeon(R) CPU E5-2620 v3 @ 2.40GHz", logical=24, sockets=2)
     proc_stat(tmp_path, 0, 0)
     m = CpuTdpModelMeter(str(tmp_path), **kw())
-    assert m.tdp_w == 170.0  # 85 W × 2 sockets (cpu_tdp.csv)
+    assert m.tdp_w == 170.0  # 85 W × 2 sockets (cpu_tdp.json)
     assert m.domains()[0].provenance == "modeled:cpu-tdp(170W, cubic)"
     m.begin("w")
     proc_stat(tmp_path, 50, 50)  # u = 0.5

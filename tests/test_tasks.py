@@ -62,3 +62,22 @@ def test_synthetic_matches_the_fedprox_generator_shape():
     var = x.var(axis=0)
     assert var[0] == pytest.approx(1.0, rel=0.4)
     assert var[-1] == pytest.approx(60**-1.2, rel=0.4)
+
+
+def test_fedprox_term_pulls_towards_the_starting_weights():
+    import torch
+
+    from fedenergy.tasks import train_epochs
+
+    task = get_task("digits")
+    data, _ = task.client_data(0, DataConfig(num_partitions=4, seed=0))
+    start = task.make_model()
+    w0 = [p.detach().clone() for p in start.parameters()]
+
+    def drift(mu):
+        m = task.make_model()
+        train_epochs(m, data, epochs=3, batch_size=16, lr=0.3, seed=1, proximal_mu=mu)
+        return sum(float(((p - q) ** 2).sum()) for p, q in zip(m.parameters(), w0, strict=True))
+
+    assert drift(1.0) < drift(0.0)
+    assert torch.isfinite(torch.tensor(drift(0.01)))

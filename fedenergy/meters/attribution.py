@@ -150,7 +150,7 @@ def _stat_cpu_s(pid: int) -> float:
             data = f.read()
     except FileNotFoundError:
         return 0.0
-    fields = data[data.rindex(b")") + 2:].split()
+    fields = data[data.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 

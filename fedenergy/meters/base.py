@@ -258,8 +258,9 @@ class Windowed(ABC):
     def _take_snapshot(self) -> Any: ...
 
     @abstractmethod
-    def _build(self, name: str, begin: Any, end: Any, attribution: tuple[float, float]
-               ) -> Measurement: ...
+    def _build(
+        self, name: str, begin: Any, end: Any, attribution: tuple[float, float]
+    ) -> Measurement: ...
 
     @abstractmethod
     def _start_polling(self) -> None: ...
@@ -357,8 +358,13 @@ class Meter(Windowed):
     # device: board rails, battery, board model) or "gpu".
     total_scope: str = "machine"
 
-    def __init__(self, *, clock: Clock | None = None, accounting: CpuAccounting | None = None,
-                 poll: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        accounting: CpuAccounting | None = None,
+        poll: bool = True,
+    ) -> None:
         self._init_windows(clock, accounting)
         self.poll = poll
         self._lock = threading.RLock()
@@ -398,8 +404,9 @@ class Meter(Windowed):
     def _add(self, domain: str, joules: float) -> None:
         self._energy[domain] = self._energy.get(domain, 0.0) + joules
 
-    def _power_sample(self, domain: str, now: float, watts: float | None,
-                      missing_flag: str = "read-error") -> None:
+    def _power_sample(
+        self, domain: str, now: float, watts: float | None, missing_flag: str = "read-error"
+    ) -> None:
         """Trapezoidal integration of a power sample (W) taken at ``now`` (s).
 
         ``watts=None`` (unreadable now) counts ``missing_flag:<domain>`` and breaks the series:
@@ -442,29 +449,42 @@ class Meter(Windowed):
         if self.poll:
             POLLER.unregister(self)
 
-    def window_energy(self, begin: Snapshot, end: Snapshot
-                      ) -> tuple[dict[str, float], list[str]]:
+    def window_energy(self, begin: Snapshot, end: Snapshot) -> tuple[dict[str, float], list[str]]:
         """Per-domain joules and flags of a window; meters may refine (e.g. short windows)."""
         return diff_snapshots(begin, end)
 
-    def components(self, begin: Snapshot, end: Snapshot, *, informational: bool = False
-                   ) -> tuple[dict[str, Component], list[str]]:
+    def components(
+        self, begin: Snapshot, end: Snapshot, *, informational: bool = False
+    ) -> tuple[dict[str, Component], list[str]]:
         joules, flags = self.window_energy(begin, end)
         comps: dict[str, Component] = {}
         for dom in self.domains():
             if dom.name not in joules:
                 continue
             comps[dom.name] = Component(
-                dom.name, joules[dom.name], dom.provenance, self.kind, self.scope,
+                dom.name,
+                joules[dom.name],
+                dom.provenance,
+                self.kind,
+                self.scope,
                 dom.additive and not informational,
             )
         return comps, flags
 
-    def _build(self, name: str, begin: Snapshot, end: Snapshot,
-               attribution: tuple[float, float]) -> Measurement:
+    def _build(
+        self, name: str, begin: Snapshot, end: Snapshot, attribution: tuple[float, float]
+    ) -> Measurement:
         comps, flags = self.components(begin, end)
-        return make_measurement(name, begin.t, end.t - begin.t, comps, flags, attribution,
-                                self.total_scope, self.notes())
+        return make_measurement(
+            name,
+            begin.t,
+            end.t - begin.t,
+            comps,
+            flags,
+            attribution,
+            self.total_scope,
+            self.notes(),
+        )
 
     def notes(self) -> list[str]:
         """Standing warnings attached to every window of this meter (e.g. model error)."""
@@ -489,13 +509,21 @@ class Meter(Windowed):
         }
 
 
-def make_measurement(name: str, start: float, duration: float, comps: dict[str, Component],
-                     flags: list[str], attribution: tuple[float, float], total_scope: str,
-                     notes: list[str]) -> Measurement:
+def make_measurement(
+    name: str,
+    start: float,
+    duration: float,
+    comps: dict[str, Component],
+    flags: list[str],
+    attribution: tuple[float, float],
+    total_scope: str,
+    notes: list[str],
+) -> Measurement:
     total = sum(c.joules for c in comps.values() if c.additive)
     proc_s, mach_s = attribution
     share, pj, aflags = attribute(total, proc_s, mach_s)
     flags = sorted(set(flags) | set(aflags))
     warnings = [explain(f) for f in flags] + list(notes)
-    return Measurement(name, start, duration, comps, total, total_scope, share, pj,
-                       proc_s, mach_s, flags, warnings)
+    return Measurement(
+        name, start, duration, comps, total, total_scope, share, pj, proc_s, mach_s, flags, warnings
+    )

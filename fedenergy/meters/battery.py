@@ -49,9 +49,15 @@ class BatteryMeter(Meter):
     provenance = "measured"
     total_scope = "device"
 
-    def __init__(self, sysfs_root: str | None = None, *, poll_s: float = DEFAULT_POLL_S,
-                 clock: Clock | None = None, accounting: CpuAccounting | None = None,
-                 poll: bool = True) -> None:
+    def __init__(
+        self,
+        sysfs_root: str | None = None,
+        *,
+        poll_s: float = DEFAULT_POLL_S,
+        clock: Clock | None = None,
+        accounting: CpuAccounting | None = None,
+        poll: bool = True,
+    ) -> None:
         super().__init__(clock=clock, accounting=accounting, poll=poll)
         self.root = resolve_root(sysfs_root)
         self.poll_interval_s = poll_s
@@ -87,7 +93,8 @@ class BatteryMeter(Meter):
             return Availability(
                 "unreadable",
                 f"on AC power ({st}): a battery shows consumption only while discharging",
-                "unplug the charger to measure on battery (or rely on RAPL / the model)")
+                "unplug the charger to measure on battery (or rely on RAPL / the model)",
+            )
         self.batteries = readable
         return Availability("available")
 

@@ -28,14 +28,19 @@ def meters_report(ms: MeterSet, sample_s: float = 0.0) -> dict[str, Any]:
     fallback = None
     if ms.fallback:
         fb = next(m for m in ms.candidates if m.name == ms.fallback)
-        fallback = {"name": fb.name, "provenance": [x.provenance for x in fb.domains()],
-                    "notes": fb.notes()}
+        fallback = {
+            "name": fb.name,
+            "provenance": [x.provenance for x in fb.domains()],
+            "notes": fb.notes(),
+        }
     measured = [m.name for m in ms.total + ms.info if m.provenance == "measured"]
     return {
         "sysfs_root": getattr(ms.candidates[0], "root", "/") if ms.candidates else "/",
         "meters": meters,
-        "selected": {"total": [m.name for m in ms.total], "informational":
-                     [m.name for m in ms.info]},
+        "selected": {
+            "total": [m.name for m in ms.total],
+            "informational": [m.name for m in ms.info],
+        },
         "total_scope": ms.total_scope,
         "measured": measured,
         "fallback": fallback,
@@ -62,27 +67,37 @@ def _text(rep: dict[str, Any], out: TextIO) -> None:
             w(f"       note: {n}\n")
     w("\n")
     if not rep["measured"]:
-        w("No sensor on this host measures energy (no readable RAPL, NVIDIA GPU, Jetson rails "
-          "or discharging battery).\n")
+        w(
+            "No sensor on this host measures energy (no readable RAPL, NVIDIA GPU, Jetson rails "
+            "or discharging battery).\n"
+        )
     if rep["fallback"]:
         fb = rep["fallback"]
         w(f"Modeled fallback in use: {fb['name']} ({', '.join(fb['provenance'])}).\n")
         for n in fb["notes"]:
             w(f"  {n}\n")
     else:
-        w(f"Measured: {', '.join(rep['selected']['total'])} "
-          f"(total covers the {rep['total_scope']}).\n")
+        w(
+            f"Measured: {', '.join(rep['selected']['total'])} "
+            f"(total covers the {rep['total_scope']}).\n"
+        )
     s = rep["sample"]
     if s:
-        w(f"\nSample over {s['duration_s']:.2f} s: total {s['total_j']:.3f} J "
-          f"({s['total_scope']}), this process {s['process_j']:.3f} J "
-          f"(share {s['process_share']:.2f}).\n")
+        w(
+            f"\nSample over {s['duration_s']:.2f} s: total {s['total_j']:.3f} J "
+            f"({s['total_scope']}), this process {s['process_j']:.3f} J "
+            f"(share {s['process_share']:.2f}).\n"
+        )
         for f in s["warnings"]:
             w(f"  warning: {f}\n")
 
 
-def run_meters_command(sample_s: float = 0.0, as_json: bool = False,
-                       sysfs_root: str | None = None, out: TextIO = sys.stdout) -> int:
+def run_meters_command(
+    sample_s: float = 0.0,
+    as_json: bool = False,
+    sysfs_root: str | None = None,
+    out: TextIO = sys.stdout,
+) -> int:
     """Print what this host can measure (text or JSON); optionally sample for ``sample_s`` s.
 
     Returns a process exit code: 0 on success, 1 if sampling failed.

@@ -80,8 +80,9 @@ class MeterSet(Windowed):
             for m in self.meters:
                 POLLER.unregister(m)
 
-    def _build(self, name: str, begin: Any, end: Any, attribution: tuple[float, float]
-               ) -> Measurement:
+    def _build(
+        self, name: str, begin: Any, end: Any, attribution: tuple[float, float]
+    ) -> Measurement:
         (t0, snaps0), (t1, snaps1) = begin, end
         comps: dict[str, Component] = {}
         flags: list[str] = []
@@ -91,8 +92,9 @@ class MeterSet(Windowed):
             comps.update(c)
             flags += f
             notes += m.notes()
-        return make_measurement(name, t0, t1 - t0, comps, flags, attribution,
-                                self.total_scope, notes)
+        return make_measurement(
+            name, t0, t1 - t0, comps, flags, attribution, self.total_scope, notes
+        )
 
     def describe(self) -> list[dict[str, Any]]:
         out = []
@@ -101,7 +103,8 @@ class MeterSet(Windowed):
             d["role"] = self.role(m)
             skipped = getattr(m, "skipped", None)
             d["notes"] = (skipped() if callable(skipped) else []) + (
-                m.notes() if m.availability.available else [])
+                m.notes() if m.availability.available else []
+            )
             out.append(d)
         return out
 
@@ -110,9 +113,16 @@ class MeterSet(Windowed):
             m.close()
 
 
-def detect(sysfs_root: str | None = None, nvml: Any = None, tdp_w: float | None = None, *,
-           clock: Clock | None = None, accounting: CpuAccounting | None = None,
-           poll: bool = True, cuda_visible_devices: str | None = None) -> MeterSet:
+def detect(
+    sysfs_root: str | None = None,
+    nvml: Any = None,
+    tdp_w: float | None = None,
+    *,
+    clock: Clock | None = None,
+    accounting: CpuAccounting | None = None,
+    poll: bool = True,
+    cuda_visible_devices: str | None = None,
+) -> MeterSet:
     """Probe every meter and return the best non-overlapping set.
 
     sysfs_root: a directory standing in for ``/`` (default ``$FEDENERGY_SYSFS_ROOT`` or ``/``).

@@ -59,9 +59,15 @@ class JetsonMeter(Meter):
     provenance = "measured"
     total_scope = "device"
 
-    def __init__(self, sysfs_root: str | None = None, *, poll_s: float = DEFAULT_POLL_S,
-                 clock: Clock | None = None, accounting: CpuAccounting | None = None,
-                 poll: bool = True) -> None:
+    def __init__(
+        self,
+        sysfs_root: str | None = None,
+        *,
+        poll_s: float = DEFAULT_POLL_S,
+        clock: Clock | None = None,
+        accounting: CpuAccounting | None = None,
+        poll: bool = True,
+    ) -> None:
         super().__init__(clock=clock, accounting=accounting, poll=poll)
         self.root = resolve_root(sysfs_root)
         self.poll_interval_s = poll_s
@@ -71,10 +77,14 @@ class JetsonMeter(Meter):
     def _sensor_dirs(self) -> list[tuple[str, str]]:
         r = self.root
         dirs: list[tuple[str, str]] = []
-        dirs += [(d, "hwmon") for d in glob.glob(
-            root_path(r, "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"))]
-        dirs += [(d, "iio") for d in glob.glob(
-            root_path(r, "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"))]
+        dirs += [
+            (d, "hwmon")
+            for d in glob.glob(root_path(r, "/sys/bus/i2c/drivers/ina3221/*/hwmon/hwmon*"))
+        ]
+        dirs += [
+            (d, "iio")
+            for d in glob.glob(root_path(r, "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"))
+        ]
         for dev in glob.glob(root_path(r, "/sys/bus/i2c/devices/*")):
             if "ina3221" in (read_optional(os.path.join(dev, "name")) or ""):
                 dirs += [(d, "hwmon") for d in glob.glob(os.path.join(dev, "hwmon", "hwmon*"))]
@@ -119,8 +129,10 @@ class JetsonMeter(Meter):
     def _probe(self) -> Availability:
         rails = self.discover()
         if not rails:
-            return Availability("absent", "no INA3221 power rails (not a Jetson, or the "
-                                "ina3221 driver is not loaded)")
+            return Availability(
+                "absent",
+                "no INA3221 power rails (not a Jetson, or the ina3221 driver is not loaded)",
+            )
         names: set[str] = set()
         for r in rails:  # unique labels
             base, k = r.label, 2
@@ -136,8 +148,10 @@ class JetsonMeter(Meter):
             else:
                 r.domain, r.additive = f"soc.rail[{r.label}]", total is None
         if total is None:
-            self.notes_.append("jetson: no VDD_IN/POM_5V_IN input rail; the total is the sum "
-                               "of the monitored rails and misses unmonitored supplies")
+            self.notes_.append(
+                "jetson: no VDD_IN/POM_5V_IN input rail; the total is the sum "
+                "of the monitored rails and misses unmonitored supplies"
+            )
         errors = []
         for r in rails:
             try:
@@ -146,8 +160,11 @@ class JetsonMeter(Meter):
                 errors.append(f"{r.source}: {e}")
         total_bad = total is not None and any(e.startswith(total.source) for e in errors)
         if total_bad or len(errors) == len(rails):
-            return Availability("unreadable", "cannot read INA3221 rails: " + "; ".join(errors),
-                                "run as a user that can read the ina3221 sysfs files")
+            return Availability(
+                "unreadable",
+                "cannot read INA3221 rails: " + "; ".join(errors),
+                "run as a user that can read the ina3221 sysfs files",
+            )
         self.rails = rails
         return Availability("available")
 

@@ -10,7 +10,7 @@ a second while a window is open (and at every window boundary).
   whole-board figure (``total_scope = device``). We re-implement the published coefficients; no
   PowerJoular (GPL) code is used. Board from ``/proc/device-tree/model``.
 * Any other host — CodeCarbon's CPU-load model ``P = TDP × (0.1 + 0.9·u³)`` (CodeCarbon
-  ``core/cpu.py``). TDP from ``cpu_tdp.csv`` (a sourced subset of CodeCarbon's MIT
+  ``core/cpu.py``). TDP from ``cpu_tdp.json`` (a sourced subset of CodeCarbon's MIT
   ``cpu_power.csv``) × sockets, or the user's ``tdp_w``, else CodeCarbon's default
   4 W × logical CPUs. Known error, from CodeCarbon's own RAPL sweep data
   (``codecarbon/data/hardware/cpu_load_profiling``; notes/energy-sources.md §3.4): −41 % to
@@ -19,7 +19,7 @@ a second while a window is open (and at every window boundary).
 
 from __future__ import annotations
 
-import csv
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -31,7 +31,8 @@ from fedenergy.meters.sysfs import read_optional, resolve_root, root_path
 
 DEFAULT_POLL_S = 1.0
 DEFAULT_W_PER_CPU = 4.0  # CodeCarbon DEFAULT_POWER_PER_CORE (W per logical CPU)
-TDP_TABLE = Path(__file__).with_name("cpu_tdp.csv")
+# JSON, not CSV: Flower app bundles (FABs) ship only .py/.toml/.md/.json/.yaml files.
+TDP_TABLE = Path(__file__).with_name("cpu_tdp.json")
 
 MODEL_ERROR_NOTE = (
     "modeled CPU power TDP×(0.1+0.9·u³) (CodeCarbon's load model): on CodeCarbon's own RAPL "
@@ -74,9 +75,16 @@ class UtilizationModelMeter(Meter):
     provenance = "modeled"
     domain = "cpu.modeled"
 
-    def __init__(self, sysfs_root: str | None = None, *, ticks: CpuTicks | None = None,
-                 poll_s: float = DEFAULT_POLL_S, clock: Clock | None = None,
-                 accounting: CpuAccounting | None = None, poll: bool = True) -> None:
+    def __init__(
+        self,
+        sysfs_root: str | None = None,
+        *,
+        ticks: CpuTicks | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+        clock: Clock | None = None,
+        accounting: CpuAccounting | None = None,
+        poll: bool = True,
+    ) -> None:
         super().__init__(clock=clock, accounting=accounting, poll=poll)
         self.root = resolve_root(sysfs_root)
         self.ticks = ticks or CpuTicks(self.root)
@@ -112,8 +120,7 @@ class UtilizationModelMeter(Meter):
         self._energy.setdefault(self.domain, 0.0)
         self._last = (now, busy, total)
 
-    def window_energy(self, begin: Snapshot, end: Snapshot
-                      ) -> tuple[dict[str, float], list[str]]:
+    def window_energy(self, begin: Snapshot, end: Snapshot) -> tuple[dict[str, float], list[str]]:
         joules, flags = super().window_energy(begin, end)
         return joules, sorted(set(flags) | {f"modeled:{self.domain}"})
 
@@ -140,8 +147,9 @@ class RpiModelMeter(UtilizationModelMeter):
         self.board = pi_model_for(self.model_text)
         if self.board is None:
             kind = "Raspberry Pi model" if "Raspberry Pi" in text else "board"
-            return Availability("absent", f"no PowerJoular fit for this {kind}: "
-                                f"{self.model_text!r}")
+            return Availability(
+                "absent", f"no PowerJoular fit for this {kind}: {self.model_text!r}"
+            )
         try:
             self.ticks.read()
         except (OSError, ValueError) as e:
@@ -158,8 +166,10 @@ class RpiModelMeter(UtilizationModelMeter):
 
     def notes(self) -> list[str]:
         assert self.board is not None
-        return [f"modeled board power {self.board.a}·u + {self.board.b} W (PowerJoular linear "
-                f"fit for {self.board.prefix}, from wall-meter measurements)"]
+        return [
+            f"modeled board power {self.board.a}·u + {self.board.b} W (PowerJoular linear "
+            f"fit for {self.board.prefix}, from wall-meter measurements)"
+        ]
 
 
 def normalize_cpu_name(s: str) -> str:
@@ -172,16 +182,12 @@ def normalize_cpu_name(s: str) -> str:
 
 
 def load_tdp_table(path: str | os.PathLike | None = None) -> list[tuple[str, float, str]]:
-    rows = []
     with open(path or TDP_TABLE, encoding="utf-8") as f:
-        lines = [ln for ln in f if not ln.startswith("#")]
-    for r in csv.DictReader(lines):
-        rows.append((r["name"], float(r["tdp_w"]), r.get("source", "")))
-    return rows
+        doc = json.load(f)
+    return [(r["name"], float(r["tdp_w"]), r.get("source", "")) for r in doc["cpus"]]
 
 
-def match_tdp(model_name: str, table: list[tuple[str, float, str]]
-              ) -> tuple[str, float] | None:
+def match_tdp(model_name: str, table: list[tuple[str, float, str]]) -> tuple[str, float] | None:
     """Longest table name whose every word is in the normalised model name; ties → None."""
     have = set(normalize_cpu_name(model_name).split())
     best: list[tuple[int, str, float]] = []
@@ -217,8 +223,14 @@ class CpuTdpModelMeter(UtilizationModelMeter):
 
     name = "cpu-model"
 
-    def __init__(self, sysfs_root: str | None = None, *, tdp_w: float | None = None,
-                 table: str | os.PathLike | None = None, **kw) -> None:
+    def __init__(
+        self,
+        sysfs_root: str | None = None,
+        *,
+        tdp_w: float | None = None,
+        table: str | os.PathLike | None = None,
+        **kw,
+    ) -> None:
         super().__init__(sysfs_root, **kw)
         self.model_name, self.logical_cpus, self.sockets = read_cpuinfo(self.root)
         self.tdp_source = ""
@@ -231,13 +243,14 @@ class CpuTdpModelMeter(UtilizationModelMeter):
             hit = match_tdp(self.model_name, load_tdp_table(table))
             if hit:
                 self.tdp_w = hit[1] * self.sockets
-                self.tdp_source = (f"cpu_tdp.csv: {hit[0]} {hit[1]:g} W × {self.sockets} "
-                                   "socket(s)")
+                self.tdp_source = f"cpu_tdp.json: {hit[0]} {hit[1]:g} W × {self.sockets} socket(s)"
             else:
                 self.tdp_w = DEFAULT_W_PER_CPU * self.logical_cpus
-                self.tdp_source = (f"CPU {self.model_name or 'unknown'!r} not in cpu_tdp.csv: "
-                                   f"CodeCarbon default {DEFAULT_W_PER_CPU:g} W × "
-                                   f"{self.logical_cpus} logical CPUs")
+                self.tdp_source = (
+                    f"CPU {self.model_name or 'unknown'!r} not in cpu_tdp.json: "
+                    f"CodeCarbon default {DEFAULT_W_PER_CPU:g} W × "
+                    f"{self.logical_cpus} logical CPUs"
+                )
 
     def _probe(self) -> Availability:
         try:
@@ -247,7 +260,7 @@ class CpuTdpModelMeter(UtilizationModelMeter):
         return Availability("available")
 
     def power_w(self, u: float) -> float:
-        return self.tdp_w * (0.1 + 0.9 * u ** 3)
+        return self.tdp_w * (0.1 + 0.9 * u**3)
 
     def label(self) -> str:
         return f"modeled:cpu-tdp({self.tdp_w:g}W, cubic)"

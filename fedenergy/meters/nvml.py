@@ -70,9 +70,17 @@ class NvmlMeter(Meter):
     provenance = "measured"
     total_scope = "gpu"
 
-    def __init__(self, nvml: Any = None, *, visible: str | None = None, use_env: bool = True,
-                 power_poll_s: float = 0.1, clock: Clock | None = None,
-                 accounting: CpuAccounting | None = None, poll: bool = True) -> None:
+    def __init__(
+        self,
+        nvml: Any = None,
+        *,
+        visible: str | None = None,
+        use_env: bool = True,
+        power_poll_s: float = 0.1,
+        clock: Clock | None = None,
+        accounting: CpuAccounting | None = None,
+        poll: bool = True,
+    ) -> None:
         super().__init__(clock=clock, accounting=accounting, poll=poll)
         self._nvml = nvml
         self._visible = visible
@@ -100,8 +108,10 @@ class NvmlMeter(Meter):
             nv = self._module()
         except ImportError:
             return Availability(
-                "absent", "pynvml is not installed (no NVIDIA support)",
-                "pip install 'fedenergy[nvidia]'  (installs nvidia-ml-py)")
+                "absent",
+                "pynvml is not installed (no NVIDIA support)",
+                "pip install 'fedenergy[nvidia]'  (installs nvidia-ml-py)",
+            )
         err = self._err()
         try:
             nv.nvmlInit()
@@ -111,8 +121,9 @@ class NvmlMeter(Meter):
             code = getattr(e, "value", None)
             if code in _ABSENT_CODES:
                 return Availability("absent", f"no NVIDIA driver: {e}")
-            return Availability("unreadable", f"NVML initialisation failed: {e}",
-                                "check the driver with nvidia-smi")
+            return Availability(
+                "unreadable", f"NVML initialisation failed: {e}", "check the driver with nvidia-smi"
+            )
         if count == 0:
             return Availability("absent", "NVML reports no GPU")
         spec = self._visible
@@ -145,8 +156,7 @@ class NvmlMeter(Meter):
                     nv.nvmlDeviceGetPowerUsage(h)
                     g.mode = "power"
                 except err as e2:
-                    g.reason = (f"gpu{idx}: no energy counter ({e1}) and no power reading "
-                                f"({e2})")
+                    g.reason = f"gpu{idx}: no energy counter ({e1}) and no power reading ({e2})"
             gpus.append(g)
         self.gpus = [g for g in gpus if g.mode]
         self.notes_ = [g.reason for g in gpus if not g.mode]
@@ -191,8 +201,7 @@ class NvmlMeter(Meter):
                     w = None
                 self._power_sample(g.domain, now, w)
 
-    def window_energy(self, begin: Snapshot, end: Snapshot
-                      ) -> tuple[dict[str, float], list[str]]:
+    def window_energy(self, begin: Snapshot, end: Snapshot) -> tuple[dict[str, float], list[str]]:
         joules, flags = super().window_energy(begin, end)
         duration = end.t - begin.t
         err = self._err()
@@ -200,8 +209,12 @@ class NvmlMeter(Meter):
             if g.mig:
                 flags.append(f"mig-shared:{g.domain}")
             bad = any(f.endswith(f":{g.domain}") and not f.startswith("mig") for f in flags)
-            if (g.mode == "counter" and joules.get(g.domain) == 0.0 and not bad
-                    and 0 < duration < SHORT_WINDOW_S):
+            if (
+                g.mode == "counter"
+                and joules.get(g.domain) == 0.0
+                and not bad
+                and 0 < duration < SHORT_WINDOW_S
+            ):
                 try:
                     w = float(self._nvml.nvmlDeviceGetPowerUsage(g.handle)) / 1000.0
                 except err:
@@ -210,13 +223,15 @@ class NvmlMeter(Meter):
                 flags.append(f"short-window-estimated:{g.domain}")
         return joules, sorted(set(flags))
 
-    def components(self, begin: Snapshot, end: Snapshot, *, informational: bool = False
-                   ) -> tuple[dict[str, Component], list[str]]:
+    def components(
+        self, begin: Snapshot, end: Snapshot, *, informational: bool = False
+    ) -> tuple[dict[str, Component], list[str]]:
         comps, flags = super().components(begin, end, informational=informational)
         modes = {g.domain: g.mode for g in self.gpus}
         for d, c in comps.items():
-            comps[d] = Component(c.domain, c.joules, c.provenance, modes.get(d, c.kind),
-                                 c.scope, c.additive)
+            comps[d] = Component(
+                c.domain, c.joules, c.provenance, modes.get(d, c.kind), c.scope, c.additive
+            )
         return comps, flags
 
     def close(self) -> None:
@@ -240,8 +255,9 @@ def resolve_visible(nv: Any, spec: str | None, count: int) -> tuple[list[int], s
     def all_uuids() -> list[str]:
         nonlocal uuids
         if uuids is None:
-            uuids = [_s(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i)))
-                     for i in range(count)]
+            uuids = [
+                _s(nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))) for i in range(count)
+            ]
         return uuids
 
     out: list[int] = []
@@ -270,7 +286,7 @@ def resolve_visible(nv: Any, spec: str | None, count: int) -> tuple[list[int], s
 
 
 def _mig_parent(nv: Any, item: str, all_uuids: Any) -> int | None:
-    rest = item[len("MIG-"):]
+    rest = item[len("MIG-") :]
     if rest.startswith("GPU-"):  # old form MIG-GPU-<uuid>/<gi>/<ci>
         gpu_uuid = rest.split("/", 1)[0]
         hits = [i for i, u in enumerate(all_uuids()) if u == gpu_uuid]

@@ -75,9 +75,15 @@ class RaplMeter(Meter):
     scope = "machine"
     provenance = "measured"
 
-    def __init__(self, sysfs_root: str | None = None, *, opener: Opener | None = None,
-                 clock: Clock | None = None, accounting: CpuAccounting | None = None,
-                 poll: bool = True) -> None:
+    def __init__(
+        self,
+        sysfs_root: str | None = None,
+        *,
+        opener: Opener | None = None,
+        clock: Clock | None = None,
+        accounting: CpuAccounting | None = None,
+        poll: bool = True,
+    ) -> None:
         super().__init__(clock=clock, accounting=accounting, poll=poll)
         self.root = resolve_root(sysfs_root)
         self._opener = opener
@@ -163,8 +169,11 @@ class RaplMeter(Meter):
                 z.skipped = f"MMIO copy of {z.name}: counted once (MSR zone kept)"
                 continue
             if z.role == "package":
-                z.domain = (f"cpu.package[{z.socket}]" if z.die is None
-                            else f"cpu.package[{z.socket}].die[{z.die}]")
+                z.domain = (
+                    f"cpu.package[{z.socket}]"
+                    if z.die is None
+                    else f"cpu.package[{z.socket}].die[{z.die}]"
+                )
             elif z.role == "dram":
                 parent = by_id.get(z.zone_id.rsplit(":", 1)[0])
                 sock = parent.socket if parent and parent.socket is not None else _zone_num(z)
@@ -235,8 +244,9 @@ class RaplMeter(Meter):
         if not self.availability.available:
             return []
         psys = self.has_psys
-        return [Domain(z.domain, z.label, additive=(z.role == "psys") or not psys)
-                for z in self.used]
+        return [
+            Domain(z.domain, z.label, additive=(z.role == "psys") or not psys) for z in self.used
+        ]
 
     def skipped(self) -> list[str]:
         """Zones seen but not read, with the reason (for ``fedenergy meters``)."""

@@ -1,9 +1,11 @@
 """EnergyAwareStrategy: wraps any Flower strategy (FedAvg, FedProx, FedAdam, ...).
 
 The wrapped strategy keeps its own configuration and aggregation; this wrapper decides WHO
-participates (a Selector), adds each node's per-message config (device, link, task settings),
-takes every EnergyReport out of the replies (validated; the wrapped strategy never sees it) and
-commits each round to the Ledger in one transaction before the next round starts.
+participates (a Selector fed by per-node energy forecasts) and HOW each update is compressed
+(a CompressionPolicy), adds each node's per-message config, takes every EnergyReport out of the
+replies (validated; the wrapped strategy never sees it), decodes compressed updates to float32
+weights before the wrapped strategy aggregates, accounts the energy wasted by failed or silent
+nodes, and commits each round to the Ledger in one transaction before the next round starts.
 """
 
 from __future__ import annotations
@@ -13,27 +15,33 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from fedenergy.compression import PayloadError, parse_codec
+from fedenergy.compression import (
+    CodecSpec,
+    PayloadError,
+    encode_global,
+    expected_nbytes,
+    pack_payload,
+)
 from fedenergy.ledger import EnergyRow, Ledger, rows_from_report
-from fedenergy.report import REPORT_KEY, EnergyReport, ReportError
+from fedenergy.report import REPORT_KEY, Component, EnergyReport, ReportError
+from fedenergy.strategy.policies import CompressionPolicy, FixedPolicy
 from fedenergy.strategy.selectors import RandomSelector, Selector
-from fedenergy.uplink import CODEC_CFG_KEY, decode_reply_content, numpy_arrays
+from fedenergy.strategy.state import FleetState, NodeInfo
+from fedenergy.uplink import (
+    CODEC_CFG_KEY,
+    DOWNLINK_CFG_KEY,
+    decode_reply_content,
+    numpy_arrays,
+    template_of,
+)
+from fedenergy.wire import message_bytes
 
 log = logging.getLogger("fedenergy")
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """What the server knows of a node: its partition, device and link."""
-
-    node_id: int
-    partition_id: int
-    device: str
-    link: str
+FAILED_SOURCE = "server estimate of a failed call: forecast download + compute (modeled)"
 
 
 @dataclass
@@ -65,12 +73,12 @@ class _SelectedGrid:
 
 
 class EnergyAwareStrategy(Strategy):
-    """Selection and energy accounting around a wrapped Flower strategy."""
+    """Selection, compression and energy accounting around a wrapped Flower strategy."""
 
     def __init__(
         self,
         base: Strategy,
-        nodes: dict[int, NodeInfo],
+        fleet: FleetState,
         ledger: Ledger,
         run_id: str,
         common_config: dict,
@@ -78,16 +86,20 @@ class EnergyAwareStrategy(Strategy):
         fraction_evaluate: float = 0.0,
         selector: Selector | None = None,
         eval_selector: Selector | None = None,
+        policy: CompressionPolicy | None = None,
+        query_fn: Callable[[Grid, list[int]], list[NodeInfo]] | None = None,
     ) -> None:
         self.base = base
-        self.nodes = nodes
+        self.fleet = fleet
         self.ledger = ledger
         self.run_id = run_id
         self.common_config = dict(common_config)
         self.fraction_train = fraction_train
         self.fraction_evaluate = fraction_evaluate
-        self.selector = selector or RandomSelector(seed=0, stream=0)
-        self.eval_selector = eval_selector or RandomSelector(seed=0, stream=1)
+        self.selector = selector or RandomSelector(seed=fleet.seed, stream=0)
+        self.eval_selector = eval_selector or RandomSelector(seed=fleet.seed, stream=1)
+        self.policy = policy or FixedPolicy()
+        self.query_fn = query_fn
         # Let the wrapped strategy "sample" all of the nodes we hand it.
         for attr, value in (
             ("fraction_train", 1.0),
@@ -101,77 +113,191 @@ class EnergyAwareStrategy(Strategy):
         self._rows: list[EnergyRow] = []
         self._counts = {"selected": 0, "succeeded": 0, "failed": 0}
         self._rejected: list[tuple[int, str]] = []
-        # Uplink codec: train replies carry encoded updates, decoded against the global model
-        # sent in this round's configure_train.
-        self.codec = parse_codec(str(self.common_config.get(CODEC_CFG_KEY, "none")))
-        self._global: dict | None = None
+        self._global: dict | None = None  # numpy copy of the global model sent this round
+        self._codecs: dict[int, CodecSpec] = {}  # uplink codec asked of each node this round
+        self._sent: dict[tuple[int, str], int] = {}  # (node, call) -> bytes sent this round
+        self._downlink: dict[str, ArrayRecord] = {}  # this round's global model per codec
+        self._download_bytes: dict[str, int] = {}  # this round's train message size per codec
+        self._train_config: ConfigRecord | None = None
+        self._global_record: ArrayRecord | None = None
 
     # -- selection -------------------------------------------------------------------------------
-    def candidates(self) -> list[int]:
-        """Known node ids in a run-independent order: by partition id (Flower's ids are random)."""
-        return sorted(self.nodes, key=lambda n: (self.nodes[n].partition_id, n))
-
     def _k(self, fraction: float) -> int:
-        return 0 if fraction <= 0 else max(1, math.floor(fraction * len(self.nodes) + 1e-9))
+        n = len(self.fleet.nodes)
+        return 0 if fraction <= 0 else max(1, math.floor(fraction * n + 1e-9))
 
-    def _per_node(self, msgs: Iterable[Message]) -> list[Message]:
+    def forecast(self, node_id: int):
+        """The forecast of ``node_id``'s next train call with the codecs the policy gives it."""
+        st = self.fleet[node_id]
+        spec = self.policy.codec_for(st, 0)
+        payload = expected_nbytes(spec, template_of(self._global)) if self._global else 0
+        down = self.policy.downlink_for(st, 0)
+        self.fleet.download_bytes = self._download_size(down)
+        return self.fleet.forecast(node_id, spec.label(), payload)
+
+    def _downlink_arrays(self, spec: CodecSpec) -> ArrayRecord | None:
+        """The global model as sent with downlink codec ``spec`` (cached for the round)."""
+        if spec.name == "none" or self._global is None:
+            return None
+        label = spec.label()
+        if label not in self._downlink:
+            template = template_of(self._global)
+            blob = pack_payload(encode_global(self._global, spec), spec, template)
+            self._downlink[label] = ArrayRecord({"payload": Array(blob)})
+        return self._downlink[label]
+
+    def _download_size(self, spec: CodecSpec) -> int:
+        """Exact protobuf size of this round's train message with downlink codec ``spec``."""
+        label = spec.label()
+        if label not in self._download_bytes:
+            cfg = ConfigRecord(dict(self._train_config or {}))
+            cfg.update(self.common_config)
+            cfg[CODEC_CFG_KEY] = "none"
+            cfg[DOWNLINK_CFG_KEY] = label
+            encoded = self._downlink_arrays(spec)
+            arrays = encoded if encoded is not None else self._global_record
+            msg = Message(
+                RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=0, message_type="train"
+            )
+            self._download_bytes[label] = message_bytes(msg)
+        return self._download_bytes[label]
+
+    def _admit_new_nodes(self, grid: Grid) -> None:
+        """Query nodes that registered after the start (deployment: late joiners)."""
+        if self.query_fn is None:
+            return
+        new = [n for n in grid.get_node_ids() if n not in self.fleet]
+        if new:
+            for info in self.query_fn(grid, new):
+                self.fleet.add(info)
+                self.ledger.add_nodes(
+                    self.run_id,
+                    [(info.node_id, info.partition_id, info.device, info.link, info.country)],
+                )
+
+    def _per_node(self, msgs: Iterable[Message], call: str, server_round: int) -> list[Message]:
         out = []
         for m in msgs:
             nid = m.metadata.dst_node_id
-            info = self.nodes[nid]
+            st = self.fleet[nid]
             content = RecordDict(dict(m.content.items()))
             key = next(k for k, v in m.content.items() if isinstance(v, ConfigRecord))
             cfg = ConfigRecord(dict(m.content[key]))
             cfg.update(self.common_config)
-            cfg["fe-device"], cfg["fe-link"] = info.device, info.link
+            cfg["fe-device"], cfg["fe-link"] = st.device.id, st.link.id
+            if call == "train":
+                spec = self.policy.codec_for(st, server_round)
+                self._codecs[nid] = spec
+                cfg[CODEC_CFG_KEY] = spec.label()
+                down = self.policy.downlink_for(st, server_round)
+                cfg[DOWNLINK_CFG_KEY] = down.label()
+                if (encoded := self._downlink_arrays(down)) is not None:
+                    arrays_key = next(k for k, v in m.content.items() if isinstance(v, ArrayRecord))
+                    content[arrays_key] = encoded
             content[key] = cfg
-            out.append(
-                Message(
-                    content=content,
-                    message_type=m.metadata.message_type,
-                    dst_node_id=nid,
-                    group_id=m.metadata.group_id,
-                )
+            msg = Message(
+                content=content,
+                message_type=m.metadata.message_type,
+                dst_node_id=nid,
+                group_id=m.metadata.group_id,
             )
+            self._sent[(nid, call)] = message_bytes(msg)
+            out.append(msg)
         return out
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        chosen = self.selector.select(server_round, self.candidates(), self._k(self.fraction_train))
+        self._admit_new_nodes(grid)
+        self._global = numpy_arrays(arrays)
+        self._global_record = arrays
+        self._train_config = config
+        self._downlink, self._download_bytes = {}, {}
+        chosen = self.selector.select(
+            server_round,
+            self.fleet.online(server_round),
+            self._k(self.fraction_train),
+            self.fleet,
+            self.forecast,
+        )
         self._counts["selected"] += len(chosen)
-        if self.codec.name != "none":
-            self._global = numpy_arrays(arrays)
         if not chosen:
             return []
         msgs = self.base.configure_train(server_round, arrays, config, _SelectedGrid(grid, chosen))
-        return self._per_node(msgs)
+        return self._per_node(msgs, "train", server_round)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         chosen = self.eval_selector.select(
-            server_round, self.candidates(), self._k(self.fraction_evaluate)
+            server_round,
+            self.fleet.online(server_round),
+            self._k(self.fraction_evaluate),
+            self.fleet,
+            self.forecast,
         )
         if not chosen:
             return []
         msgs = self.base.configure_evaluate(
             server_round, arrays, config, _SelectedGrid(grid, chosen)
         )
-        return self._per_node(msgs)
+        return self._per_node(msgs, "evaluate", server_round)
 
     # -- accounting ------------------------------------------------------------------------------
-    def take_reports(self, replies: Iterable[Message], count: bool) -> list[Message]:
+    def _failed_rows(self, node_id: int, call: str, reason: str) -> None:
+        """Energy a failed or silent node still spent: the download we sent it and, for a train
+        call, the forecast compute (it may have trained before failing). Marked failed."""
+        if node_id not in self.fleet:
+            return
+        st = self.fleet[node_id]
+        down = self._sent.get((node_id, call), 0)
+        fc = self.forecast(node_id) if call == "train" else None
+        from fedenergy.network import infrastructure_energy_j, radio_energy
+
+        radio = radio_energy(st.link, down, 0, gap_s=0.0)
+        infra = infrastructure_energy_j(down, self.fleet.infra_kwh_per_gb)
+        src = f"{FAILED_SOURCE}; {reason[:120]}"
+        dl = (
+            Component("download", "radio", radio.download_j, "modeled", src),
+            Component("download", "infrastructure", infra, "modeled", src),
+        )
+        self._rows.append(
+            EnergyRow(
+                str(node_id),
+                call,
+                "download",
+                radio.download_j + infra,
+                down,
+                radio.download_s,
+                "failed",
+                dl,
+            )
+        )
+        if fc is not None:
+            comp = (Component(call, "compute", fc.compute_j, "modeled", src),)
+            self._rows.append(
+                EnergyRow(str(node_id), call, call, fc.compute_j, 0, 0.0, "failed", comp)
+            )
+
+    def take_reports(self, replies: Iterable[Message], call: str, count: bool) -> list[Message]:
         """Move every reply's EnergyReport into this round's rows; return the replies the wrapped
-        strategy may aggregate (error replies pass through so it can log them; replies whose
-        report is missing or invalid are dropped and the reason recorded)."""
-        kept = []
+        strategy may aggregate. Error replies and replies that never arrived are accounted as
+        failed with the server's estimate of the energy they spent; replies whose report is
+        missing or invalid are dropped and the reason recorded."""
+        kept, answered = [], set()
         for msg in replies:
             nid = msg.metadata.src_node_id
+            answered.add(nid)
             if msg.has_error():
+                if (nid, call) not in self._sent:
+                    # an error the SuperLink made for a node that is gone: it carries no usable
+                    # node id, so that node is accounted below as one that never replied
+                    answered.discard(nid)
+                    log.info("error reply without a known node (%s): %s", nid, msg.error.reason)
+                    continue
                 if count:
                     self._counts["failed"] += 1
-                kept.append(msg)
+                self._failed_rows(nid, call, f"error reply: {msg.error.reason}")
                 continue
             rec = msg.content.config_records.get(REPORT_KEY)
             try:
@@ -183,36 +309,50 @@ class EnergyAwareStrategy(Strategy):
                 log.warning("rejected reply from node %s: %s", nid, err)
                 if count:
                     self._counts["failed"] += 1
+                self._failed_rows(nid, call, f"report rejected: {err}")
                 continue
             del msg.content[REPORT_KEY]
             self._rows.extend(rows_from_report(nid, report))
             if count:
                 self._counts["succeeded"] += 1
             kept.append(msg)
+        for nid, c in [k for k in self._sent if k[1] == call]:
+            if nid not in answered:
+                if count:
+                    self._counts["failed"] += 1
+                self._failed_rows(nid, c, "no reply before the round timeout")
         return kept
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        kept = self.take_reports(replies, count=True)
-        if self.codec.name != "none":
-            kept = self.decode_updates(kept)
+        kept = self.decode_updates(self.take_reports(replies, "train", count=True))
+        for msg in kept:
+            metrics = msg.content.metric_records.get("metrics")
+            loss = metrics.get("train-loss") if metrics is not None else None
+            nid = msg.metadata.src_node_id
+            if nid in self.fleet:
+                self.fleet.observe_train(
+                    nid, server_round, float(loss) if loss is not None else None
+                )
         return self.base.aggregate_train(server_round, kept)
 
     def decode_updates(self, replies: Iterable[Message]) -> list[Message]:
         """Replace every encoded update by the full float32 weights ``global + update`` so the
         wrapped strategy aggregates weights as usual; a reply whose payload is malformed (or
-        encoded with another codec) is dropped, counted as failed and its reason recorded."""
+        encoded with another codec than asked) is dropped, counted as failed and its reason
+        recorded (its energy report is already in the ledger: that energy was spent)."""
         kept = []
         for msg in replies:
-            if msg.has_error():
+            nid = msg.metadata.src_node_id
+            spec = self._codecs.get(nid)
+            if spec is None or spec.name == "none":
                 kept.append(msg)
                 continue
-            nid = msg.metadata.src_node_id
             try:
                 if self._global is None:
                     raise PayloadError("no global model was sent this round")
-                content = decode_reply_content(msg.content, self.codec, self._global)
+                content = decode_reply_content(msg.content, spec, self._global)
             except PayloadError as err:
                 self._rejected.append((nid, f"update payload: {err}"))
                 log.warning("rejected update from node %s: %s", nid, err)
@@ -226,7 +366,9 @@ class EnergyAwareStrategy(Strategy):
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
-        return self.base.aggregate_evaluate(server_round, self.take_reports(replies, count=False))
+        return self.base.aggregate_evaluate(
+            server_round, self.take_reports(replies, "evaluate", count=False)
+        )
 
     def summary(self) -> None:
         self.base.summary()
@@ -234,9 +376,13 @@ class EnergyAwareStrategy(Strategy):
     def commit_round(
         self, server_round: int, accuracy: float | None, loss: float | None
     ) -> RoundOutcome:
-        """Write the buffered rows of ``server_round`` to the ledger in one transaction."""
+        """Write the buffered rows of ``server_round`` to the ledger in one transaction, then
+        update the fleet state (observed energy, batteries) and the compression policy."""
         rows, counts = self._rows, self._counts
         self.ledger.commit_round(self.run_id, server_round, rows, accuracy, loss, **counts)
+        self.fleet.observe_rows(rows, {n: s.label() for n, s in self._codecs.items()})
+        self.fleet.recharge()
+        self.policy.observe(server_round, accuracy)
         outcome = RoundOutcome(
             server_round,
             accuracy,
@@ -245,7 +391,7 @@ class EnergyAwareStrategy(Strategy):
             rejected=self._rejected,
             **counts,
         )
-        self._rows, self._rejected = [], []
+        self._rows, self._rejected, self._sent, self._codecs = [], [], {}, {}
         self._counts = {"selected": 0, "succeeded": 0, "failed": 0}
         return outcome
 
@@ -260,14 +406,14 @@ class EnergyAwareStrategy(Strategy):
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
         on_round: Callable[[RoundOutcome], None] | None = None,
+        target_accuracy: float | None = None,
     ) -> Result:
         """Flower's round loop (train, evaluate, server-side evaluation), committing every round
-        to the ledger before the next begins and reporting it to ``on_round``."""
+        to the ledger before the next begins and reporting it to ``on_round``; stops early once
+        the server-side accuracy reaches ``target_accuracy`` (``num_rounds`` is then a cap)."""
         train_config = train_config or ConfigRecord()
         evaluate_config = evaluate_config or ConfigRecord()
         result, arrays = Result(), initial_arrays
-        if evaluate_fn is not None and (res := evaluate_fn(0, arrays)) is not None:
-            result.evaluate_metrics_serverapp[0] = res
         for rnd in range(1, num_rounds + 1):
             replies = grid.send_and_receive(
                 self.configure_train(rnd, arrays, ConfigRecord(dict(train_config)), grid),
@@ -292,5 +438,8 @@ class EnergyAwareStrategy(Strategy):
             outcome = self.commit_round(rnd, acc, loss)
             if on_round is not None:
                 on_round(outcome)
+            if target_accuracy and acc is not None and acc >= target_accuracy:
+                log.info("target accuracy %.4f reached in round %d", target_accuracy, rnd)
+                break
         result.arrays = arrays
         return result

@@ -29,10 +29,18 @@ class DataConfig:
 
 
 def train_epochs(
-    model: torch.nn.Module, data: Split, epochs: int, batch_size: int, lr: float, seed: int
+    model: torch.nn.Module,
+    data: Split,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    proximal_mu: float = 0.0,
 ) -> tuple[float, int]:
-    """Plain minibatch SGD. Returns (mean loss of the last epoch, optimizer steps taken)."""
+    """Minibatch SGD, with FedProx's proximal term (mu/2)||w - w_start||^2 when mu > 0.
+    Returns (mean loss of the last epoch, optimizer steps taken)."""
     gen = torch.Generator().manual_seed(seed)
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
     opt = torch.optim.SGD(model.parameters(), lr=lr)
     model.train()
     steps, last = 0, 0.0
@@ -43,7 +51,12 @@ def train_epochs(
             idx = order[start : start + batch_size]
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(model(data.x[idx]), data.y[idx])
-            loss.backward()
+            if proximal_mu > 0:
+                pairs = zip(model.parameters(), anchor, strict=True)
+                prox = sum(((p - s) ** 2).sum() for p, s in pairs)
+                (loss + 0.5 * proximal_mu * prox).backward()
+            else:
+                loss.backward()
             opt.step()
             steps += 1
             total += float(loss.detach()) * len(idx)

@@ -57,9 +57,14 @@ def write(root: str | os.PathLike, rel: str, value: object) -> Path:
 
 
 # --- RAPL ------------------------------------------------------------------------------------
-def rapl_zone(root: str | os.PathLike, zone_id: str, name: str, energy_uj: int,
-              max_uj: int | str | None = 262143328850,
-              base: str = "sys/class/powercap") -> Path:
+def rapl_zone(
+    root: str | os.PathLike,
+    zone_id: str,
+    name: str,
+    energy_uj: int,
+    max_uj: int | str | None = 262143328850,
+    base: str = "sys/class/powercap",
+) -> Path:
     """One zone directory ``<base>/<zone_id>`` with name, energy_uj, max_energy_range_uj."""
     d = f"{base}/{zone_id}"
     write(root, f"{d}/name", name)
@@ -69,17 +74,22 @@ def rapl_zone(root: str | os.PathLike, zone_id: str, name: str, energy_uj: int,
     return Path(root) / d
 
 
-def set_energy(root: str | os.PathLike, zone_id: str, energy_uj: int,
-               base: str = "sys/class/powercap") -> None:
+def set_energy(
+    root: str | os.PathLike, zone_id: str, energy_uj: int, base: str = "sys/class/powercap"
+) -> None:
     write(root, f"{base}/{zone_id}/energy_uj", energy_uj)
 
 
 # --- Jetson INA3221 ----------------------------------------------------------------------------
-def jetson_hwmon(root: str | os.PathLike, rails: dict[int, tuple], dev: str = "1-0040",
-                 hwmon: str = "hwmon3", via_devices: bool = False) -> Path:
+def jetson_hwmon(
+    root: str | os.PathLike,
+    rails: dict[int, tuple],
+    dev: str = "1-0040",
+    hwmon: str = "hwmon3",
+    via_devices: bool = False,
+) -> Path:
     """New layout. rails: ``{N: (label, mW)}`` (power file) or ``{N: (label, mV, mA)}``."""
-    base = (f"sys/bus/i2c/devices/{dev}" if via_devices
-            else f"sys/bus/i2c/drivers/ina3221/{dev}")
+    base = f"sys/bus/i2c/devices/{dev}" if via_devices else f"sys/bus/i2c/drivers/ina3221/{dev}"
     if via_devices:
         write(root, f"{base}/name", "ina3221")
     d = f"{base}/hwmon/{hwmon}"
@@ -93,13 +103,15 @@ def jetson_hwmon(root: str | os.PathLike, rails: dict[int, tuple], dev: str = "1
     return Path(root) / d
 
 
-def set_jetson_hwmon_power(root, n: int, mw: float, dev: str = "1-0040",
-                           hwmon: str = "hwmon3") -> None:
+def set_jetson_hwmon_power(
+    root, n: int, mw: float, dev: str = "1-0040", hwmon: str = "hwmon3"
+) -> None:
     write(root, f"sys/bus/i2c/drivers/ina3221/{dev}/hwmon/{hwmon}/power{n}_input", mw)
 
 
-def jetson_iio(root: str | os.PathLike, rails: dict[int, tuple], dev: str = "6-0040",
-               iio: str = "iio:device0") -> Path:
+def jetson_iio(
+    root: str | os.PathLike, rails: dict[int, tuple], dev: str = "6-0040", iio: str = "iio:device0"
+) -> Path:
     """Old layout. rails: ``{N: (label, mW)}`` or ``{N: (label, mV, mA)}``."""
     d = f"sys/bus/i2c/drivers/ina3221x/{dev}/{iio}"
     for n, spec in rails.items():
@@ -113,9 +125,14 @@ def jetson_iio(root: str | os.PathLike, rails: dict[int, tuple], dev: str = "6-0
 
 
 # --- battery -------------------------------------------------------------------------------------
-def battery(root: str | os.PathLike, name: str = "BAT0", status: str = "Discharging",
-            power_uw: int | None = None, voltage_uv: int | None = None,
-            current_ua: int | None = None) -> Path:
+def battery(
+    root: str | os.PathLike,
+    name: str = "BAT0",
+    status: str = "Discharging",
+    power_uw: int | None = None,
+    voltage_uv: int | None = None,
+    current_ua: int | None = None,
+) -> Path:
     d = f"sys/class/power_supply/{name}"
     write(root, f"{d}/type", "Battery")
     write(root, f"{d}/status", status)
@@ -143,8 +160,7 @@ def proc_stat(root: str | os.PathLike, busy: int, idle: int) -> None:
 def cpuinfo(root: str | os.PathLike, model: str, logical: int = 4, sockets: int = 1) -> None:
     blocks = []
     for i in range(logical):
-        blocks.append(f"processor\t: {i}\nmodel name\t: {model}\nphysical id\t: "
-                      f"{i % sockets}\n")
+        blocks.append(f"processor\t: {i}\nmodel name\t: {model}\nphysical id\t: {i % sockets}\n")
     write(root, "proc/cpuinfo", "\n".join(blocks))
 
 

@@ -1,0 +1,214 @@
+"""The centralized baseline: every node uploads its raw data once, a datacenter trains on the pool.
+
+Counted (all modeled, docs/compare.md):
+  * upload: each node sends its partition once (float32 features + int64 labels) over its own
+    link: device radio (Huang et al. model, one upload plus its tail) + network infrastructure
+    (bytes x kWh/GB, the same intensity as the federated run);
+  * training: the task's model, plain minibatch SGD with the federated run's learning rate and
+    batch size, epoch by epoch on the pooled data, evaluated after each epoch on the same server
+    test set, until the target accuracy (or ``max_epochs``); FLOPs (fedenergy.flops) through the
+    datacenter device profile (``gpu-server`` or ``cpu-server``), then x its PUE;
+  * measured: the same training is also metered on THIS host (fedenergy.meters.detect). That is
+    information, never added to the modeled total: this host is not the modeled datacenter, and
+    without a sensor the figure is itself a model (``provenance`` says which).
+Not counted on either side: the server's per-round/per-epoch evaluation on the test set (the
+federated ledger does not count the server either) and the server's idle power.
+"""
+
+from __future__ import annotations
+
+from fedenergy.carbon import INFRA_COUNTRY, Carbon, facility_factor
+from fedenergy.devices import get_device
+from fedenergy.fleet import load_fleet
+from fedenergy.flops import FlopCache
+from fedenergy.network import infrastructure_energy_j, radio_energy
+from fedenergy.settings import Settings
+from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs
+
+DEFAULT_DATACENTER = "gpu-server"
+DEFAULT_COUNTRY = "USA"
+DEFAULT_MAX_EPOCHS = 200
+LABEL_BYTES = 8  # int64
+
+
+def _split_bytes(split) -> int:
+    return int(split.x.numel()) * split.x.element_size() + len(split) * LABEL_BYTES
+
+
+def node_upload_samples(settings: Settings) -> list[tuple[int, int]]:
+    """(samples, raw bytes) every partition uploads so that the server holds the pooled data.
+
+    A partition's data is its train split plus its local test split (when distinct). If the
+    pooled set is only the union of the train splits (``synthetic``: the local test splits form
+    the server's test set), only the train split is uploaded.
+    """
+    task = get_task(settings.task)
+    cfg = DataConfig(settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha)
+    pooled = len(task.pooled_train_data(cfg))
+    parts = [task.client_data(p, cfg) for p in range(settings.nodes)]
+    train_only = [(len(tr), _split_bytes(tr)) for tr, _ in parts]
+    both = []
+    for tr, te in parts:
+        same = te.x.data_ptr() == tr.x.data_ptr() or (
+            len(te) == len(tr) and bool((te.x == tr.x).all())
+        )
+        n, b = (
+            (len(tr), _split_bytes(tr))
+            if same
+            else (
+                len(tr) + len(te),
+                _split_bytes(tr) + _split_bytes(te),
+            )
+        )
+        both.append((n, b))
+    if sum(n for n, _ in both) == pooled:
+        return both
+    return train_only
+
+
+def measure_host(train_fn):
+    """Run ``train_fn`` inside a meter window of this host. Returns (result, info dict)."""
+    try:
+        from fedenergy.meters import detect
+
+        meters = detect()
+    except Exception as err:  # no meter at all: train unmetered
+        return train_fn(), {"available": False, "reason": f"meter detection failed: {err}"}
+    try:
+        with meters.window("centralized") as handle:
+            result = train_fn()
+        m = handle.measurement
+    finally:
+        meters.close()
+    provs = sorted(set(m.provenance.values()))
+    measured = meters.fallback is None and any(p.startswith("measured") for p in provs)
+    info = {
+        "available": measured,
+        "provenance": "measured" if measured else f"modeled fallback ({meters.fallback})",
+        "sources": provs,
+        "machine_j": m.total_j,
+        "process_j": m.process_j,
+        "seconds": m.duration_s,
+        "note": (
+            "energy of this host (not the modeled datacenter) while training the pooled model; "
+            "not added to the modeled total"
+            + ("" if measured else "; no energy sensor here, so this figure is itself a model")
+        ),
+    }
+    return result, info
+
+
+def run_centralized(
+    settings: Settings,
+    target_accuracy: float,
+    device: str = DEFAULT_DATACENTER,
+    country: str = DEFAULT_COUNTRY,
+    max_epochs: int = DEFAULT_MAX_EPOCHS,
+    measure: bool = True,
+) -> dict:
+    """Train the pooled data centrally until ``target_accuracy``; return the energy record."""
+    settings.validate()
+    dc = get_device(device)
+    if dc.kind != "datacenter":
+        raise ValueError(f"device {device!r} is not a datacenter profile (kind {dc.kind!r})")
+    if max_epochs <= 0:
+        raise ValueError(f"max-epochs must be a positive integer, got {max_epochs!r}")
+    task = get_task(settings.task)
+    cfg = DataConfig(settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha)
+    carbon = Carbon()
+
+    # 1. every node uploads its raw data once over its own link
+    profiles = load_fleet(settings.fleet).assign(settings.nodes, settings.seed)
+    uploads, radio_j, infra_j, up_s = [], 0.0, 0.0, 0.0
+    for prof, (n, nbytes) in zip(profiles, node_upload_samples(settings), strict=True):
+        e = radio_energy(prof.link, 0, nbytes, gap_s=0.0)
+        inf = infrastructure_energy_j(nbytes, settings.infra_kwh_per_gb)
+        carbon.add(e.upload_j, prof.country, prof.device)
+        carbon.add(inf, INFRA_COUNTRY, None, note_fallback=False)
+        radio_j += e.upload_j
+        infra_j += inf
+        up_s = max(up_s, e.upload_s)
+        uploads.append(
+            {
+                "partition_id": prof.partition_id,
+                "device": prof.device.id,
+                "link": prof.link.id,
+                "country": prof.country,
+                "samples": n,
+                "bytes": nbytes,
+                "radio_j": e.upload_j,
+                "infrastructure_j": inf,
+                "seconds": e.upload_s,
+            }
+        )
+    network_pue = sum(
+        u["radio_j"] * (facility_factor(get_device(u["device"])) - 1.0) for u in uploads
+    )
+
+    # 2. train on the pooled data, epoch by epoch, until the target accuracy
+    pooled = task.pooled_train_data(cfg)
+    test = task.server_test_data(cfg)
+    model = task.make_model()
+    flops_per_epoch = FlopCache().training(model, pooled.x, len(pooled), settings.batch_size, 1)
+    epoch_it_j = dc.compute_energy_j(flops_per_epoch)
+    fac = facility_factor(dc)
+    upload_total = radio_j + infra_j + network_pue
+
+    def train() -> list[dict]:
+        loss, acc = evaluate(model, test)
+        curve = [{"epoch": 0, "accuracy": acc, "loss": loss, "cumulative_j": upload_total}]
+        epoch = 0
+        while acc < target_accuracy and epoch < max_epochs:
+            epoch += 1
+            train_epochs(
+                model, pooled, 1, settings.batch_size, settings.lr, settings.seed * 100003 + epoch
+            )
+            loss, acc = evaluate(model, test)
+            curve.append(
+                {
+                    "epoch": epoch,
+                    "accuracy": acc,
+                    "loss": loss,
+                    "cumulative_j": upload_total + epoch * epoch_it_j * fac,
+                }
+            )
+        return curve
+
+    if measure:
+        curve, measured = measure_host(train)
+    else:
+        curve, measured = train(), {"available": False, "reason": "not requested"}
+    epochs = curve[-1]["epoch"]
+    compute_it = epochs * epoch_it_j
+    carbon.add(compute_it, country, dc)
+    final = curve[-1]["accuracy"]
+    pue_overhead = compute_it * (fac - 1.0) + network_pue
+    return {
+        "device": dc.id,
+        "device_label": dc.label,
+        "pue": dc.pue,
+        "country": country.strip().upper(),
+        "target_accuracy": target_accuracy,
+        "reached": final >= target_accuracy,
+        "epochs": epochs,
+        "max_epochs": max_epochs,
+        "accuracy": final,
+        "samples": len(pooled),
+        "flops": flops_per_epoch * epochs,
+        "compute_j": compute_it,
+        "network_j": radio_j,
+        "infrastructure_j": infra_j,
+        "pue_overhead_j": pue_overhead,
+        "total_j": compute_it + radio_j + infra_j + pue_overhead,
+        "kwh": carbon.kwh,
+        "co2e_kg": carbon.co2e_kg,
+        "carbon": carbon.as_dict(),
+        "upload_bytes": sum(u["bytes"] for u in uploads),
+        "upload_s": up_s,
+        "compute_s": dc.compute_time_s(flops_per_epoch * epochs),
+        "time_s": up_s + dc.compute_time_s(flops_per_epoch * epochs),
+        "by_phase": {"upload": radio_j + infra_j, "train": compute_it},
+        "uploads": uploads,
+        "per_epoch": curve,
+        "measured_host": measured,
+    }

@@ -1,0 +1,64 @@
+"""Build a strategy's parts (aggregator, selector, compression policy) from Settings."""
+
+from __future__ import annotations
+
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+
+from fedenergy.compression import parse_codec
+from fedenergy.strategy.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
+from fedenergy.strategy.selectors import (
+    BatteryAwareSelector,
+    BudgetSelector,
+    EnergyGreedySelector,
+    RandomSelector,
+    UtilityPerJouleSelector,
+)
+
+AGGREGATORS = ("fedavg", "fedprox", "fedadam")
+
+
+def make_aggregator(name: str, proximal_mu: float = 0.01) -> Strategy:
+    """Flower's own aggregation: FedAvg, FedProx (client-side proximal term) or FedAdam."""
+    if name == "fedavg":
+        return FedAvg()
+    if name == "fedprox":
+        return FedProx(proximal_mu=proximal_mu)
+    if name == "fedadam":
+        return FedAdam(eta=0.05, eta_l=0.1, tau=1e-3)
+    raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
+
+
+def make_selector(settings):
+    """The train selector named in ``settings``, wrapped by battery floor and budget."""
+    name = settings.selector
+    if name == "random":
+        sel = RandomSelector(settings.seed, 0)
+    elif name == "greedy":
+        sel = EnergyGreedySelector()
+    elif name == "utility":
+        sel = UtilityPerJouleSelector(
+            seed=settings.seed,
+            exploration=settings.exploration,
+            max_staleness=settings.max_staleness,
+        )
+    else:
+        raise ValueError(f"unknown selector {name!r}; choose random, greedy or utility")
+    if settings.battery_floor > 0:
+        sel = BatteryAwareSelector(sel, settings.battery_floor)
+    if settings.round_budget_j > 0:
+        sel = BudgetSelector(sel, settings.round_budget_j)
+    return sel
+
+
+def make_policy(settings):
+    """The compression policy named in ``settings``."""
+    if settings.compression == "fixed":
+        return FixedPolicy(parse_codec(settings.codec), parse_codec(settings.downlink))
+    if settings.compression == "per-link":
+        return PerLinkPolicy()
+    if settings.compression == "accuracy-aware":
+        return AccuracyAwarePolicy(PerLinkPolicy())
+    raise ValueError(
+        f"unknown compression policy {settings.compression!r}; "
+        "choose fixed, per-link or accuracy-aware"
+    )

@@ -1,0 +1,107 @@
+"""Compression policies: which uplink codec each chosen node uses this round."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fedenergy.compression import CodecSpec, parse_codec
+from fedenergy.strategy.state import NodeState
+
+POLICIES = ("fixed", "per-link", "accuracy-aware")
+
+# Expensive radios compress hardest: LTE/3G/5G pay a high per-byte radio cost and tails;
+# Wi-Fi moderately; wired links barely (their radio cost is tiny; infrastructure still counts).
+DEFAULT_PER_LINK = {
+    "3g": "topk:0.05",
+    "lte": "topk:0.05",
+    "5g": "topk:0.1",
+    "5g-mmwave": "int8",
+    "wifi": "int8",
+    "ethernet": "fp16",
+}
+
+
+# Downlink (the global model): fp16/int8 only (see compression.encode_global).
+DEFAULT_DOWNLINK = {
+    "3g": "int8",
+    "lte": "int8",
+    "5g": "int8",
+    "5g-mmwave": "int8",
+    "wifi": "int8",
+    "ethernet": "fp16",
+}
+
+
+class CompressionPolicy(Protocol):
+    def codec_for(self, node: NodeState, server_round: int) -> CodecSpec: ...
+
+    def downlink_for(self, node: NodeState, server_round: int) -> CodecSpec: ...
+
+    def observe(self, server_round: int, accuracy: float | None) -> None: ...
+
+
+@dataclass
+class FixedPolicy:
+    """Every node uses the same codec."""
+
+    codec: CodecSpec = field(default_factory=lambda: parse_codec("none"))
+    downlink: CodecSpec = field(default_factory=lambda: parse_codec("none"))
+
+    def codec_for(self, node: NodeState, server_round: int) -> CodecSpec:
+        return self.codec
+
+    def downlink_for(self, node: NodeState, server_round: int) -> CodecSpec:
+        return self.downlink
+
+    def observe(self, server_round: int, accuracy: float | None) -> None:
+        return None
+
+
+@dataclass
+class PerLinkPolicy:
+    """A codec per link id (expensive links compress harder); ``default`` for other links."""
+
+    by_link: dict[str, CodecSpec] = field(
+        default_factory=lambda: {k: parse_codec(v) for k, v in DEFAULT_PER_LINK.items()}
+    )
+    default: CodecSpec = field(default_factory=lambda: parse_codec("int8"))
+    downlink_by_link: dict[str, CodecSpec] = field(
+        default_factory=lambda: {k: parse_codec(v) for k, v in DEFAULT_DOWNLINK.items()}
+    )
+
+    def codec_for(self, node: NodeState, server_round: int) -> CodecSpec:
+        return self.by_link.get(node.link.id, self.default)
+
+    def downlink_for(self, node: NodeState, server_round: int) -> CodecSpec:
+        return self.downlink_by_link.get(node.link.id, parse_codec("fp16"))
+
+    def observe(self, server_round: int, accuracy: float | None) -> None:
+        return None
+
+
+@dataclass
+class AccuracyAwarePolicy:
+    """``inner``'s codecs while the global accuracy improves; ``relaxed`` while it stalls
+    (no gain of ``min_gain`` over the last ``patience`` rounds), until it improves again."""
+
+    inner: CompressionPolicy
+    relaxed: CodecSpec = field(default_factory=lambda: parse_codec("int8"))
+    patience: int = 2
+    min_gain: float = 0.005
+    history: list[float] = field(default_factory=list)
+    relaxing: bool = False
+
+    def codec_for(self, node: NodeState, server_round: int) -> CodecSpec:
+        return self.relaxed if self.relaxing else self.inner.codec_for(node, server_round)
+
+    def downlink_for(self, node: NodeState, server_round: int) -> CodecSpec:
+        return self.inner.downlink_for(node, server_round)
+
+    def observe(self, server_round: int, accuracy: float | None) -> None:
+        if accuracy is None:
+            return
+        self.history.append(accuracy)
+        if len(self.history) > self.patience:
+            best_before = max(self.history[: -self.patience])
+            self.relaxing = max(self.history[-self.patience :]) < best_before + self.min_gain

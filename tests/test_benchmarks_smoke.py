@@ -1,0 +1,108 @@
+"""Smoke tests of the benchmark scripts: argument parsing, JSON and Markdown writing.
+
+Tiny sizes, no federation, no Ray, and no assertion on any timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SIM = Path(__file__).resolve().parents[1] / "simulations"
+
+
+def _load(name: str):
+    if str(SIM) not in sys.path:
+        sys.path.insert(0, str(SIM))
+    spec = importlib.util.spec_from_file_location(name, SIM / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_run_benchmarks_dry_run_names_existing_scripts(capsys):
+    rb = _load("run_benchmarks")
+    assert rb.main(["--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(rb.benchmarks("r"))
+    for argv in rb.benchmarks("r").values():
+        assert (SIM.parent / argv[0]).is_file()
+        assert "--json" in argv
+    with pytest.raises(SystemExit):
+        rb.main(["--dry-run", "--only", "no-such-benchmark"])
+
+
+def test_run_benchmarks_renders_every_section(tmp_path):
+    rb = _load("run_benchmarks")
+    per_call = {k: {"stub_ms": 0.1, "with_mod_ms": 1.1, "mod_ms": 1.0} for k in ("train",)}
+    per_call |= {k: {"stub_ms": 0.1, "with_mod_ms": 0.9, "mod_ms": 0.8} for k in ("evaluate",)}
+    per_call["query"] = {"stub_ms": 0.1, "with_mod_ms": 0.7, "mod_ms": 0.6}
+    docs = {
+        "overhead": {
+            "nodes": 4,
+            "rounds": 1,
+            "fraction": 0.5,
+            "fraction_evaluate": 0.0,
+            "reps": 0,
+            "per_call": per_call,
+            "cpu_ms_per_call": 1.0,
+            "train_handler_cpu_ms": 20.0,
+            "train_with_mod_cpu_ms": 21.0,
+            "in_process_train_ratio": 1.05,
+            "load_avg_1m": [1.0, 1.0],
+        },
+        "meters": {"rows": [{"meter": "rapl", "window_us": 12.5}]},
+        "codecs": {
+            "none": {
+                "upload_bytes": 100.0,
+                "bytes_ratio": 1.0,
+                "payload_ratio": 1.0,
+                "accuracy": 0.5,
+                "accuracy_delta": 0.0,
+                "encode_ms": 0.01,
+                "decode_ms": 0.01,
+            }
+        },
+    }
+    for name, d in docs.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(d))
+    runs = [
+        {"name": n, "command": f"python x/{n}.py", "rc": 0, "wall_s": 1.0, "log_tail": []}
+        for n in docs
+    ]
+    runs.append(
+        {"name": "scale", "command": "python s.py", "rc": 1, "wall_s": 2.0, "log_tail": ["boom"]}
+    )
+    info = dict(rb.machine(), load_start=0.5, load_end=0.6)
+    page = rb.render(runs, tmp_path, info, "2026-01-01 00:00 UTC", 60.0)
+    assert "# Benchmark results" in page and "python x/overhead.py" in page
+    assert "1.000 ms" in page  # the overhead's CPU per call
+    assert "| rapl | 12.5 |" in page
+    assert "**Failed** (exit code 1)" in page and "boom" in page
+    assert info["cores"] and info["python"]
+
+
+def test_bench_overhead_in_process_json(tmp_path):
+    bo = _load("bench_overhead")
+    out = tmp_path / "o.json"
+    argv = ["--reps", "0", "--nodes", "4", "--calls", "20", "--train-pairs", "1"]
+    assert bo.main([*argv, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["per_call"]) == {"train", "evaluate", "query"}
+    for key in ("cpu_ms_per_call", "in_process_train_ratio", "load_avg_1m"):
+        assert key in doc
+    assert "wall_ratio" not in doc  # no federation was run
+
+
+def test_bench_scale_selection_only_json(tmp_path):
+    bs = _load("bench_scale")
+    out = tmp_path / "s.json"
+    argv = ["--no-federation", "--sel-nodes", "300", "--sel-reps", "1", "--per-round", "10"]
+    assert bs.main([*argv, "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert "selection_ms_300" in doc and doc["nodes"] == {}
+    assert doc["selection"]["round1"]["candidates"] == 300

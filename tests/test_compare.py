@@ -1,0 +1,119 @@
+"""`fedenergy compare`: one small real federation, then its totals recomputed from the ledgers."""
+
+import json
+
+import pytest
+
+from fedenergy.carbon import grid_intensity
+from fedenergy.centralized import node_upload_samples
+from fedenergy.cli import main
+from fedenergy.devices import get_device
+from fedenergy.fleet import load_fleet
+from fedenergy.flops import FlopCache
+from fedenergy.ledger import Ledger
+from fedenergy.network import get_link, infrastructure_energy_j, radio_energy
+from fedenergy.settings import Settings
+from fedenergy.tasks import DataConfig, get_task
+
+NODES, ROUNDS = 6, 3
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cmp")
+    argv = ["compare", "--nodes", str(NODES), "--rounds", str(ROUNDS), "--seed", "1"]
+    assert main([*argv, "--fraction-evaluate", "0", "--no-measure", "--out", str(out)]) == 0
+    comp = json.loads((out / "comparison.json").read_text())
+    return out, comp
+
+
+def test_comparison_json_has_both_sides_and_the_ratio(compared):
+    out, comp = compared
+    for side in ("federated", "centralized"):
+        for key in ("total_j", "kwh", "co2e_kg", "accuracy", "compute_j", "network_j",
+                    "infrastructure_j", "time_s"):  # fmt: skip
+            assert isinstance(comp[side][key], float), (side, key)
+    assert comp["federated"]["rounds"] >= 0 and comp["centralized"]["epochs"] >= 1
+    r = comp["ratio"]
+    assert r["energy"] == pytest.approx(
+        comp["federated"]["total_j"] / comp["centralized"]["total_j"]
+    )
+    assert r["co2e"] == pytest.approx(comp["federated"]["co2e_kg"] / comp["centralized"]["co2e_kg"])
+    assert comp["target_source"] == "federated final accuracy"
+    for f in ("ledger.sqlite", "report.html", "accuracy_vs_energy.png", "ledger_energy.csv"):
+        assert (out / f).is_file()
+
+
+def test_federated_totals_recomputed_from_its_ledger(compared):
+    out, comp = compared
+    fed = comp["federated"]
+    with Ledger(out / "ledger.sqlite") as ledger:
+        rounds = ledger.rounds(fed["run_id"])
+        first = next(r["round"] for r in rounds if r["accuracy"] >= comp["target_accuracy"])
+        assert fed["rounds"] == first and fed["reached"]
+        q = "SELECT SUM(joules) FROM energy WHERE run_id=? AND round<=?"
+        total = ledger.conn.execute(q, (fed["run_id"], first)).fetchone()[0]
+        q = "SELECT domain, SUM(joules) FROM components WHERE run_id=? AND round<=? GROUP BY domain"
+        dom = dict(ledger.conn.execute(q, (fed["run_id"], first)).fetchall())
+    assert fed["total_j"] == pytest.approx(total) and fed["pue_overhead_j"] == 0  # edge fleet
+    assert fed["network_j"] == pytest.approx(dom["radio"])
+    assert fed["infrastructure_j"] == pytest.approx(dom["infrastructure"])
+    assert fed["compute_j"] == pytest.approx(total - dom["radio"] - dom["infrastructure"])
+    # the mixed fleet has no country: every joule at the world intensity
+    assert fed["co2e_kg"] == pytest.approx(total / 3.6e6 * 0.475)
+    assert fed["kwh"] == pytest.approx(total / 3.6e6)
+
+
+def test_centralized_totals_recomputed_from_the_models(compared):
+    _, comp = compared
+    cen = comp["centralized"]
+    s = Settings(**comp["settings"])
+    profiles = load_fleet(s.fleet).assign(NODES, s.seed)
+    task = get_task(s.task)
+    cfg = DataConfig(NODES, s.seed, s.partitioner, s.dirichlet_alpha)
+    pooled = task.pooled_train_data(cfg)
+    sizes = node_upload_samples(s)
+    assert sum(n for n, _ in sizes) == len(pooled) == cen["samples"]
+    assert [b for _, b in sizes] == [n * (64 * 4 + 8) for n, _ in sizes]  # float32 x 64 + int64
+    radio = sum(
+        radio_energy(get_link(p.link.id), 0, b, 0.0).upload_j
+        for p, (_, b) in zip(profiles, sizes, strict=True)
+    )
+    infra = infrastructure_energy_j(sum(b for _, b in sizes), s.infra_kwh_per_gb)
+    gpu = get_device("gpu-server")
+    flops = FlopCache().training(task.make_model(), pooled.x, len(pooled), s.batch_size, 1)
+    compute = cen["epochs"] * gpu.compute_energy_j(flops)
+    assert cen["network_j"] == pytest.approx(radio)
+    assert cen["infrastructure_j"] == pytest.approx(infra)
+    assert cen["compute_j"] == pytest.approx(compute)
+    assert cen["pue_overhead_j"] == pytest.approx(compute * (gpu.pue - 1))
+    assert cen["total_j"] == pytest.approx(radio + infra + compute * gpu.pue)
+    co2 = (radio + infra) / 3.6e6 * 0.475 + compute * gpu.pue / 3.6e6 * 0.3695
+    assert cen["co2e_kg"] == pytest.approx(co2)
+    assert grid_intensity(cen["country"]).g_per_kwh == 369.5
+    accs = [e["accuracy"] for e in cen["per_epoch"]]
+    assert cen["reached"] and accs[-1] >= comp["target_accuracy"] > max(accs[:-1])
+    cum = [e["cumulative_j"] for e in cen["per_epoch"]]
+    assert cum == sorted(cum) and cum[-1] == pytest.approx(cen["total_j"])
+
+
+def test_compare_from_a_saved_run_with_an_unreached_target_is_flagged(compared, tmp_path):
+    out, _ = compared
+    argv = ["compare", "--from-run", str(out), "--out", str(tmp_path), "--no-measure"]
+    code = main([*argv, "--target-accuracy", "0.999", "--max-epochs", "2", "--datacenter",
+                 "cpu-server", "--datacenter-country", "FRA"])  # fmt: skip
+    assert code == 0
+    comp = json.loads((tmp_path / "comparison.json").read_text())
+    fed, cen = comp["federated"], comp["centralized"]
+    assert not fed["reached"] and fed["rounds"] == fed["rounds_in_run"] == ROUNDS
+    assert not cen["reached"] and cen["epochs"] == 2 and cen["device"] == "cpu-server"
+    assert any("never reached" in n for n in comp["notes"])
+    assert cen["carbon"]["by_country_kg"]["FRA"] == pytest.approx(
+        cen["compute_j"] * 1.58 / 3.6e6 * 0.056
+    )
+
+
+def test_compare_rejects_bad_options(tmp_path):
+    assert main(["compare", "--datacenter", "phone", "--out", str(tmp_path)]) == 2
+    assert main(["compare", "--target-accuracy", "1.5", "--out", str(tmp_path)]) == 2
+    assert main(["compare", "--from-run", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2

@@ -1,0 +1,138 @@
+"""Reports rebuilt from a saved ledger: HTML/Markdown, real PNG plots, CSV/JSON export."""
+
+import csv
+import json
+import struct
+
+import pytest
+
+from fedenergy.cli import main
+from fedenergy.compare import compare_run, write_comparison
+from fedenergy.fleet import load_fleet
+from fedenergy.htmlreport import write_report
+from fedenergy.ledger import EnergyRow, Ledger
+from fedenergy.report import Component
+from fedenergy.settings import Settings
+
+NODES, ROUNDS = 4, 3
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A saved ledger shaped like a real run (written without Ray, for speed)."""
+    out = tmp_path_factory.mktemp("run")
+    settings = Settings(nodes=NODES, rounds=ROUNDS, out=str(out))
+    fleet = load_fleet(settings.fleet)
+    doc = {
+        "name": fleet.name,
+        "source": fleet.source,
+        "groups": [
+            {"device": g.device.id, "link": g.link.id, "fraction": g.fraction} for g in fleet.groups
+        ],
+    }
+    with Ledger(out / "ledger.sqlite") as ledger:
+        ledger.start_run("run1", settings.as_dict(), doc, 0, {})
+        profiles = fleet.assign(NODES, 0)
+        ledger.add_nodes(
+            "run1",
+            [(10 + p.partition_id, p.partition_id, p.device.id, p.link.id) for p in profiles],
+        )
+        ledger.commit_round("run1", 0, [], 0.03, 2.3, NODES, NODES, 0)
+        for rnd in range(1, ROUNDS + 1):
+            rows = []
+            for p in profiles:
+                nid = str(10 + p.partition_id)
+                rows += [
+                    EnergyRow(
+                        nid, "train", "download", 1.5 + rnd, 9000, 0.0, "ok",
+                        (Component("download", "radio", 1.0 + rnd, "modeled", "m"),
+                         Component("download", "infrastructure", 0.5, "modeled", "m")),
+                    ),
+                    EnergyRow(
+                        nid, "train", "train", 0.01 * rnd, 0, 0.2, "ok",
+                        (Component("train", "compute", 0.01 * rnd, "modeled", "m"),),
+                    ),
+                    EnergyRow(
+                        nid, "train", "upload", 2.25, 9100, 0.0, "ok",
+                        (Component("upload", "radio", 2.0, "modeled", "m"),
+                         Component("upload", "infrastructure", 0.25, "modeled", "m")),
+                    ),
+                ]  # fmt: skip
+            ledger.commit_round("run1", rnd, rows, 0.3 * rnd, 1.0, NODES, NODES, 0)
+        ledger.finish_run("run1")
+    return out
+
+
+def _png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_report_from_saved_ledger_writes_html_markdown_plots_and_exports(run_dir):
+    written = write_report(run_dir / "ledger.sqlite")
+    html = written["html"].read_text()
+    assert html.startswith("<!doctype html>") and "data:image/png;base64," in html
+    assert "Per device class" in html and "kgCO2e" in html
+    md = written["markdown"].read_text()
+    assert "| round | accuracy | joules | trained | failed |" in md
+    assert len(written["plots"]) == 3
+    import matplotlib.image
+
+    for png in written["plots"]:
+        w, h = _png_size(png)
+        assert w >= 400 and h >= 300
+        assert png.stat().st_size > 5_000  # a real plot, not an empty canvas
+        assert matplotlib.image.imread(png).shape[:2] == (h, w)
+
+
+def test_csv_and_json_exports_round_trip_the_energy_rows(run_dir):
+    write_report(run_dir / "ledger.sqlite")
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        rows = ledger.energy_rows("run1")
+        comps = ledger.components("run1")
+    key = lambda r: (int(r["round"]), str(r["node_id"]), r["call"], r["phase"])  # noqa: E731
+    want = {key(r): (r["joules"], r["bytes"], r["device"], r["link"]) for r in rows}
+    with (run_dir / "ledger_energy.csv").open() as fh:
+        got = {
+            key(r): (float(r["joules"]), int(r["bytes"]), r["device"], r["link"])
+            for r in csv.DictReader(fh)
+        }
+    assert got == want and len(got) == NODES * ROUNDS * 3
+    with (run_dir / "ledger_components.csv").open() as fh:
+        assert sum(float(r["joules"]) for r in csv.DictReader(fh)) == pytest.approx(
+            sum(c["joules"] for c in comps)
+        )
+    doc = json.loads((run_dir / "ledger.json").read_text())
+    assert {key(r): (r["joules"], r["bytes"], r["device"], r["link"]) for r in doc["energy"]} == (
+        want
+    )
+    assert doc["run"]["config"]["nodes"] == NODES and len(doc["rounds"]) == ROUNDS + 1
+
+
+def test_report_command_keeps_json_and_regenerates_files(run_dir, capsys):
+    for f in ("report.html", "accuracy_vs_energy.png", "ledger_energy.csv"):
+        (run_dir / f).unlink(missing_ok=True)
+    assert main(["report", str(run_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # stdout is still exactly the summary JSON
+    assert summary["run_id"] == "run1" and summary["rounds"] == ROUNDS
+    assert summary["co2e_kg"] > 0 and summary["kwh"] > 0
+    for f in ("report.html", "accuracy_vs_energy.png", "ledger_energy.csv"):
+        assert (run_dir / f).is_file()
+    (run_dir / "report.html").unlink()
+    assert main(["report", str(run_dir), "--no-files"]) == 0
+    assert not (run_dir / "report.html").exists()
+
+
+def test_report_includes_a_saved_comparison(run_dir):
+    comp = compare_run(run_dir / "ledger.sqlite", target_accuracy=0.6, max_epochs=5, measure=False)
+    write_comparison(run_dir, comp)
+    written = write_report(run_dir / "ledger.sqlite")
+    html = written["html"].read_text()
+    assert "Federated versus centralized" in html and "centralized" in html
+    assert "Centralized per epoch" in written["markdown"].read_text()
+    for png in written["plots"]:
+        assert png.stat().st_size > 5_000
+    (run_dir / "comparison.json").unlink()
