@@ -51,6 +51,15 @@ def _table_summary(console: Console, s: dict) -> None:
     console.print(r)
     prov = ", ".join(f"{k} {v:.4g} J" for k, v in s["by_provenance"].items())
     console.print(f"provenance: {prov}")
+    if s.get("rejections") or s.get("flags"):
+        console.print(
+            f"validation: {s.get('rejections', 0)} replies rejected, {s.get('flags', 0)} accepted "
+            "reports flagged as outliers (ledger tables rejections, flags)",
+            soft_wrap=True,
+        )
+    if s.get("resumes"):
+        rounds = ", ".join(str(x["from_round"]) for x in s["resumes"])
+        console.print(f"resumed after round(s): {rounds}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -73,13 +82,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         out=args.out,
     )
     console = Console(stderr=False)
+    run = None
     try:
+        if args.resume:
+            from fedenergy.resume import load_run
+
+            settings, run = load_run(args.resume)
         settings.validate()
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
     from fedenergy.simulate import simulate
 
+    if run is not None:
+        if run["status"] == "completed":
+            console.print(f"run {run['run_id']} in {args.resume} is already completed")
+            return 0
+        last = run["last_round"]
+        console.print(
+            f"resuming run {run['run_id']} after round {'-' if last is None else last} "
+            f"(status {run['status']})"
+        )
     console.print(
         f"fedenergy: {settings.nodes} nodes of fleet '{settings.fleet}', task '{settings.task}', "
         f"{settings.rounds} rounds, {settings.fraction:g} of nodes per round, seed {settings.seed}"
@@ -99,7 +122,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
 
     try:
-        summary = simulate(settings, on_round=progress, verbose=args.verbose)
+        if run is not None:
+            from fedenergy.resume import resume_run
+
+            summary = resume_run(settings, run, on_round=progress, verbose=args.verbose)
+        else:
+            summary = simulate(settings, on_round=progress, verbose=args.verbose)
     except Exception as err:  # a failed run: say why, keep the ledger
         console.print(f"[red]run failed:[/red] {err}")
         return 1
@@ -287,6 +315,12 @@ STRATEGY_OPTIONS = (
         "stop once the server accuracy reaches this (0: off; --rounds is then a cap)",
     ),
     ("round_timeout_s", float, "seconds to wait for replies in a round"),
+    (
+        "min_nodes",
+        int,
+        "a round with fewer usable train replies (or all selected, if fewer) is short",
+    ),
+    ("max_short_rounds", int, "stop the run (failed) after this many short rounds in a row"),
 )
 
 
@@ -347,6 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_strategy_options(s, d)
     s.add_argument("--out", default=d.out, help="output directory (ledger.sqlite, summary.json)")
     s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    s.add_argument(
+        "--resume",
+        default=None,
+        metavar="OUT_DIR",
+        help="continue the latest run in OUT_DIR from its last committed round, with its saved "
+        "settings (other options are ignored)",
+    )
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("report", help="print the summary of a saved ledger")
     r.add_argument("run_dir", help="a run directory or a ledger.sqlite file")
@@ -365,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     for action in s._actions:  # the simulate options (argparse's own `parents` mechanism)
         # compare has its own --target-accuracy: both sides must reach it (the federated run
         # then also stops there)
-        if action.option_strings and action.dest not in ("help", "out", "target_accuracy"):
+        if action.option_strings and action.dest not in (
+            "help",
+            "out",
+            "target_accuracy",
+            "resume",
+        ):
             c._add_action(action)
     c.add_argument("--out", default="runs/compare", help="output directory")
     c.add_argument(

@@ -7,6 +7,7 @@ Model: time = FLOPs / train_flops_per_s; energy = time x active_power_w. The thr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 from fedenergy.constants import check_sources, load_table
 
@@ -59,8 +60,9 @@ def _build(key: str, e: dict) -> DeviceProfile:
     return prof
 
 
+@cache
 def device_catalog() -> dict[str, DeviceProfile]:
-    """All shipped device profiles by id."""
+    """All shipped device profiles by id (built and validated once per process; read-only)."""
     return {k: _build(k, v) for k, v in load_table("devices")["devices"].items()}
 
 

@@ -5,6 +5,11 @@
 3. run the rounds with EnergyAwareStrategy around Flower's FedAvg, evaluating the global model
    on the server's held-out data each round and committing each round to the ledger;
 4. write ``summary.json`` next to ``ledger.sqlite``.
+
+Each committed round carries the global model after it (the ledger's ``models`` table), so a run
+killed mid-way resumes from its last committed round (:mod:`fedenergy.resume`). A run whose
+rounds keep failing stops as failed with the cause (``min_nodes``, ``max_short_rounds``; see
+docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from pathlib import Path
 import flwr
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 
 from fedenergy.compression import parse_codec
@@ -40,6 +53,52 @@ from fedenergy.tasks import DataConfig, evaluate, get_task
 
 log = logging.getLogger("fedenergy")
 REGISTRATION_TIMEOUT_S = 120.0
+# out directory (resolved) -> run id to resume there; set by fedenergy.resume before the engine
+# starts, taken by the next run_federation on that directory (the ServerApp runs in-process)
+_PENDING_RESUMES: dict[str, str] = {}
+
+
+class RunStopped(RuntimeError):
+    """The run cannot go on: too few usable replies, or no node online, for too long."""
+
+
+def resume_next(out: str | Path, run_id: str) -> None:
+    """Make the next run_federation writing to ``out`` resume ``run_id`` there."""
+    _PENDING_RESUMES[str(Path(out).resolve())] = run_id
+
+
+class RoundHealth:
+    """Stops the run once ``max_short_rounds`` rounds in a row were short: fewer than
+    min(min_nodes, selected) usable train replies, or no node online."""
+
+    def __init__(self, settings: Settings, strategy: EnergyAwareStrategy) -> None:
+        self.settings, self.strategy, self.short = settings, strategy, 0
+
+    def __call__(self, o: RoundOutcome) -> None:
+        if o.server_round == 0:
+            return
+        s = self.settings
+        if not self.strategy.fleet.online(o.server_round):
+            cause = "no node was online"
+        elif o.succeeded < min(s.min_nodes, o.selected):
+            cause = (
+                f"only {o.succeeded} of {o.selected} selected nodes returned a usable update "
+                f"(min-nodes {s.min_nodes}; {o.failed} failed or were rejected)"
+            )
+        else:
+            self.short = 0
+            return
+        self.short += 1
+        log.warning("round %d is short: %s", o.server_round, cause)
+        if self.short >= s.max_short_rounds:
+            raise RunStopped(
+                f"run stopped after round {o.server_round}: {self.short} short round(s) in a row "
+                f"(max-short-rounds {s.max_short_rounds}); last cause: {cause}"
+            )
+
+
+def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in arrays.items()}
 
 
 def common_config(s: Settings) -> dict:
@@ -163,14 +222,27 @@ def run_federation(
     on_round: Callable[[RoundOutcome], None] | None = None,
     run_id: str | None = None,
 ) -> dict:
-    """Run one energy-accounted federation on ``grid``; return the summary (also written)."""
+    """Run one energy-accounted federation on ``grid``; return the summary (also written).
+
+    If :func:`resume_next` named a run for ``settings.out``, that run goes on from its last
+    committed round under the same run id (its earlier rounds stay as they are)."""
     settings.validate()
     torch.manual_seed(settings.seed)
     fleet = load_fleet(settings.fleet)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    run_id = run_id or uuid.uuid4().hex[:12]
+    resumed = _PENDING_RESUMES.pop(str(out.resolve()), None)
+    run_id = resumed or run_id or uuid.uuid4().hex[:12]
     ledger = Ledger(out / "ledger.sqlite")
+    last, saved = None, None
+    if resumed is not None:
+        last = ledger.last_round(run_id)
+        if last is not None and (saved := ledger.model(run_id, last)) is None:
+            ledger.close()
+            raise RuntimeError(
+                f"run {run_id}: round {last} has no saved model (a ledger written before "
+                "models were saved per round): cannot resume"
+            )
     try:
         fleet_doc = {
             "name": fleet.name,
@@ -180,7 +252,10 @@ def run_federation(
                 for g in fleet.groups
             ],
         }
-        ledger.start_run(run_id, settings.as_dict(), fleet_doc, settings.seed, versions())
+        if resumed is None:
+            ledger.start_run(run_id, settings.as_dict(), fleet_doc, settings.seed, versions())
+        else:
+            ledger.reopen_run(run_id, -1 if last is None else last)
         config = common_config(settings)
         fleet_state = FleetState([], settings.seed, settings.infra_kwh_per_gb)
         task = get_task(settings.task)
@@ -218,27 +293,42 @@ def run_federation(
             ],
         )
         evaluate_fn = server_evaluator(settings)
-        initial = ArrayRecord(get_task(settings.task).make_model().state_dict())
-        acc0 = evaluate_fn(0, initial)
-        round0 = strategy.commit_round(0, acc0["accuracy"], acc0["loss"])
-        if on_round is not None:
-            on_round(round0)
+        health = RoundHealth(settings, strategy)
+
+        def evaluate_and_keep(rnd: int, arrays: ArrayRecord) -> MetricRecord:
+            strategy.model_to_save = _numpy(arrays)  # committed with the round
+            return evaluate_fn(rnd, arrays)
+
+        def round_done(o: RoundOutcome) -> None:
+            if on_round is not None:
+                on_round(o)
+            health(o)
+
+        if saved is None:
+            initial = ArrayRecord(get_task(settings.task).make_model().state_dict())
+            acc0 = evaluate_and_keep(0, initial)
+            round_done(strategy.commit_round(0, acc0["accuracy"], acc0["loss"]))
+        else:
+            # the profile query of this (resumed) session is accounted in its first round
+            initial = ArrayRecord({k: Array(v) for k, v in saved.items()})
+            log.info("resuming run %s after round %d", run_id, last)
         strategy.start(
             grid=grid,
             initial_arrays=initial,
             num_rounds=settings.rounds,
             train_config=ConfigRecord({"lr": settings.lr}),
-            evaluate_fn=evaluate_fn,
-            on_round=on_round,
+            evaluate_fn=evaluate_and_keep,
+            on_round=round_done,
             timeout=settings.round_timeout_s,
             target_accuracy=settings.target_accuracy or None,
+            first_round=1 if last is None else last + 1,
         )
         ledger.finish_run(run_id, "completed")
     except BaseException:
         ledger.finish_run(run_id, "failed")
         raise
-    finally:
+    finally:  # a failed run's summary too (its status says failed)
         summary = summarize(ledger, run_id)
         ledger.close()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -9,11 +9,19 @@ Tables (documented in the README):
               (domain, joules, measured/modeled, source)
   rounds      one row per (run, round): accuracy, loss, participants, joules; written last, in the
               same transaction as the round's energy rows, so a committed round is complete
-A round is committed in one transaction; a crash loses at most the round in flight.
+  rejections  one row per rejected reply (run, round, node, call, reason): a report or an update
+              payload that failed validation (docs/robustness.md)
+  flags       one row per outlier of an ACCEPTED report (run, round, node, call, flag)
+  models      the global model after each committed round (float32 arrays, .npz bytes), so a
+              run can be resumed from its last committed round
+  resumes     one row per resume of a run: when, and from which committed round
+A round (its energy rows, rejections, flags, model and rounds row) is committed in one
+transaction; a crash, SIGKILL included, loses at most the round in flight.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import time
@@ -21,7 +29,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from fedenergy.report import EnergyReport
+
+MAX_REASON = 1000  # characters of a rejection reason or flag kept in the ledger
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -42,8 +54,21 @@ CREATE TABLE IF NOT EXISTS rounds (
   run_id TEXT NOT NULL, round INTEGER NOT NULL, accuracy REAL, loss REAL,
   selected INTEGER NOT NULL, succeeded INTEGER NOT NULL, failed INTEGER NOT NULL,
   joules REAL NOT NULL, committed_at REAL NOT NULL, PRIMARY KEY (run_id, round));
+CREATE TABLE IF NOT EXISTS rejections (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
+  reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
+  flag TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, npz BLOB NOT NULL, PRIMARY KEY (run_id, round));
+CREATE TABLE IF NOT EXISTS resumes (
+  run_id TEXT NOT NULL, resumed_at REAL NOT NULL, from_round INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS components_key ON components (run_id, round, node_id, call, phase);
 """
+
+# Columns added after the first release of the schema: (table, column, declaration).
+ADDED_COLUMNS = (("nodes", "country", "TEXT"),)
 
 NETWORK_PHASES = ("download", "upload")
 
@@ -96,7 +121,15 @@ class Ledger:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.executescript(SCHEMA)
+        self._migrate()
         self.conn.commit()
+
+    def _migrate(self) -> None:
+        """Bring a ledger written by an older fedenergy up to this schema (added columns)."""
+        for table, column, decl in ADDED_COLUMNS:
+            have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     def close(self) -> None:
         self.conn.close()
@@ -140,9 +173,27 @@ class Ledger:
         selected: int,
         succeeded: int,
         failed: int,
+        rejections: Iterable[tuple] = (),
+        flags: Iterable[tuple] = (),
+        model: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Write a round's rows and its summary in ONE transaction."""
+        """Write a round's rows, its rejections ``(node_id, call, reason)``, its flags
+        ``(node_id, call, flag)``, the global model after it (``model``: name -> array, stored
+        as float32 .npz) and its summary in ONE transaction."""
+        blob = model_to_npz(model) if model is not None else None
         with self.conn:
+            self.conn.executemany(
+                "INSERT INTO rejections VALUES (?,?,?,?,?)",
+                [(run_id, server_round, str(n), c, str(t)[:MAX_REASON]) for n, c, t in rejections],
+            )
+            self.conn.executemany(
+                "INSERT INTO flags VALUES (?,?,?,?,?)",
+                [(run_id, server_round, str(n), c, str(t)[:MAX_REASON]) for n, c, t in flags],
+            )
+            if blob is not None:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO models VALUES (?,?,?)", (run_id, server_round, blob)
+                )
             for r in rows:
                 self.conn.execute(
                     "INSERT OR REPLACE INTO energy VALUES (?,?,?,?,?,?,?,?,?)",
@@ -190,6 +241,16 @@ class Ledger:
                 ),
             )
 
+    def reopen_run(self, run_id: str, from_round: int) -> None:
+        """Mark a run running again for a resume from ``from_round`` (recorded in resumes)."""
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET finished_at=NULL, status='running' WHERE run_id=?", (run_id,)
+            )
+            self.conn.execute(
+                "INSERT INTO resumes VALUES (?,?,?)", (run_id, time.time(), from_round)
+            )
+
     def finish_run(self, run_id: str, status: str = "completed") -> None:
         with self.conn:
             self.conn.execute(
@@ -223,6 +284,41 @@ class Ledger:
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur]
 
+    def rejections(self, run_id: str) -> list[dict]:
+        cur = self.conn.execute(
+            "SELECT * FROM rejections WHERE run_id=? ORDER BY round, rowid", (run_id,)
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def flags(self, run_id: str) -> list[dict]:
+        cur = self.conn.execute(
+            "SELECT * FROM flags WHERE run_id=? ORDER BY round, rowid", (run_id,)
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def resumes(self, run_id: str) -> list[dict]:
+        cur = self.conn.execute(
+            "SELECT * FROM resumes WHERE run_id=? ORDER BY resumed_at", (run_id,)
+        )
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur]
+
+    def last_round(self, run_id: str) -> int | None:
+        """The last committed round of ``run_id`` (None: not even round 0)."""
+        row = self.conn.execute(
+            "SELECT MAX(round) FROM rounds WHERE run_id=?", (run_id,)
+        ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def model(self, run_id: str, server_round: int) -> dict[str, np.ndarray] | None:
+        """The global model committed with ``server_round`` (None if none was saved)."""
+        row = self.conn.execute(
+            "SELECT npz FROM models WHERE run_id=? AND round=?", (run_id, server_round)
+        ).fetchone()
+        return None if row is None else model_from_npz(row[0])
+
     def totals(self, run_id: str) -> dict[str, float]:
         """Total joules split compute (train/evaluate/query/startup) and network."""
         q = "SELECT phase, SUM(joules) FROM energy WHERE run_id=? GROUP BY phase"
@@ -235,3 +331,15 @@ class Ledger:
             "network_j": network,
             "by_phase": by_phase,
         }
+
+
+def model_to_npz(arrays: dict[str, np.ndarray]) -> bytes:
+    """The model's arrays (float32 for the shipped tasks, dtypes kept) as .npz bytes, in order."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+def model_from_npz(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

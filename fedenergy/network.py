@@ -14,6 +14,7 @@ Constants and their sources: data/links.toml and docs/constants.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 from fedenergy.constants import check_sources, load_table
 
@@ -113,8 +114,9 @@ def _build(key: str, e: dict) -> LinkProfile:
     return prof
 
 
+@cache
 def link_catalog() -> dict[str, LinkProfile]:
-    """All shipped link profiles by id."""
+    """All shipped link profiles by id (built and validated once per process; read-only)."""
     return {k: _build(k, v) for k, v in load_table("links")["links"].items()}
 
 

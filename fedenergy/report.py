@@ -3,27 +3,93 @@
 A report travels in the reply as a Flower ``ConfigRecord`` under the key ``REPORT_KEY`` (not a
 MetricRecord: FedAvg accepts exactly one MetricRecord per reply and averages it). Components are
 stored as parallel lists so the record stays flat. ``from_record`` validates everything it
-reads and raises :class:`ReportError` with a reason; it never trusts the sender.
+reads and raises :class:`ReportError` with a reason; it never trusts the sender (see
+docs/robustness.md for the trust model and the bounds).
+
+Validation has two outcomes besides acceptance: a **rejection** (:class:`ReportError`: the
+report is malformed, or physically impossible for the node's device and link and the call's
+bytes and duration) and a **flag** (accepted, but an outlier worth a look: e.g. ~0 J for a large
+amount of work). :func:`validate_report` returns the report with its flags.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from flwr.app import ConfigRecord
 
+from fedenergy.devices import DeviceProfile, device_catalog
+from fedenergy.network import (
+    LinkProfile,
+    infrastructure_energy_j,
+    link_catalog,
+    radio_energy,
+)
+
 REPORT_KEY = "fedenergy.report"
 SCHEMA_VERSION = 1
+KINDS = ("train", "evaluate", "query")
 PHASES = ("train", "evaluate", "query", "download", "upload", "startup")
+NETWORK_PHASES = ("download", "upload")
+NETWORK_DOMAINS = ("radio", "infrastructure")
 PROVENANCES = ("measured", "modeled")
+FIELDS = (
+    "schema",
+    "kind",
+    "server-round",
+    "partition-id",
+    "device",
+    "link",
+    "bytes-down",
+    "bytes-up",
+    "flops",
+    "compute-s",
+    "machine-j",
+    "c-phase",
+    "c-domain",
+    "c-joules",
+    "c-provenance",
+    "c-source",
+)
+# Absolute bounds (any device, any call); see docs/robustness.md for the reasoning.
 MAX_COMPONENTS = 64
 MAX_TEXT = 256
 MAX_JOULES = 1e9  # 1 GJ in one call is ~ 280 kWh: beyond any single device call
+MAX_BYTES = 2**36  # 64 GiB in one message: far beyond Flower's gRPC message limit (2 GiB)
+MAX_FLOPS = 10**21  # a GPU server at 100 TFLOP/s for four months
+MAX_CALL_S = 7 * 86400.0  # one call computing for a week (modeled or measured) is implausible
+# Physical bounds relative to the node's device and link profiles.
+POWER_SLACK = 10.0  # compute joules <= 10 x active power x plausible duration
+STARTUP_MAX_S = 600.0  # the start-up component: at most 10 minutes at 10 x active power
+MACHINE_MAX_W = 10_000.0  # a measured machine total above 10 kW sustained is not one device
+NETWORK_SLACK = 4.0  # radio/infrastructure joules <= 4 x the link model for the bytes
+MAX_INFRA_KWH_PER_GB = 10.0  # bound when the run's intensity is unknown (SWD v4: 0.059)
+BYTES_SLACK, BYTES_MARGIN = 2.0, 1 << 20  # reported bytes <= 2 x what the server saw + 1 MiB
+MIN_J = 1e-3  # absolute tolerance (J) of every relative bound
+# Outliers that are flagged, not rejected: figures this many times below the model's.
+FLAG_RATIO = 10.0
 
 
 class ReportError(ValueError):
     """An energy report is malformed or implausible; ``str(err)`` is the reason."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the server knows about the call a report answers; every field is optional (None:
+    unknown, that check is skipped). The node's device and link are those it registered with
+    (its profile-query answer), not those the report claims."""
+
+    kind: str | None = None
+    server_round: int | None = None
+    partition_id: int | None = None
+    device: DeviceProfile | None = None
+    link: LinkProfile | None = None
+    infra_kwh_per_gb: float | None = None
+    bytes_sent: int | None = None  # the exact size of the message the server sent
+    reply_payload_bytes: int | None = None  # the bytes of the arrays the reply carries
 
 
 @dataclass(frozen=True)
@@ -85,50 +151,183 @@ class EnergyReport:
         )
 
     @classmethod
-    def from_record(cls, rec: ConfigRecord) -> EnergyReport:
+    def from_record(cls, rec: ConfigRecord, expected: Expected | None = None) -> EnergyReport:
         """Validate and rebuild a report; raise ReportError naming the first problem."""
-        get = _Reader(rec)
-        schema = get.int("schema", lo=0)
-        if schema != SCHEMA_VERSION:
-            raise ReportError(
-                f"unsupported report schema {schema} (this server reads {SCHEMA_VERSION})"
-            )
-        kind = get.text("kind")
-        if kind not in ("train", "evaluate", "query"):
-            raise ReportError(f"unknown call kind {kind!r}")
-        phases = get.texts("c-phase")
-        domains = get.texts("c-domain")
-        joules = get.floats("c-joules")
-        provs = get.texts("c-provenance")
-        sources = get.texts("c-source")
-        n = len(phases)
-        if not (len(domains) == len(joules) == len(provs) == len(sources) == n):
-            raise ReportError("component lists have different lengths")
-        if n > MAX_COMPONENTS:
-            raise ReportError(f"too many components ({n} > {MAX_COMPONENTS})")
-        comps = []
-        for i in range(n):
-            if phases[i] not in PHASES:
-                raise ReportError(f"component {i}: unknown phase {phases[i]!r}")
-            if provs[i] not in PROVENANCES:
-                raise ReportError(f"component {i}: provenance must be measured or modeled")
-            if not math.isfinite(joules[i]) or not 0 <= joules[i] <= MAX_JOULES:
-                raise ReportError(f"component {i}: joules {joules[i]!r} not in [0, {MAX_JOULES:g}]")
-            comps.append(Component(phases[i], domains[i], joules[i], provs[i], sources[i]))
-        return cls(
-            kind=kind,
-            server_round=get.int("server-round", lo=0),
-            partition_id=get.int("partition-id", lo=-1),
-            device=get.text("device"),
-            link=get.text("link"),
-            bytes_down=get.int("bytes-down", lo=0),
-            bytes_up=get.int("bytes-up", lo=0),
-            flops=get.int("flops", lo=0),
-            compute_s=get.float("compute-s"),
-            components=tuple(comps),
-            machine_j=get.float("machine-j"),
-            schema=schema,
+        return validate_report(rec, expected)[0]
+
+
+@lru_cache(maxsize=1)
+def _devices() -> dict[str, DeviceProfile]:
+    return device_catalog()
+
+
+@lru_cache(maxsize=1)
+def _links() -> dict[str, LinkProfile]:
+    return link_catalog()
+
+
+def validate_report(
+    rec: ConfigRecord, expected: Expected | None = None
+) -> tuple[EnergyReport, list[str]]:
+    """Check every field of an untrusted report for type and range, then its physical
+    plausibility for the node's device and link; return the report and its outlier flags or
+    raise ReportError with the reason of the first problem."""
+    if not isinstance(rec, ConfigRecord):
+        raise ReportError(f"the report must be a ConfigRecord, got {type(rec).__name__}")
+    unknown = sorted(str(k) for k in rec if k not in FIELDS)
+    if unknown:
+        raise ReportError(f"unknown field {unknown[0][:40]!r}")
+    report = _parse(rec)
+    exp = expected or Expected()
+    return report, _check(report, exp)
+
+
+def _parse(rec: ConfigRecord) -> EnergyReport:
+    get = _Reader(rec)
+    schema = get.int("schema", lo=0)
+    if schema != SCHEMA_VERSION:
+        raise ReportError(
+            f"unsupported report schema {schema} (this server reads {SCHEMA_VERSION})"
         )
+    kind = get.text("kind")
+    if kind not in KINDS:
+        raise ReportError(f"unknown call kind {kind[:40]!r}")
+    phases = get.texts("c-phase")
+    domains = get.texts("c-domain")
+    joules = get.floats("c-joules")
+    provs = get.texts("c-provenance")
+    sources = get.texts("c-source")
+    n = len(phases)
+    if not (len(domains) == len(joules) == len(provs) == len(sources) == n):
+        raise ReportError("component lists have different lengths")
+    comps = []
+    for i in range(n):
+        if phases[i] not in PHASES:
+            raise ReportError(f"component {i}: unknown phase {phases[i][:40]!r}")
+        if provs[i] not in PROVENANCES:
+            raise ReportError(f"component {i}: provenance must be measured or modeled")
+        if not math.isfinite(joules[i]) or not 0 <= joules[i] <= MAX_JOULES:
+            raise ReportError(f"component {i}: joules {joules[i]!r} not in [0, {MAX_JOULES:g}]")
+        if not domains[i] or not sources[i]:
+            raise ReportError(f"component {i}: empty domain or source")
+        network = phases[i] in NETWORK_PHASES
+        if network != (domains[i] in NETWORK_DOMAINS):
+            raise ReportError(
+                f"component {i}: domain {domains[i][:40]!r} does not belong to phase {phases[i]!r}"
+            )
+        if not network and phases[i] not in (kind, "startup"):
+            raise ReportError(f"component {i}: phase {phases[i]!r} in a {kind} report")
+        comps.append(Component(phases[i], domains[i], joules[i], provs[i], sources[i]))
+    device, link = get.text("device"), get.text("link")
+    if device not in _devices():
+        raise ReportError(f"field 'device': unknown device {device[:40]!r}")
+    if link not in _links():
+        raise ReportError(f"field 'link': unknown link {link[:40]!r}")
+    return EnergyReport(
+        kind=kind,
+        server_round=get.int("server-round", lo=0),
+        partition_id=get.int("partition-id", lo=-1),
+        device=device,
+        link=link,
+        bytes_down=get.int("bytes-down", lo=0, hi=MAX_BYTES),
+        bytes_up=get.int("bytes-up", lo=0, hi=MAX_BYTES),
+        flops=get.int("flops", lo=0, hi=MAX_FLOPS),
+        compute_s=get.float("compute-s", hi=MAX_CALL_S),
+        components=tuple(comps),
+        machine_j=get.float("machine-j", hi=MAX_JOULES),
+        schema=schema,
+    )
+
+
+def _check(r: EnergyReport, exp: Expected) -> list[str]:
+    """Plausibility against what the server knows; raise ReportError or return flags."""
+    for name, want, got in (
+        ("call kind", exp.kind, r.kind),
+        ("server round", exp.server_round, r.server_round),
+        ("device", exp.device.id if exp.device else None, r.device),
+        ("link", exp.link.id if exp.link else None, r.link),
+    ):
+        if want is not None and got != want:
+            raise ReportError(f"{name} {str(got)[:40]!r} does not match the call's {want!r}")
+    if exp.bytes_sent and r.bytes_down > BYTES_SLACK * exp.bytes_sent + BYTES_MARGIN:
+        raise ReportError(
+            f"bytes-down {r.bytes_down} far above the {exp.bytes_sent} bytes the server sent"
+        )
+    if exp.reply_payload_bytes is not None and (
+        r.bytes_up > BYTES_SLACK * exp.reply_payload_bytes + BYTES_MARGIN
+    ):
+        raise ReportError(
+            f"bytes-up {r.bytes_up} far above the reply's {exp.reply_payload_bytes} payload bytes"
+        )
+    device = exp.device or _devices()[r.device]
+    link = exp.link or _links()[r.link]
+    model_s = r.flops / device.train_flops_per_s
+    if model_s > MAX_CALL_S:
+        raise ReportError(
+            f"{r.flops} FLOPs take {model_s:.3g} s on {device.id}, beyond {MAX_CALL_S:g} s"
+        )
+    duration = max(r.compute_s, model_s)
+    call_j = sum(c.joules for c in r.components if c.phase == r.kind)
+    cap = POWER_SLACK * device.active_power_w * duration + MIN_J
+    if call_j > cap:
+        raise ReportError(
+            f"compute {call_j:.4g} J over {duration:.3g} s exceeds {POWER_SLACK:g} x the "
+            f"{device.active_power_w:g} W of {device.id} ({cap:.4g} J)"
+        )
+    startup_j = sum(c.joules for c in r.components if c.phase == "startup")
+    cap = POWER_SLACK * device.active_power_w * STARTUP_MAX_S + MIN_J
+    if startup_j > cap:
+        raise ReportError(f"start-up {startup_j:.4g} J exceeds {cap:.4g} J on {device.id}")
+    if r.machine_j > MACHINE_MAX_W * (duration + STARTUP_MAX_S):
+        raise ReportError(f"machine-j {r.machine_j:.4g} J beyond {MACHINE_MAX_W:g} W sustained")
+    radio = radio_energy(link, r.bytes_down, r.bytes_up, gap_s=r.compute_s)
+    intensity = exp.infra_kwh_per_gb
+    flags = []
+    if exp.partition_id is not None and r.partition_id != exp.partition_id:
+        flags.append(f"partition {r.partition_id} differs from the registered {exp.partition_id}")
+    for phase, nbytes, model_j in (
+        ("download", r.bytes_down, radio.download_j),
+        ("upload", r.bytes_up, radio.upload_j),
+    ):
+        got = sum(c.joules for c in r.components if c.phase == phase and c.domain == "radio")
+        if got > NETWORK_SLACK * model_j + MIN_J:
+            raise ReportError(
+                f"{phase} radio {got:.4g} J exceeds {NETWORK_SLACK:g} x the {link.id} model's "
+                f"{model_j:.4g} J for {nbytes} bytes"
+            )
+        if model_j > MIN_J and got < model_j / FLAG_RATIO:
+            flags.append(
+                f"{phase} radio {got:.4g} J is under 1/{FLAG_RATIO:g} of the {link.id} model's "
+                f"{model_j:.4g} J for {nbytes} bytes"
+            )
+        infra = sum(c.joules for c in r.components if c.phase == phase and c.domain != "radio")
+        bound = infrastructure_energy_j(
+            nbytes, MAX_INFRA_KWH_PER_GB if intensity is None else intensity
+        )
+        if infra > NETWORK_SLACK * bound + MIN_J:
+            raise ReportError(
+                f"{phase} infrastructure {infra:.4g} J exceeds {NETWORK_SLACK:g} x {bound:.4g} J "
+                f"for {nbytes} bytes"
+            )
+        if intensity is not None and bound > MIN_J and infra < bound / FLAG_RATIO:
+            flags.append(f"{phase} infrastructure {infra:.4g} J for {nbytes} bytes is low")
+    model_j = device.compute_energy_j(r.flops)
+    if model_j > MIN_J and call_j < model_j / FLAG_RATIO:
+        flags.append(
+            f"compute {call_j:.4g} J is under 1/{FLAG_RATIO:g} of {device.id}'s model figure "
+            f"{model_j:.4g} J for {r.flops} FLOPs"
+        )
+    if r.kind == "train" and r.flops == 0:
+        flags.append("a train call that reports 0 FLOPs")
+    if r.machine_j > 0 and call_j > r.machine_j * 1.01 + MIN_J:
+        flags.append(f"process compute {call_j:.4g} J above the machine total {r.machine_j:.4g} J")
+    if exp.bytes_sent and r.bytes_down < exp.bytes_sent / BYTES_SLACK:
+        flags.append(f"bytes-down {r.bytes_down} under half the {exp.bytes_sent} bytes sent")
+    if exp.reply_payload_bytes and r.bytes_up < exp.reply_payload_bytes:
+        flags.append(
+            f"bytes-up {r.bytes_up} below the reply's {exp.reply_payload_bytes} payload bytes"
+        )
+    return flags
 
 
 class _Reader:
@@ -142,19 +341,23 @@ class _Reader:
             raise ReportError(f"missing field {key!r}")
         return self.rec[key]
 
-    def int(self, key: str, lo: int) -> int:
+    def int(self, key: str, lo: int, hi: int = 2**63 - 1) -> int:
         v = self._get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or v > 2**63 - 1:
-            raise ReportError(f"field {key!r} must be an integer >= {lo}, got {v!r:.40}")
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ReportError(f"field {key!r} must be an integer in [{lo}, {hi}], got {v!r:.40}")
         return v
 
-    def float(self, key: str) -> float:
+    def float(self, key: str, hi: float) -> float:
         v = self._get(key)
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ReportError(f"field {key!r} must be a number")
-        if not math.isfinite(v) or v < 0:
-            raise ReportError(f"field {key!r} must be finite and >= 0, got {v!r}")
-        return float(v)
+        try:
+            x = float(v)
+        except OverflowError:
+            x = math.inf
+        if not math.isfinite(x) or not 0 <= x <= hi:
+            raise ReportError(f"field {key!r} must be finite and in [0, {hi:g}], got {v!r:.40}")
+        return x
 
     def text(self, key: str) -> str:
         v = self._get(key)
@@ -176,4 +379,7 @@ class _Reader:
             raise ReportError(f"field {key!r} must be a list of at most {MAX_COMPONENTS} numbers")
         if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             raise ReportError(f"field {key!r} must hold numbers only")
-        return [float(x) for x in v]
+        try:
+            return [float(x) for x in v]
+        except OverflowError:
+            raise ReportError(f"field {key!r} holds a number beyond float range") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from fedenergy.compression import parse_codec
@@ -43,17 +44,31 @@ class Settings:
     round_budget_j: float = 0.0  # 0: off; else forecast joules per round stay within it
     target_accuracy: float = 0.0  # 0: off; else stop at this server accuracy (rounds = cap)
     round_timeout_s: float = 600.0
+    # failures (docs/robustness.md): a round is short when fewer than min(min_nodes, selected)
+    # train replies were usable, or when no node is online; after max_short_rounds short rounds
+    # in a row the run stops as failed, naming the cause
+    min_nodes: int = 1
+    max_short_rounds: int = 3
     out: str = "runs/latest"
 
     def validate(self) -> Settings:
         """Raise ValueError naming the first bad setting; return self when all are good."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(f.default, float) and (
+                isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+            ):
+                raise ValueError(f"{f.name.replace('_', '-')} must be a finite number, got {v!r}")
+            if isinstance(f.default, str) and not isinstance(v, str):
+                raise ValueError(f"{f.name.replace('_', '-')} must be a string, got {v!r}")
         get_task(self.task)
         load_fleet(self.fleet)
         if self.partitioner not in PARTITIONERS:
             raise ValueError(
                 f"unknown partitioner {self.partitioner!r}; choose {', '.join(PARTITIONERS)}"
             )
-        for name in ("nodes", "rounds", "local_epochs", "batch_size"):
+        names = ("nodes", "rounds", "local_epochs", "batch_size", "min_nodes", "max_short_rounds")
+        for name in names:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")

@@ -53,6 +53,19 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
         "bytes": sum(r["bytes"] for r in rows),
         # spent by calls whose result was not used (errors, timeouts, rejected reports)
         "wasted_j": sum(r["joules"] for r in rows if r["status"] != "ok"),
+        # replies refused by validation (docs/robustness.md), and outliers of accepted reports
+        "rejections": len(rejections := ledger.rejections(run_id)),
+        "rejection_reasons": [
+            {k: x[k] for k in ("round", "node_id", "call", "reason")} for x in rejections[:20]
+        ],
+        "flags": len(flags := ledger.flags(run_id)),
+        "flag_examples": [
+            {k: x[k] for k in ("round", "node_id", "call", "flag")} for x in flags[:20]
+        ],
+        "resumes": [
+            {"resumed_at": x["resumed_at"], "from_round": x["from_round"]}
+            for x in ledger.resumes(run_id)
+        ],
         "per_round": [
             {
                 "round": r["round"],

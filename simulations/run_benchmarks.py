@@ -56,7 +56,8 @@ def benchmarks(results: str) -> dict[str, list[str]]:
         "energy_to_accuracy": [
             f"{SIM}/energy_to_accuracy.py",
             *("--fleets", "reference", "--nodes", "20", "--rounds", "5", "--cap-factor", "2"),
-            *("--only", "utility+per-link", "--out", f"{r}/energy_to_accuracy"),
+            *("--only", "utility+per-link", "--out", "runs/benchmarks/energy_to_accuracy"),
+            *("--plot-dir", r),
             *("--json", f"{r}/energy_to_accuracy.json"),
         ],
     }
@@ -302,6 +303,15 @@ NOTES = """## How to read these figures
 """
 
 
+def _dates(runs: list[dict], started: str) -> str:
+    dates = sorted(r["date"] for r in runs if "date" in r)
+    if not dates:
+        return started
+    if dates[0] == dates[-1]:
+        return dates[0]
+    return f"benchmarks finished between {dates[0]} and {dates[-1]}"
+
+
 def render(runs: list[dict], results: Path, info: dict, started: str, total_s: float) -> str:
     rel = os.path.relpath(results, ROOT)
     out = [
@@ -310,7 +320,8 @@ def render(runs: list[dict], results: Path, info: dict, started: str, total_s: f
         "Written by `python simulations/run_benchmarks.py` (do not edit by hand: every figure "
         f"below comes from that command). Raw JSON and logs: `{rel}/`.",
         "",
-        f"- date: {started} (whole run {total_s / 60:.1f} min)",
+        f"- date: {_dates(runs, started)}; the benchmarks took "
+        f"{sum(r['wall_s'] for r in runs) / 60:.1f} min in all",
         f"- machine: {info['cpu']}, {info['cores']} cores, {info['ram_gib']} GiB RAM, {info['os']}",
         f"- software: Python {info['python']}, flwr {info['flwr']}, torch {info['torch']}, "
         f"ray {info['ray']}",

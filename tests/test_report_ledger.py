@@ -104,3 +104,19 @@ def test_a_round_is_all_or_nothing(tmp_path):
     with Ledger(path) as again:
         assert [r["round"] for r in again.rounds("r1")] == [1]
         assert {r["round"] for r in again.energy_rows("r1")} == {1}
+
+
+def test_a_ledger_from_an_older_schema_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE nodes (run_id TEXT NOT NULL, node_id TEXT NOT NULL, partition_id INTEGER, "
+        "device TEXT, link TEXT, PRIMARY KEY (run_id, node_id))"
+    )
+    con.execute("INSERT INTO nodes VALUES ('old', '7', 0, 'rpi4', 'wifi')")
+    con.commit()
+    con.close()
+    with Ledger(path) as led:
+        led.add_nodes("new", [("8", 1, "phone", "lte", "FRA")])
+        rows = led.conn.execute("SELECT run_id, country FROM nodes ORDER BY run_id").fetchall()
+    assert rows == [("new", "FRA"), ("old", None)]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
@@ -27,7 +28,7 @@ from fedenergy.compression import (
     pack_payload,
 )
 from fedenergy.ledger import EnergyRow, Ledger, rows_from_report
-from fedenergy.report import REPORT_KEY, Component, EnergyReport, ReportError
+from fedenergy.report import REPORT_KEY, Component, Expected, ReportError, validate_report
 from fedenergy.strategy.policies import CompressionPolicy, FixedPolicy
 from fedenergy.strategy.selectors import RandomSelector, Selector
 from fedenergy.strategy.state import FleetState, NodeInfo
@@ -41,6 +42,7 @@ from fedenergy.uplink import (
 from fedenergy.wire import message_bytes
 
 log = logging.getLogger("fedenergy")
+MAX_EXAMPLES = 10**9  # num-examples above this in one reply is not a device's local data set
 FAILED_SOURCE = "server estimate of a failed call: forecast download + compute (modeled)"
 
 
@@ -113,6 +115,10 @@ class EnergyAwareStrategy(Strategy):
         self._rows: list[EnergyRow] = []
         self._counts = {"selected": 0, "succeeded": 0, "failed": 0}
         self._rejected: list[tuple[int, str]] = []
+        # the same rejections with their call, and the flags of accepted reports, for the ledger
+        self._rejections: list[tuple[int, str, str]] = []
+        self._flags: list[tuple[int, str, str]] = []
+        self.model_to_save: dict | None = None  # set by the coordinator: the round's global model
         self._global: dict | None = None  # numpy copy of the global model sent this round
         self._codecs: dict[int, CodecSpec] = {}  # uplink codec asked of each node this round
         self._sent: dict[tuple[int, str], int] = {}  # (node, call) -> bytes sent this round
@@ -120,6 +126,7 @@ class EnergyAwareStrategy(Strategy):
         self._download_bytes: dict[str, int] = {}  # this round's train message size per codec
         self._train_config: ConfigRecord | None = None
         self._global_record: ArrayRecord | None = None
+        self._payload_cache: dict[str, int] = {}
 
     # -- selection -------------------------------------------------------------------------------
     def _k(self, fraction: float) -> int:
@@ -130,10 +137,19 @@ class EnergyAwareStrategy(Strategy):
         """The forecast of ``node_id``'s next train call with the codecs the policy gives it."""
         st = self.fleet[node_id]
         spec = self.policy.codec_for(st, 0)
-        payload = expected_nbytes(spec, template_of(self._global)) if self._global else 0
+        payload = self._payload_bytes(spec)
         down = self.policy.downlink_for(st, 0)
         self.fleet.download_bytes = self._download_size(down)
         return self.fleet.forecast(node_id, spec.label(), payload)
+
+    def _payload_bytes(self, spec: CodecSpec) -> int:
+        """Raw update-payload bytes of ``spec`` for this round's model (cached per round)."""
+        if self._global is None:
+            return 0
+        label = spec.label()
+        if label not in self._payload_cache:
+            self._payload_cache[label] = expected_nbytes(spec, template_of(self._global))
+        return self._payload_cache[label]
 
     def _downlink_arrays(self, spec: CodecSpec) -> ArrayRecord | None:
         """The global model as sent with downlink codec ``spec`` (cached for the round)."""
@@ -212,7 +228,7 @@ class EnergyAwareStrategy(Strategy):
         self._global = numpy_arrays(arrays)
         self._global_record = arrays
         self._train_config = config
-        self._downlink, self._download_bytes = {}, {}
+        self._downlink, self._download_bytes, self._payload_cache = {}, {}, {}
         chosen = self.selector.select(
             server_round,
             self.fleet.online(server_round),
@@ -283,10 +299,17 @@ class EnergyAwareStrategy(Strategy):
         """Move every reply's EnergyReport into this round's rows; return the replies the wrapped
         strategy may aggregate. Error replies and replies that never arrived are accounted as
         failed with the server's estimate of the energy they spent; replies whose report is
-        missing or invalid are dropped and the reason recorded."""
+        missing or invalid are dropped and the reason recorded, as are replies whose update or
+        metrics could not be aggregated (docs/robustness.md)."""
         kept, answered = [], set()
         for msg in replies:
             nid = msg.metadata.src_node_id
+            if (nid, call) not in self._sent and not msg.has_error():
+                log.warning("dropped a %s reply from node %s: no message was sent to it", call, nid)
+                continue
+            if nid in answered:
+                log.warning("dropped a second %s reply from node %s", call, nid)
+                continue
             answered.add(nid)
             if msg.has_error():
                 if (nid, call) not in self._sent:
@@ -303,16 +326,24 @@ class EnergyAwareStrategy(Strategy):
             try:
                 if rec is None:
                     raise ReportError("reply carries no energy report")
-                report = EnergyReport.from_record(rec)
+                report, flags = validate_report(rec, self._expected(nid, call, msg))
             except ReportError as err:
-                self._rejected.append((nid, str(err)))
-                log.warning("rejected reply from node %s: %s", nid, err)
+                self._reject(nid, call, str(err))
                 if count:
                     self._counts["failed"] += 1
                 self._failed_rows(nid, call, f"report rejected: {err}")
                 continue
             del msg.content[REPORT_KEY]
+            self._flags.extend((nid, call, f) for f in flags)
             self._rows.extend(rows_from_report(nid, report))
+            try:
+                if call in ("train", "evaluate"):
+                    self._check_reply(msg, call)
+            except PayloadError as err:
+                self._reject(nid, call, f"update: {err}")  # its reported energy: wasted
+                if count:
+                    self._counts["failed"] += 1
+                continue
             if count:
                 self._counts["succeeded"] += 1
             kept.append(msg)
@@ -321,12 +352,107 @@ class EnergyAwareStrategy(Strategy):
                 if count:
                     self._counts["failed"] += 1
                 self._failed_rows(nid, c, "no reply before the round timeout")
-        return kept
+        return self._same_metric_keys(kept, call, count)
+
+    def _check_reply(self, msg: Message, call: str) -> None:
+        """The reply's content must be aggregatable: one MetricRecord with a positive, finite
+        ``num-examples`` and finite numbers; for an uncompressed train update, one ArrayRecord
+        with the global model's names, shapes and float dtypes, all finite (compressed updates
+        are checked by decode_updates). Raise PayloadError with the reason."""
+        metrics = msg.content.metric_records
+        if len(metrics) != 1:
+            raise PayloadError(f"expected one MetricRecord, got {len(metrics)}")
+        (rec,) = metrics.values()
+        for key, v in rec.items():
+            values = v if isinstance(v, list) else [v]
+            if not all(_finite(x) for x in values):
+                raise PayloadError(f"metric {str(key)[:40]!r} is not a finite number")
+        n = rec.get("num-examples")
+        if isinstance(n, list) or n is None or not 0 < n <= MAX_EXAMPLES:
+            raise PayloadError(f"num-examples must be in (0, {MAX_EXAMPLES}], got {n!r:.40}")
+        if call != "train":
+            return
+        arrays = msg.content.array_records
+        if len(arrays) != 1:
+            raise PayloadError(f"expected one ArrayRecord, got {len(arrays)}")
+        spec = self._codecs.get(msg.metadata.src_node_id)
+        if (spec is not None and spec.name != "none") or self._global is None:
+            return
+        (rec,) = arrays.values()
+        if list(rec.keys()) != list(self._global):
+            raise PayloadError("update arrays do not have the global model's names")
+        for k, g in self._global.items():
+            a = rec[k]
+            # any float dtype is fine (FedAdam's global is float64, clients send float32)
+            if tuple(a.shape) != tuple(g.shape) or a.dtype not in ("float16", "float32", "float64"):
+                raise PayloadError(
+                    f"update array {k!r}: {a.dtype} {a.shape}, expected a float {tuple(g.shape)}"
+                )
+            try:
+                x = a.numpy()
+            except Exception as err:  # a malformed .npy buffer
+                raise PayloadError(
+                    f"unreadable update array {k!r} ({type(err).__name__})"
+                ) from None
+            if x.shape != g.shape or (
+                np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all()
+            ):
+                raise PayloadError(f"update array {k!r} is malformed or not finite")
+
+    def _same_metric_keys(self, kept: list[Message], call: str, count: bool) -> list[Message]:
+        """Flower's aggregation needs the same metric names in every reply: keep the replies
+        with the most common set (ties: the first seen), reject the others."""
+        if call not in ("train", "evaluate") or len(kept) < 2:
+            return kept
+        keysets = [frozenset(next(iter(m.content.metric_records.values())).keys()) for m in kept]
+        common = max(dict.fromkeys(keysets), key=keysets.count)
+        out = []
+        for msg, keys in zip(kept, keysets, strict=True):
+            if keys == common:
+                out.append(msg)
+                continue
+            nid = msg.metadata.src_node_id
+            self._reject(nid, call, f"metric names {sorted(keys)} differ from the other replies")
+            if count:
+                self._counts["succeeded"] -= 1
+                self._counts["failed"] += 1
+        return out
+
+    def _reject(self, node_id: int, call: str, reason: str) -> None:
+        """Record a rejected reply (report or update payload) with its reason; energy already
+        accounted from its (valid) report is marked failed: spent on a result not used."""
+        for i, r in enumerate(self._rows):
+            if r.node_id == str(node_id) and r.call == call and r.status == "ok":
+                self._rows[i] = replace(r, status="failed")
+        self._rejected.append((node_id, reason))
+        self._rejections.append((node_id, call, reason))
+        log.warning("rejected %s reply from node %s: %s", call, node_id, reason)
+
+    def _expected(self, node_id: int, call: str, msg: Message) -> Expected:
+        """What the server knows of the call a report answers (docs/robustness.md)."""
+        st = self.fleet[node_id] if node_id in self.fleet else None
+        payload = 0
+        for rec in msg.content.array_records.values():
+            payload += sum(len(a.data) for a in rec.values())
+        cfg = self._train_config if call == "train" else None
+        rnd = cfg.get("server-round") if cfg is not None else None
+        return Expected(
+            kind=call,
+            server_round=rnd if call == "train" and isinstance(rnd, int) else None,
+            partition_id=st.info.partition_id if st is not None else None,
+            device=st.device if st is not None else None,
+            link=st.link if st is not None else None,
+            infra_kwh_per_gb=self.fleet.infra_kwh_per_gb,
+            bytes_sent=self._sent.get((node_id, call)) or None,
+            reply_payload_bytes=payload,
+        )
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         kept = self.decode_updates(self.take_reports(replies, "train", count=True))
+        # aggregate in partition order, not arrival order: float sums then repeat run to run
+        kept.sort(key=self._order_key)
         for msg in kept:
             metrics = msg.content.metric_records.get("metrics")
             loss = metrics.get("train-loss") if metrics is not None else None
@@ -336,6 +462,10 @@ class EnergyAwareStrategy(Strategy):
                     nid, server_round, float(loss) if loss is not None else None
                 )
         return self.base.aggregate_train(server_round, kept)
+
+    def _order_key(self, msg: Message) -> tuple[int, int]:
+        nid = msg.metadata.src_node_id
+        return (self.fleet[nid].info.partition_id if nid in self.fleet else -1, nid)
 
     def decode_updates(self, replies: Iterable[Message]) -> list[Message]:
         """Replace every encoded update by the full float32 weights ``global + update`` so the
@@ -354,8 +484,7 @@ class EnergyAwareStrategy(Strategy):
                     raise PayloadError("no global model was sent this round")
                 content = decode_reply_content(msg.content, spec, self._global)
             except PayloadError as err:
-                self._rejected.append((nid, f"update payload: {err}"))
-                log.warning("rejected update from node %s: %s", nid, err)
+                self._reject(nid, "train", f"update payload: {err}")
                 self._counts["succeeded"] -= 1
                 self._counts["failed"] += 1
                 continue
@@ -379,7 +508,17 @@ class EnergyAwareStrategy(Strategy):
         """Write the buffered rows of ``server_round`` to the ledger in one transaction, then
         update the fleet state (observed energy, batteries) and the compression policy."""
         rows, counts = self._rows, self._counts
-        self.ledger.commit_round(self.run_id, server_round, rows, accuracy, loss, **counts)
+        self.ledger.commit_round(
+            self.run_id,
+            server_round,
+            rows,
+            accuracy,
+            loss,
+            **counts,
+            rejections=self._rejections,
+            flags=self._flags,
+            model=self.model_to_save,
+        )
         self.fleet.observe_rows(rows, {n: s.label() for n, s in self._codecs.items()})
         self.fleet.recharge()
         self.policy.observe(server_round, accuracy)
@@ -392,6 +531,7 @@ class EnergyAwareStrategy(Strategy):
             **counts,
         )
         self._rows, self._rejected, self._sent, self._codecs = [], [], {}, {}
+        self._rejections, self._flags, self.model_to_save = [], [], None
         self._counts = {"selected": 0, "succeeded": 0, "failed": 0}
         return outcome
 
@@ -407,6 +547,7 @@ class EnergyAwareStrategy(Strategy):
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
         on_round: Callable[[RoundOutcome], None] | None = None,
         target_accuracy: float | None = None,
+        first_round: int = 1,
     ) -> Result:
         """Flower's round loop (train, evaluate, server-side evaluation), committing every round
         to the ledger before the next begins and reporting it to ``on_round``; stops early once
@@ -414,7 +555,7 @@ class EnergyAwareStrategy(Strategy):
         train_config = train_config or ConfigRecord()
         evaluate_config = evaluate_config or ConfigRecord()
         result, arrays = Result(), initial_arrays
-        for rnd in range(1, num_rounds + 1):
+        for rnd in range(first_round, num_rounds + 1):  # first_round > 1: a resumed run
             replies = grid.send_and_receive(
                 self.configure_train(rnd, arrays, ConfigRecord(dict(train_config)), grid),
                 timeout=timeout,
@@ -443,3 +584,13 @@ class EnergyAwareStrategy(Strategy):
                 break
         result.arrays = arrays
         return result
+
+
+def _finite(x) -> bool:
+    """A finite int or float (bools and numbers beyond float range are not)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False

@@ -116,7 +116,8 @@ class FleetState:
     def ordered(self) -> list[int]:
         """Node ids by partition id: a run-independent order (Flower's node ids are random)."""
         if self._order is None or len(self._order) != len(self.nodes):
-            self._order = sorted(self.nodes, key=lambda n: (self.nodes[n].info.partition_id, n))
+            pairs = sorted([(st.info.partition_id, n) for n, st in self.nodes.items()])
+            self._order = [n for _, n in pairs]  # by (partition id, node id), no key function
             self._always = all(st.info.availability >= 1.0 for st in self.nodes.values())
         return list(self._order)
 
