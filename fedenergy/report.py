@@ -62,6 +62,7 @@ MAX_FLOPS = 10**21  # a GPU server at 100 TFLOP/s for four months
 MAX_CALL_S = 7 * 86400.0  # one call computing for a week (modeled or measured) is implausible
 # Physical bounds relative to the node's device and link profiles.
 POWER_SLACK = 10.0  # compute joules <= 10 x active power x plausible duration
+MEASURED_MIN_S = 60.0  # a measured figure's duration is taken as at least one meter window
 STARTUP_MAX_S = 600.0  # the start-up component: at most 10 minutes at 10 x active power
 MACHINE_MAX_W = 10_000.0  # a measured machine total above 10 kW sustained is not one device
 NETWORK_SLACK = 4.0  # radio/infrastructure joules <= 4 x the link model for the bytes
@@ -268,10 +269,13 @@ def _check(r: EnergyReport, exp: Expected) -> list[str]:
         )
     duration = max(r.compute_s, model_s)
     call_j = sum(c.joules for c in r.components if c.phase == r.kind)
-    cap = POWER_SLACK * device.active_power_w * duration + MIN_J
+    measured = any(c.provenance == "measured" for c in r.components if c.phase == r.kind)
+    # meters integrate over their own sampling windows, longer than a short call
+    window = max(duration, MEASURED_MIN_S) if measured else duration
+    cap = POWER_SLACK * device.active_power_w * window + MIN_J
     if call_j > cap:
         raise ReportError(
-            f"compute {call_j:.4g} J over {duration:.3g} s exceeds {POWER_SLACK:g} x the "
+            f"compute {call_j:.4g} J over {window:.3g} s exceeds {POWER_SLACK:g} x the "
             f"{device.active_power_w:g} W of {device.id} ({cap:.4g} J)"
         )
     startup_j = sum(c.joules for c in r.components if c.phase == "startup")
