@@ -97,7 +97,9 @@ def test_error_replies_pass_through_untouched(train_message):
     assert out.has_error() and out.error.reason == "boom"
 
 
-def test_deployed_node_reports_measured_energy_from_a_fake_rapl_tree(train_message, tmp_path):
+def test_deployed_node_reports_measured_energy_from_a_fake_rapl_tree(
+    train_message, tmp_path, monkeypatch
+):
     """meter="auto": the real RAPL reader on a fake powercap tree whose counter advances by a
     known amount during the call; the report carries it with provenance, plus start-up cost."""
 
@@ -111,6 +113,17 @@ def test_deployed_node_reports_measured_energy_from_a_fake_rapl_tree(train_messa
         (zone / "energy_uj").write_text("6000000\n")  # 5 J spent during the call
         return train(m, c)
 
+    # A deployed call runs in a fresh flwr-clientapp process whose pre-call CPU time is its
+    # imports; this test runs inside pytest's long-lived process, so pin that figure to 2 s.
+    import fedenergy.measured as measured
+    from fedenergy.meters import StartupCost
+
+    real = measured.startup_cost
+    monkeypatch.setattr(
+        measured,
+        "startup_cost",
+        lambda: StartupCost(2.0, 3.0, real().started_at),
+    )
     state = RecordDict()
     ctx = Context(
         run_id=1,
