@@ -18,8 +18,15 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from fedenergy.compression import parse_codec
+from fedenergy.fleet import OFFLINE_REASON
 from fedenergy.flops import FlopCache
-from fedenergy.mod import energy_mod, resolve_profile, simulated_failure_prob, work_record
+from fedenergy.mod import (
+    energy_mod,
+    resolve_profile,
+    simulated_failure_prob,
+    simulated_offline,
+    work_record,
+)
 from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs
 from fedenergy.uplink import (
     CODEC_CFG_KEY,
@@ -42,6 +49,14 @@ def _config(msg: Message) -> ConfigRecord:
     return msg.content.config_records.get("config", ConfigRecord())
 
 
+def _offline_reply(msg: Message) -> Message:
+    """A simulated node that is offline this round: the message never reached the device."""
+    return Message(
+        Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{OFFLINE_REASON} this round"),
+        reply_to=msg,
+    )
+
+
 def _data(msg: Message, context: Context):
     cfg = _config(msg)
     task = get_task(str(cfg.get("fe-task", "digits")))
@@ -60,6 +75,8 @@ def _data(msg: Message, context: Context):
 def train(msg: Message, context: Context) -> Message:
     """Load the global model, train locally, return the new weights (or, with a codec, the
     encoded update new - global) and the work done."""
+    if simulated_offline(msg, context):
+        return _offline_reply(msg)
     task, data, _, cfg = _data(msg, context)
     spec = parse_codec(str(cfg.get(CODEC_CFG_KEY, "none")))
     model = task.make_model()
@@ -115,6 +132,8 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Evaluate the global model on this node's local test split."""
+    if simulated_offline(msg, context):
+        return _offline_reply(msg)
     task, _, data, _ = _data(msg, context)
     model = task.make_model()
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())

@@ -305,8 +305,19 @@ STRATEGY_OPTIONS = (
     ),
     ("aggregator", str, "Flower aggregation: fedavg, fedprox or fedadam"),
     ("proximal_mu", float, "FedProx proximal term mu"),
+    (
+        "discovery",
+        str,
+        "how node profiles are learned: query (ask every node up front, round 0) or lazy "
+        "(from each node's first reply; no up-front messages)",
+    ),
     ("exploration", float, "utility selector: share of slots for unexplored nodes"),
     ("max_staleness", int, "utility selector: a node idle this many rounds is included"),
+    (
+        "energy_weight",
+        float,
+        "utility selector: score = utility / forecast joules ** this (0: ignore energy)",
+    ),
     ("battery_floor", float, "skip battery nodes that would fall below this charge (0: off)"),
     ("round_budget_j", float, "forecast joules per round stay within this budget (0: off)"),
     (

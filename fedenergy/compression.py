@@ -16,6 +16,16 @@ Codecs (``CodecSpec.label()`` forms):
 * ``topk:<f>``      -- DGC-style top-k sparsification (Lin et al., ICLR 2018) with error feedback;
   keeps ``max(1, ceil(f * n))`` entries per tensor, indices uint16/int32, values float16 scaled by a
   float32 per-tensor scale (~``1/f`` smaller with uint16 indices).
+* ``stc:<f>``       -- sparse ternary compression (Sattler et al., IEEE TNNLS 2019) with error
+  feedback: the same ``k`` entries as top-k, but every kept value is ``+-mu`` (one float32 ``mu``
+  = mean |kept| per tensor, one sign bit per entry) and the positions are Golomb-Rice coded
+  (~``log2(1/f) + 2`` bits per entry instead of 16-64), so a given byte budget keeps ~4x more
+  entries than ``topk``.  Its layout is a fixed worst-case size that follows from ``n`` and ``k``.
+* ``stcb:<b>``      -- STC with a layer-aware byte budget: the payload is at most ``b`` times the
+  float32 size (``stcb:0.02`` = 50x), and the budget is shared out by a fixed rule on tensor
+  sizes (smallest tensors first, each a share ``~ sqrt(n)`` of what is left), so small tensors
+  (biases, output layers) keep a larger fraction of their entries than big ones.
+  Same wire format and decoder as ``stc``; only the per-tensor ``k`` differs.
 * ``qsgd:<s>``      -- QSGD stochastic quantisation (Alistarh et al., NeurIPS 2017) with max-norm
   scaling and ``s`` levels; unbiased; levels bit-packed (2 bits for s=1, 4 bits for s<=7,
   else int8).
@@ -30,6 +40,7 @@ than O(template size), and raises only :class:`PayloadError` for anything wrong 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,12 +63,17 @@ __all__ = [
     "parse_codec",
     "payload_layout",
     "payload_nbytes",
+    "rice_parameter",
+    "stcb_budget",
+    "stcb_counts",
     "topk_count",
     "unpack_payload",
     "uses_error_feedback",
 ]
 
-CODEC_NAMES: tuple[str, ...] = ("none", "fp16", "int8", "topk", "qsgd")
+CODEC_NAMES: tuple[str, ...] = ("none", "fp16", "int8", "topk", "stc", "stcb", "qsgd")
+EF_CODECS: tuple[str, ...] = ("topk", "stc", "stcb")  # codecs that keep an error-feedback residual
+STC_CODECS: tuple[str, ...] = ("stc", "stcb")  # same wire format; they differ in k per tensor
 MAX_QSGD_LEVELS = 127  # signed levels must fit in int8
 GLOBAL_CODECS: tuple[str, ...] = ("none", "fp16", "int8")
 
@@ -75,6 +91,8 @@ _DEFAULT_LEVELS = 16
 _CHUNK = 1 << 16  # entries per block when dequantising int8
 _VALID_FORMS = (
     "none, fp16, int8, int8:channel, topk:<fraction in (0, 1]> (e.g. topk:0.01), "
+    "stc:<fraction in (0, 1]> (e.g. stc:0.09), "
+    "stcb:<payload bytes / float32 bytes in (0, 1]> (e.g. stcb:0.02 = 50x), "
     f"qsgd:<levels 1..{MAX_QSGD_LEVELS}> (e.g. qsgd:16)"
 )
 
@@ -96,8 +114,9 @@ class CodecSpec:
     compare equal and ``parse_codec(spec.label()) == spec``); otherwise ``ValueError``.
     """
 
-    name: str  # "none" | "fp16" | "int8" | "topk" | "qsgd"
-    fraction: float = _DEFAULT_FRACTION  # topk: fraction of entries kept per tensor, (0, 1]
+    name: str  # "none" | "fp16" | "int8" | "topk" | "stc" | "stcb" | "qsgd"
+    # topk/stc: fraction of entries kept per tensor; stcb: byte budget / float32 bytes; (0, 1]
+    fraction: float = _DEFAULT_FRACTION
     levels: int = _DEFAULT_LEVELS  # qsgd: number of quantisation levels s, 1..127
     per_channel: bool = False  # int8: per-output-channel (axis 0) scale/zero-point
 
@@ -123,8 +142,8 @@ class CodecSpec:
         if not isinstance(self.per_channel, (bool, np.bool_)):
             raise ValueError(f"per_channel must be a bool, got {self.per_channel!r}")
         object.__setattr__(self, "per_channel", bool(self.per_channel))
-        if self.name != "topk" and frac != _DEFAULT_FRACTION:
-            raise ValueError(f"fraction only applies to topk, not {self.name}")
+        if self.name not in EF_CODECS and frac != _DEFAULT_FRACTION:
+            raise ValueError(f"fraction only applies to topk, stc and stcb, not {self.name}")
         if self.name != "qsgd" and lev != _DEFAULT_LEVELS:
             raise ValueError(f"levels only applies to qsgd, not {self.name}")
         if self.name != "int8" and self.per_channel:
@@ -134,18 +153,19 @@ class CodecSpec:
         """Canonical text form; ``parse_codec(spec.label()) == spec``."""
         if self.name == "int8":
             return "int8:channel" if self.per_channel else "int8"
-        if self.name == "topk":
-            return f"topk:{self.fraction!r}"
+        if self.name in EF_CODECS:
+            return f"{self.name}:{self.fraction!r}"
         if self.name == "qsgd":
             return f"qsgd:{self.levels}"
         return self.name
 
 
 def parse_codec(text: str) -> CodecSpec:
-    """Parse ``none | fp16 | int8 | int8:channel | topk:<f> | qsgd:<s>`` (case-insensitive).
+    """Parse ``none | fp16 | int8 | int8:channel | topk:<f> | stc:<f> | stcb:<b> | qsgd:<s>``
+    (case-insensitive).
 
-    Also accepted: ``int8:tensor`` (= ``int8``), bare ``topk`` (fraction 0.01) and bare ``qsgd``
-    (16 levels).  Raises ``ValueError`` naming the problem and the valid forms.
+    Also accepted: ``int8:tensor`` (= ``int8``), bare ``topk`` / ``stc`` / ``stcb`` (0.01) and bare
+    ``qsgd`` (16 levels).  Raises ``ValueError`` naming the problem and the valid forms.
     """
     if not isinstance(text, str):
         raise ValueError(
@@ -168,16 +188,16 @@ def parse_codec(text: str) -> CodecSpec:
         if arg == "channel":
             return CodecSpec("int8", per_channel=True)
         raise bad("int8 parameter must be 'channel' (or 'tensor')")
-    if name == "topk":
+    if name in EF_CODECS:
         if not sep:
-            return CodecSpec("topk")
+            return CodecSpec(name)
         try:
             frac = float(arg)
         except ValueError:
-            raise bad(f"topk fraction {arg!r} is not a number") from None
+            raise bad(f"{name} fraction {arg!r} is not a number") from None
         if not (math.isfinite(frac) and 0.0 < frac <= 1.0):
-            raise bad(f"topk fraction must be in (0, 1], got {arg!r}")
-        return CodecSpec("topk", fraction=frac)
+            raise bad(f"{name} fraction must be in (0, 1], got {arg!r}")
+        return CodecSpec(name, fraction=frac)
     if name == "qsgd":
         if not sep:
             return CodecSpec("qsgd")
@@ -192,11 +212,11 @@ def parse_codec(text: str) -> CodecSpec:
 
 
 def uses_error_feedback(spec: CodecSpec) -> bool:
-    """True when ``encode`` keeps a residual (error feedback): only top-k.
+    """True when ``encode`` keeps a residual (error feedback): top-k, STC and STC-b.
 
     QSGD is unbiased and int8/fp16 errors are bounded, so they are sent without error feedback.
     """
-    return _check_spec(spec).name == "topk"
+    return _check_spec(spec).name in EF_CODECS
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,7 +225,7 @@ def uses_error_feedback(spec: CodecSpec) -> bool:
 
 
 def topk_count(n: int, fraction: float) -> int:
-    """Entries kept by top-k for a tensor of ``n`` entries: ``min(n, max(1, ceil(f * n)))``.
+    """Entries kept by top-k/STC for a tensor of ``n`` entries: ``min(n, max(1, ceil(f * n)))``.
 
     Computed in decimal on the shortest repr of ``fraction`` so that e.g. 0.07 * 100 gives 7,
     not 8.  An empty tensor keeps 0 entries; any non-empty tensor keeps at least 1.
@@ -222,6 +242,116 @@ def _topk_index_dtype(n: int) -> np.dtype:
     if n <= 1 << 31:
         return _I32
     return _I64
+
+
+def rice_parameter(n: int, k: int) -> int:
+    """Golomb-Rice parameter ``b`` of STC's position code for ``k`` of ``n`` entries.
+
+    ``k`` strictly increasing indices are coded as gaps ``g_i >= 0`` (``g_0 = idx_0``,
+    ``g_i = idx_i - idx_(i-1) - 1``), each as ``g >> b`` in unary plus ``b`` low bits.  Since
+    ``sum(g) <= n - k``, the code never exceeds ``k * (b + 1) + ((n - k) >> b)`` bits; ``b`` is
+    the smallest value minimising that bound, so the bound (the layout's size) follows from ``n``
+    and ``k`` alone and is within ~10% of ``log2 C(n, k)`` for sparse tensors.
+    """
+    if k <= 0 or k >= n:
+        return 0
+    best_b, best = 0, None
+    for b in range(max(1, (n - k).bit_length()) + 1):
+        cost = k * (b + 1) + ((n - k) >> b)
+        if best is None or cost < best:
+            best_b, best = b, cost
+    return best_b
+
+
+def _stc_position_bits(n: int, k: int) -> tuple[int, int]:
+    """(b, unary bits U) of the position stream; total bits = k * b + U (0 when k == n: dense)."""
+    if k <= 0 or k >= n:
+        return 0, 0
+    b = rice_parameter(n, k)
+    return b, k + ((n - k) >> b)
+
+
+def _stc_nbytes(n: int, k: int) -> int:
+    """Payload bytes of one STC tensor with ``k`` of ``n`` entries kept: mu + signs + positions."""
+    b, u = _stc_position_bits(n, k)
+    return 4 + -(-k // 8) + -(-(k * b + u) // 8)
+
+
+def _stc_max_count(n: int, allowance: int) -> int:
+    """Largest sparse ``k`` in ``[1, n - 1]`` with ``_stc_nbytes(n, k) <= allowance`` (1 if
+    none fits), or ``n`` (dense ternary) when both ``k = n - 1`` and ``k = n`` fit.
+
+    Dense ternary (1 bit per entry, no positions) is often *cheaper* than a sparse code keeping
+    20% or more of the entries, but sending every entry as ``+-mu`` is a much cruder quantiser
+    (small entries get the magnitude of the large ones); on the MLP, allowing it as soon as it
+    fits cost ~1.6 more accuracy points than this rule (see docs/compression.md).  The size is
+    non-decreasing in ``k`` on ``[1, n - 1]`` (for a fixed Rice parameter one more entry adds
+    ``b + 1`` bits and removes at most one unary bit; the minimum over ``b`` of non-decreasing
+    functions is non-decreasing), so a binary search finds the largest fitting ``k``."""
+    if n == 1 or (_stc_nbytes(n, n - 1) <= allowance and _stc_nbytes(n, n) <= allowance):
+        return n
+    lo, hi = 1, n - 1  # invariant: the answer is lo, or the largest fitting k in (lo, hi]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _stc_nbytes(n, mid) <= allowance:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def stcb_budget(n_total: int, fraction: float) -> int:
+    """Byte budget of ``stcb:<fraction>`` for ``n_total`` parameters: ``floor(f * 4 * n)``
+    (computed in decimal on the shortest repr of ``f``, like :func:`topk_count`)."""
+    return math.floor(Decimal(repr(float(fraction))) * 4 * n_total)
+
+
+@functools.lru_cache(maxsize=256)
+def stcb_counts(sizes: tuple[int, ...], fraction: float) -> tuple[int, ...]:
+    """Entries kept per tensor by ``stcb:<fraction>`` for tensors of ``sizes`` entries.
+
+    A fixed, name-free rule on the sizes alone (integer arithmetic only, so client and server
+    always agree):
+
+    1. The budget is ``B = stcb_budget(sum(sizes), fraction)`` bytes.  Every non-empty tensor
+       starts at ``k = 1`` (so no tensor is starved: error feedback alone never sends a tensor
+       with ``k = 0``), empty tensors at ``k = 0``; the spare is ``B`` minus those bytes.
+    2. Non-empty tensors are visited from the smallest to the largest (ties: model order).  Each
+       gets the share ``spare * w / W`` of what is still spare, with ``w = isqrt(n << 32)``
+       (``sqrt(n)`` in 16.16 fixed point) and ``W`` the sum of ``w`` over the tensors not yet
+       visited, and keeps the largest ``k`` whose bytes fit its ``k = 1`` bytes plus that share
+       (see :func:`_stc_max_count`: dense ternary only when ``k = n - 1`` fits as well).
+       Whatever it does not use stays spare for the larger tensors; the largest tensor gets
+       all that is left.
+
+    So small tensors (biases, output layers) keep a larger fraction of their entries than big
+    ones; the payload never exceeds ``B`` unless ``B`` is below the ``k = 1`` minimum (about
+    6-9 bytes per tensor), in which case every tensor keeps one entry.
+    """
+    counts = [min(n, 1) for n in sizes]
+    spare = stcb_budget(sum(sizes), fraction) - sum(
+        _stc_nbytes(n, k) for n, k in zip(sizes, counts, strict=True)
+    )
+    order = sorted((i for i, n in enumerate(sizes) if n > 0), key=lambda i: (sizes[i], i))
+    weights = {i: math.isqrt(sizes[i] << 32) for i in order}
+    total_w = sum(weights.values())
+    for i in order:
+        n, w = sizes[i], weights[i]
+        share = spare * w // total_w if spare > 0 else 0
+        base = _stc_nbytes(n, 1)
+        k = _stc_max_count(n, base + share)
+        spare -= _stc_nbytes(n, k) - base
+        total_w -= w
+        counts[i] = k
+    return tuple(counts)
+
+
+def _stc_counts(spec: CodecSpec, template: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
+    """Entries kept per tensor by ``stc`` (``topk_count``) or ``stcb`` (:func:`stcb_counts`)."""
+    sizes = {name: math.prod(shape) for name, shape in template.items()}
+    if spec.name == "stc":
+        return {name: topk_count(n, spec.fraction) for name, n in sizes.items()}
+    return dict(zip(sizes, stcb_counts(tuple(sizes.values()), spec.fraction), strict=True))
 
 
 def _qsgd_bits(levels: int) -> int:
@@ -259,7 +389,10 @@ def _normalize_template(template: Mapping[str, tuple[int, ...]]) -> dict[str, tu
     return out
 
 
-def _tensor_layout(spec: CodecSpec, name: str, shape: tuple[int, ...]) -> dict[str, tuple]:
+def _tensor_layout(
+    spec: CodecSpec, name: str, shape: tuple[int, ...], k: int | None = None
+) -> dict[str, tuple]:
+    """Layout of one tensor; ``k`` is the kept-entry count for the STC family."""
     n = math.prod(shape)
     if spec.name == "none":
         return {f"{name}.f32": (_F32, n)}
@@ -275,6 +408,13 @@ def _tensor_layout(spec: CodecSpec, name: str, shape: tuple[int, ...]) -> dict[s
             f"{name}.val": (_F16, k),
             f"{name}.scale": (_F32, 1),
         }
+    if spec.name in STC_CODECS:
+        b, u = _stc_position_bits(n, k)
+        return {
+            f"{name}.mu": (_F32, 1),
+            f"{name}.sign": (_U8, -(-k // 8)),
+            f"{name}.pos": (_U8, -(-(k * b + u) // 8)),
+        }
     # qsgd
     bits = _qsgd_bits(spec.levels)
     lvl = (_I8, n) if bits == 8 else (_U8, -(-n * bits // 8))
@@ -286,9 +426,11 @@ def payload_layout(
 ) -> dict[str, tuple[np.dtype, int]]:
     """Exact wire layout: ``key -> (dtype, length)`` of every (1-D) payload array, model order."""
     spec = _check_spec(spec)
+    tmpl = _normalize_template(template)
+    counts = _stc_counts(spec, tmpl) if spec.name in STC_CODECS else {}
     out: dict[str, tuple[np.dtype, int]] = {}
-    for name, shape in _normalize_template(template).items():
-        out.update(_tensor_layout(spec, name, shape))
+    for name, shape in tmpl.items():
+        out.update(_tensor_layout(spec, name, shape, counts.get(name)))
     return out
 
 
@@ -353,14 +495,20 @@ def _int8_encode(x: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray, 
     return q, scale, zero
 
 
+def _topk_select(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices (int64, strictly increasing) of the ``k`` entries of ``x`` with the largest |x|."""
+    n = x.size
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    idx = np.argpartition(np.abs(x), n - k)[n - k :].astype(np.int64)
+    idx.sort()
+    return idx
+
+
 def _topk_encode(x: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = x.size
     k = topk_count(n, fraction)
-    if k == n:
-        idx = np.arange(n, dtype=np.int64)
-    else:
-        idx = np.argpartition(np.abs(x), n - k)[n - k :]
-        idx.sort()
+    idx = _topk_select(x, k)
     kept = x[idx].astype(np.float64)
     m = float(np.max(np.abs(kept))) if k else 0.0
     if m > 0:
@@ -368,6 +516,31 @@ def _topk_encode(x: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray
     else:
         val = np.zeros(k, dtype=np.float16)
     return idx.astype(_topk_index_dtype(n)), val, np.array([m], dtype=np.float32)
+
+
+def _stc_encode(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """STC: top-k entries -> sign bits and one magnitude ``mu = mean |kept|``; positions as a
+    Golomb-Rice code (remainder bits of all gaps, then the unary quotients), little-endian bits,
+    zero-padded to the layout's fixed length."""
+    n = x.size
+    idx = _topk_select(x, k) if k else np.zeros(0, dtype=np.int64)
+    kept = x[idx]
+    mu = float(np.mean(np.abs(kept.astype(np.float64)))) if k else 0.0
+    sign = np.packbits(kept < 0, bitorder="little")
+    b, u = _stc_position_bits(n, k)
+    if k == 0 or k == n:  # dense (or empty): positions are implicit
+        return np.array([mu], dtype=np.float32), sign, np.zeros(0, dtype=np.uint8)
+    gaps = np.diff(idx, prepend=-1) - 1  # >= 0, sum <= n - k
+    quot = gaps >> b
+    bits = np.zeros(k * b + u, dtype=np.uint8)
+    if b:
+        rem = gaps & ((1 << b) - 1)
+        bits[: k * b] = ((rem[:, None] >> np.arange(b, dtype=np.int64)) & 1).reshape(-1)
+    unary = bits[k * b :]
+    stops = np.cumsum(quot + 1) - 1  # each quotient: `quot` ones, then a terminating zero
+    unary[: stops[-1] + 1] = 1
+    unary[stops] = 0
+    return np.array([mu], dtype=np.float32), sign, np.packbits(bits, bitorder="little")
 
 
 def _pack(levels: np.ndarray, bits: int) -> np.ndarray:
@@ -411,7 +584,11 @@ def _qsgd_encode(
 
 
 def _encode_tensor(
-    name: str, x: np.ndarray, spec: CodecSpec, rng: np.random.Generator | None
+    name: str,
+    x: np.ndarray,
+    spec: CodecSpec,
+    rng: np.random.Generator | None,
+    k: int | None = None,
 ) -> dict[str, np.ndarray]:
     flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
     if spec.name == "none":
@@ -425,6 +602,9 @@ def _encode_tensor(
     if spec.name == "topk":
         idx, val, scale = _topk_encode(flat, spec.fraction)
         return {f"{name}.idx": idx, f"{name}.val": val, f"{name}.scale": scale}
+    if spec.name in STC_CODECS:
+        mu, sign, pos = _stc_encode(flat, k)
+        return {f"{name}.mu": mu, f"{name}.sign": sign, f"{name}.pos": pos}
     if rng is None:
         rng = np.random.default_rng()
     norm, lvl = _qsgd_encode(flat, spec.levels, rng)
@@ -439,7 +619,7 @@ def encode(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Encode a model update into a flat payload ``{f"{tensor}.{part}": 1-D ndarray}``.
 
-    Returns ``(payload, new_residual)``.  For codecs with error feedback (top-k) the codec
+    Returns ``(payload, new_residual)``.  For codecs with error feedback (top-k, STC) the codec
     compresses ``corrected = update + residual`` (residual ``None`` = zeros) and returns
     ``new_residual = corrected - decode(payload)`` (float32, same names/shapes), so
     ``update + residual == decoded + new_residual`` up to float32 rounding.  Other codecs return
@@ -467,17 +647,19 @@ def encode(
                 corrected[name] = x + res[name]
             if not np.isfinite(corrected[name]).all():
                 raise ValueError(f"update + residual overflows float32 in {name!r}")
+    counts = (
+        _stc_counts(spec, {name: x.shape for name, x in corrected.items()})
+        if spec.name in STC_CODECS
+        else {}
+    )
     payload: dict[str, np.ndarray] = {}
     for name, x in corrected.items():
-        payload.update(_encode_tensor(name, x, spec, rng))
+        payload.update(_encode_tensor(name, x, spec, rng, counts.get(name)))
     if not ef:
         return payload, None
     new_residual = {}
     for name, x in corrected.items():
-        n = x.size
-        dec = _topk_decode(
-            payload[f"{name}.idx"], payload[f"{name}.val"], payload[f"{name}.scale"], n
-        )
+        dec = _decode_tensor(payload, spec, name, x.size, counts.get(name))
         new_residual[name] = (x.reshape(-1) - dec).reshape(x.shape)
     return payload, new_residual
 
@@ -491,6 +673,57 @@ def _topk_decode(idx: np.ndarray, val: np.ndarray, scale: np.ndarray, n: int) ->
     out = np.zeros(n, dtype=np.float32)
     out[idx] = val  # float16 -> float32 is exact
     out *= scale[0]  # |val| <= 1, so no overflow; dropped entries stay 0
+    return out
+
+
+def _stc_positions(pos: np.ndarray, n: int, k: int, key: str) -> np.ndarray:
+    """Validate and decode STC's Golomb-Rice position stream into ``k`` strictly increasing
+    int64 indices in ``[0, n)`` (for ``0 <= k < n``; ``k == n`` needs no positions).
+
+    ``pos`` already has the layout's exact length.  Only the canonical form is accepted: ``k``
+    remainders of ``b`` bits, then exactly ``k`` unary quotients, then nothing but zero bits.
+    Gaps are >= 0, so the indices cannot repeat or decrease; the last one must be < n.  Working
+    memory: one byte per bit of ``pos`` plus ~16 bytes per kept entry."""
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    b, u = _stc_position_bits(n, k)
+    bits = np.unpackbits(pos, bitorder="little")
+    if bits[k * b + u :].any():
+        raise PayloadError(f"{key!r}: non-zero padding bits after the position code")
+    unary = bits[k * b : k * b + u]
+    ones = int(np.count_nonzero(unary))
+    if ones + k > u:
+        raise PayloadError(f"{key!r}: truncated position code (fewer than {k} gaps)")
+    if unary[ones + k - 1] or unary[ones + k :].any():  # a one after the k-th terminator
+        raise PayloadError(f"{key!r}: more than {k} gaps in the position code")
+    stops = np.flatnonzero(unary[: ones + k] == 0)  # exactly k terminating zeros
+    gaps = np.diff(stops, prepend=-1)  # quotient + 1
+    del stops
+    gaps -= 1
+    gaps <<= b
+    for j in range(b):  # remainder bit j of entry i is bit i * b + j
+        low = bits[j : k * b : b].astype(np.int64)
+        low <<= j
+        gaps |= low
+        del low
+    gaps += 1
+    idx = np.cumsum(gaps, out=gaps)
+    idx -= 1  # strictly increasing by construction
+    if int(idx[-1]) >= n:
+        raise PayloadError(f"{key!r}: index {int(idx[-1])} out of range for {n} entries")
+    return idx
+
+
+def _stc_decode(mu: np.ndarray, sign: np.ndarray, idx: np.ndarray, n: int) -> np.ndarray:
+    """``+-mu`` at ``idx`` (sign bit 1 = negative), 0 elsewhere; ``idx`` None means all n."""
+    k = n if idx is None else idx.size
+    m = np.float32(mu[0])
+    neg = np.unpackbits(sign, count=k, bitorder="little").view(bool)
+    if idx is None:
+        return np.where(neg, -m, m).astype(np.float32, copy=False)
+    out = np.zeros(n, dtype=np.float32)
+    if k:
+        out[idx] = np.where(neg, -m, m)
     return out
 
 
@@ -535,6 +768,7 @@ def _check_scale(key: str, arr: np.ndarray) -> None:
 
 
 def _check_values(payload: Mapping, spec: CodecSpec, template: dict[str, tuple[int, ...]]) -> None:
+    counts = _stc_counts(spec, template) if spec.name in STC_CODECS else {}
     for name, shape in template.items():
         n = math.prod(shape)
         if spec.name == "none":
@@ -561,6 +795,14 @@ def _check_values(payload: Mapping, spec: CodecSpec, template: dict[str, tuple[i
                     raise PayloadError(
                         f"'{name}.idx': indices must be strictly increasing (no duplicates)"
                     )
+        elif spec.name in STC_CODECS:
+            _check_scale(f"{name}.mu", payload[f"{name}.mu"])
+            k = counts[name]
+            sign = payload[f"{name}.sign"]
+            if k % 8 and sign.size and int(sign[-1]) >> (k % 8):
+                raise PayloadError(f"'{name}.sign': non-zero padding bits after {k} signs")
+            if 0 < k < n:  # otherwise the positions are implicit (and .pos is empty)
+                _stc_positions(payload[f"{name}.pos"], n, k, f"{name}.pos")
         else:  # qsgd
             _check_scale(f"{name}.norm", payload[f"{name}.norm"])
             lvl = payload[f"{name}.lvl"]
@@ -585,7 +827,10 @@ def _qsgd_codes(lvl: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     return codes, levels
 
 
-def _decode_tensor(payload: Mapping, spec: CodecSpec, name: str, n: int) -> np.ndarray:
+def _decode_tensor(
+    payload: Mapping, spec: CodecSpec, name: str, n: int, k: int | None = None
+) -> np.ndarray:
+    """Decode one (validated) tensor; ``k`` is the kept-entry count for the STC family."""
     if spec.name == "none":
         return payload[f"{name}.f32"].copy()
     if spec.name == "fp16":
@@ -611,6 +856,9 @@ def _decode_tensor(payload: Mapping, spec: CodecSpec, name: str, n: int) -> np.n
         return _topk_decode(
             payload[f"{name}.idx"], payload[f"{name}.val"], payload[f"{name}.scale"], n
         )
+    if spec.name in STC_CODECS:
+        idx = None if k == n else _stc_positions(payload[f"{name}.pos"], n, k, f"{name}.pos")
+        return _stc_decode(payload[f"{name}.mu"], payload[f"{name}.sign"], idx, n)
     s = spec.levels
     bits = _qsgd_bits(s)
     codes, levels = _qsgd_codes(payload[f"{name}.lvl"], bits)
@@ -644,9 +892,11 @@ def decode(
         with np.errstate(all="ignore"):
             _check_structure(payload, layout)
             _check_values(payload, spec, tmpl)
+            counts = _stc_counts(spec, tmpl) if spec.name in STC_CODECS else {}
             out = {}
             for name, shape in tmpl.items():
-                out[name] = _decode_tensor(payload, spec, name, math.prod(shape)).reshape(shape)
+                n = math.prod(shape)
+                out[name] = _decode_tensor(payload, spec, name, n, counts.get(name)).reshape(shape)
     except PayloadError:
         raise
     except Exception as exc:  # defence in depth: a hostile payload must only yield PayloadError
@@ -717,7 +967,7 @@ def _check_global_spec(spec: CodecSpec) -> CodecSpec:
     if spec.name not in GLOBAL_CODECS:
         raise ValueError(
             f"downlink codec must be one of {', '.join(GLOBAL_CODECS)} (got {spec.label()}); "
-            "top-k and QSGD are uplink-only (they need error feedback or averaging)"
+            "top-k, STC and QSGD are uplink-only (they need error feedback or averaging)"
         )
     return spec
 

@@ -1,7 +1,9 @@
 """The coordinator's job for one run, shared by the ServerApp (`flwr run .`) and the CLI.
 
 1. wait until the expected nodes are registered (Flower samples from nodes connected *now*);
-2. QUERY every node for its partition, device and link (round 0 of the ledger);
+2. QUERY every node for its partition, device and link (round 0 of the ledger) — or, with
+   ``discovery="lazy"``, start knowing only node ids and learn each node's profile from the
+   energy report of its first reply (no up-front message; docs/strategies.md);
 3. run the rounds with EnergyAwareStrategy around Flower's FedAvg, evaluating the global model
    on the server's held-out data each round and committing each round to the ledger;
 4. write ``summary.json`` next to ``ledger.sqlite``.
@@ -144,6 +146,32 @@ def settled_node_count(grid: Grid, quiet_s: float = 3.0, timeout_s: float = 60.0
     return count
 
 
+def node_info(
+    node_id: int,
+    partition_id: int,
+    device: str,
+    link: str,
+    num_examples: int,
+    country: str | None,
+    profiles: list,
+) -> NodeInfo:
+    """What the coordinator keeps of a node; in simulation its fleet behaviour (availability,
+    failures, battery) comes from the fleet spec by partition id."""
+    fp = profiles[partition_id] if 0 <= partition_id < len(profiles) else None
+    return NodeInfo(
+        node_id,
+        partition_id,
+        device,
+        link,
+        num_examples=num_examples,
+        availability=fp.availability if fp else 1.0,
+        failure_prob=fp.failure_prob if fp else 0.0,
+        battery_initial=fp.battery_initial if fp else 1.0,
+        recharge_per_round=fp.recharge_per_round if fp else 0.0,
+        country=str(country or (fp.country if fp else "WORLD")).upper(),
+    )
+
+
 def query_nodes(
     grid: Grid, node_ids: list[int], strategy: EnergyAwareStrategy, config: dict, settings: Settings
 ) -> list[NodeInfo]:
@@ -167,20 +195,15 @@ def query_nodes(
         if "profile" not in reply.content:
             continue
         prof = reply.content["profile"]
-        nid, pid = reply.metadata.src_node_id, int(prof.get("partition-id", -1))
-        fp = profiles[pid] if 0 <= pid < len(profiles) else None
         infos.append(
-            NodeInfo(
-                nid,
-                pid,
+            node_info(
+                reply.metadata.src_node_id,
+                int(prof.get("partition-id", -1)),
                 str(prof["device"]),
                 str(prof["link"]),
-                num_examples=int(prof.get("num-examples", 0)),
-                availability=fp.availability if fp else 1.0,
-                failure_prob=fp.failure_prob if fp else 0.0,
-                battery_initial=fp.battery_initial if fp else 1.0,
-                recharge_per_round=fp.recharge_per_round if fp else 0.0,
-                country=str(prof.get("country") or (fp.country if fp else "WORLD")).upper(),
+                int(prof.get("num-examples", 0)),
+                str(prof.get("country") or "") or None,
+                profiles,
             )
         )
     return infos
@@ -259,6 +282,12 @@ def run_federation(
         config = common_config(settings)
         fleet_state = FleetState([], settings.seed, settings.infra_kwh_per_gb)
         task = get_task(settings.task)
+        lazy = settings.discovery == "lazy"
+        profiles = fleet.assign(settings.nodes, settings.seed)
+
+        def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
+            return query_nodes(g, ids, strategy, config, settings)
+
         strategy = EnergyAwareStrategy(
             make_aggregator(settings.aggregator, settings.proximal_mu),
             fleet_state,
@@ -270,11 +299,18 @@ def run_federation(
             selector=make_selector(settings),
             eval_selector=RandomSelector(settings.seed, 1),
             policy=make_policy(settings),
-            query_fn=lambda g, ids: query_nodes(g, ids, strategy, config, settings),
+            query_fn=None if lazy else query,
+            learn_fn=lambda nid, r: node_info(
+                nid, r.partition_id, r.device, r.link, 0, None, profiles
+            ),
         )
         node_ids = wait_for_nodes(grid, settings.nodes)
-        for info in query_nodes(grid, node_ids, strategy, config, settings):
-            fleet_state.add(info)
+        if lazy:
+            for nid in sorted(node_ids):
+                fleet_state.add_unknown(nid)
+        else:
+            for info in query_nodes(grid, node_ids, strategy, config, settings):
+                fleet_state.add(info)
         if not fleet_state.nodes:
             raise RuntimeError("no node answered the profile query")
         model = task.make_model()
@@ -288,8 +324,9 @@ def run_federation(
         ledger.add_nodes(
             run_id,
             [
-                (i.info.node_id, i.info.partition_id, i.device.id, i.link.id)
+                (i.info.node_id, i.info.partition_id, i.device.id, i.link.id, i.info.country)
                 for i in fleet_state.nodes.values()
+                if i.known
             ],
         )
         evaluate_fn = server_evaluator(settings)

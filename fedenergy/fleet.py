@@ -40,6 +40,22 @@ OPTIONAL_GROUP_KEYS = {
 TOP_KEYS = {"name", "description", "group"}
 
 
+# The reason of the Error reply a simulated node sends when it is offline this round and a
+# coordinator that does not know it yet (lazy discovery) selected it anyway: the message never
+# reached the device, so nothing was spent (fedenergy.mod.simulated_offline).
+OFFLINE_REASON = "fedenergy: node offline"
+
+
+def is_online(seed: int, server_round: int, partition_id: int, availability: float) -> bool:
+    """Whether a simulated node with ``availability`` is online in ``server_round``: one seeded
+    draw per (seed, round, partition), the same on the server and on the node itself."""
+    if availability >= 1.0:
+        return True
+    return bool(
+        np.random.default_rng([seed, 0xA7A1, server_round, partition_id]).random() < availability
+    )
+
+
 @dataclass(frozen=True)
 class FleetGroup:
     device: DeviceProfile

@@ -21,7 +21,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.serde import config_record_to_proto, message_to_proto
 
 from fedenergy.devices import get_device
-from fedenergy.fleet import NodeProfile, load_fleet
+from fedenergy.fleet import NodeProfile, is_online, load_fleet
 from fedenergy.measured import MeasuredCall, measure_call, wants_measurement
 from fedenergy.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
 from fedenergy.report import REPORT_KEY, Component, EnergyReport
@@ -70,6 +70,19 @@ def simulated_failure_prob(msg: Message, ctx: Context) -> float:
         int(ctx.node_config["partition-id"]),
     )
     return node.failure_prob
+
+
+def simulated_offline(msg: Message, ctx: Context) -> bool:
+    """Whether this simulated node is offline in the message's round by its fleet availability
+    (the same draw the coordinator makes for the nodes it knows); deployed nodes never are."""
+    cfg = msg.content.config_records.get("config", ConfigRecord())
+    if "device" in ctx.node_config or "fe-fleet" not in cfg:
+        return False
+    if "partition-id" not in ctx.node_config or "num-partitions" not in ctx.node_config:
+        return False
+    seed, pid = int(cfg.get("fe-seed", 0)), int(ctx.node_config["partition-id"])
+    node = assigned_profile(str(cfg["fe-fleet"]), int(ctx.node_config["num-partitions"]), seed, pid)
+    return not is_online(seed, int(cfg.get("server-round", 0)), pid, node.availability)
 
 
 @lru_cache(maxsize=8)

@@ -40,6 +40,11 @@ class Settings:
     proximal_mu: float = 0.01
     exploration: float = 0.2
     max_staleness: int = 20
+    energy_weight: float = 1.0  # utility selector: score = utility / forecast_joules**weight
+    # how the coordinator learns each node's device and link: "query" asks every node up front
+    # (round 0; reproducible, costs one message per node), "lazy" learns a node's profile from
+    # its first reply's energy report (no up-front messages; unknown nodes get a prior forecast)
+    discovery: str = "query"
     battery_floor: float = 0.0  # 0: off; else skip nodes that would fall below this charge
     round_budget_j: float = 0.0  # 0: off; else forecast joules per round stay within it
     target_accuracy: float = 0.0  # 0: off; else stop at this server accuracy (rounds = cap)
@@ -93,13 +98,19 @@ class Settings:
             "selector": ("random", "greedy", "utility"),
             "compression": ("fixed", "per-link", "accuracy-aware"),
             "aggregator": ("fedavg", "fedprox", "fedadam"),
+            "discovery": ("query", "lazy"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
                     f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
                 )
-        ranges = {"exploration": (0, 1), "battery_floor": (0, 1), "target_accuracy": (0, 1)}
+        ranges = {
+            "exploration": (0, 1),
+            "battery_floor": (0, 1),
+            "target_accuracy": (0, 1),
+            "energy_weight": (0, 10),
+        }
         for name, (lo, hi) in ranges.items():
             if not lo <= getattr(self, name) <= hi:
                 raise ValueError(f"{name.replace('_', '-')} must be in [{lo}, {hi}]")

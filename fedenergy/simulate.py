@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
+import random
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from fedenergy.settings import Settings
 from fedenergy.strategy import RoundOutcome
@@ -25,6 +29,58 @@ def prepare_environment() -> None:
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedenergy-flwr-"))
+
+
+@contextlib.contextmanager
+def seeded_node_ids(seed: int) -> Iterator[bool]:
+    """Make the Simulation Engine's node ids and run id a seeded sequence while the block runs.
+
+    Flower draws each virtual SuperNode's id from ``os.urandom``; nodes register in partition
+    order, so seeded ids make the order of node ids — which a coordinator that has not heard
+    from its nodes yet (lazy discovery) must sample from — the same in every run with the same
+    seed. The run id is seeded too: it is a varint in every message's metadata, so a random one
+    changes message sizes (hence modeled network joules) by a byte from run to run. Only ids
+    drawn inside ``InMemoryLinkState.create_node`` / ``create_run`` and by ``run_simulation``'s
+    own run/task id draw are affected. Yields whether
+    the hook could be installed (False on a Flower without these internals: ids stay random).
+    """
+    try:
+        mod = importlib.import_module("flwr.server.superlink.linkstate.in_memory_linkstate")
+        sim = importlib.import_module("flwr.simulation.run_simulation")
+        cls, draw = mod.InMemoryLinkState, mod.generate_rand_int_from_bytes
+        create, create_run = cls.create_node, cls.create_run
+        sim_draw = sim.generate_rand_int_from_bytes
+    except (ImportError, AttributeError):
+        yield False
+        return
+    rng, lock, local = random.Random(seed * 7919 + 0x5EED), threading.Lock(), threading.local()
+
+    def seeded_draw(num_bytes: int, exclude: set[int] | None = None, always: bool = False) -> int:
+        if not always and not getattr(local, "on", False):
+            return draw(num_bytes, exclude)
+        with lock:
+            while (v := rng.getrandbits(8 * num_bytes)) in (exclude or ()):
+                pass
+            return v
+
+    def seeded(method):
+        def call(self, *args, **kwargs):
+            local.on = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                local.on = False
+
+        return call
+
+    mod.generate_rand_int_from_bytes = seeded_draw
+    sim.generate_rand_int_from_bytes = lambda n, exclude=None: seeded_draw(n, exclude, True)
+    cls.create_node, cls.create_run = seeded(create), seeded(create_run)
+    try:
+        yield True
+    finally:
+        mod.generate_rand_int_from_bytes, sim.generate_rand_int_from_bytes = draw, sim_draw
+        cls.create_node, cls.create_run = create, create_run
 
 
 def simulate(
@@ -63,6 +119,16 @@ def simulate(
             outcome["error"] = err
 
     cpus = num_cpus or os.cpu_count() or 1
+    with seeded_node_ids(settings.seed):
+        _run(run_simulation, server_app, client_app, settings, cpus, verbose)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "summary" not in outcome:
+        raise RuntimeError("the simulation ended without a result (see the log above)")
+    return outcome["summary"]
+
+
+def _run(run_simulation, server_app, client_app, settings: Settings, cpus: int, verbose: bool):
     run_simulation(
         server_app=server_app,
         client_app=client_app,
@@ -79,8 +145,3 @@ def simulate(
         },
         verbose_logging=verbose,
     )
-    if "error" in outcome:
-        raise outcome["error"]
-    if "summary" not in outcome:
-        raise RuntimeError("the simulation ended without a result (see the log above)")
-    return outcome["summary"]

@@ -3,7 +3,8 @@
 The client sends ``update = new - global`` encoded with :mod:`fedenergy.compression` instead of its
 full weights: the reply's ``"arrays"`` ArrayRecord holds ONE packed uint8 blob (``pack_payload``,
 so Flower's per-Array metadata is paid once) and a ConfigRecord ``"fedenergy.codec"`` says which
-codec encoded it.  For top-k the error-feedback residual stays on the node, in ``context.state``.
+codec encoded it.  For top-k and STC the error-feedback residual stays on the node, in
+``context.state``.
 The server (:class:`~fedenergy.strategy.EnergyAwareStrategy`) checks the label, unpacks and
 decodes against the current global model's shapes, and hands the wrapped Flower strategy the
 full weights ``global + update`` so that FedAvg, FedProx or FedAdam aggregate as usual.
@@ -58,7 +59,7 @@ def encode_reply_arrays(
     rng: np.random.Generator | None = None,
 ) -> tuple[ArrayRecord, ConfigRecord]:
     """Encode ``new - global_`` (float32, model order) into the reply's ArrayRecord (one packed
-    blob) and the codec-label ConfigRecord; top-k's residual is read from and written to
+    blob) and the codec-label ConfigRecord; the top-k/STC residual is read from and written to
     ``state`` (the node's ``context.state``)."""
     update = {
         k: np.asarray(new[k], dtype=np.float32) - np.asarray(global_[k], dtype=np.float32)

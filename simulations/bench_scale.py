@@ -10,30 +10,37 @@ Flower's Simulation Engine with one CPU per virtual client.
   (``fraction_train = 100/N``, waiting for all N nodes), the server evaluating the global model
   each round as fedenergy does. No profile query, no ledger.
 * ``fedenergy``: ``fedenergy.simulate.simulate`` (energy mod, EnergyAwareStrategy with the
-  random selector, profile QUERY of every node, ledger) with ``fraction = 100/N``.
+  random selector, ledger) with ``fraction = 100/N`` and **lazy discovery**
+  (``discovery="lazy"``, the mode meant for large fleets): no up-front profile QUERY; every
+  node starts unknown and is learned from its first reply's energy report. ``--discovery
+  query`` measures the QUERY-everyone mode instead (Flower's ``InMemoryLinkState`` scans every
+  stored message for each node, so N queued QUERY messages cost O(N^2) per sweep of the
+  simulation engine: minutes at 1,000 nodes on a loaded 2-core machine, far longer at 10,000).
 
 Printed per N: whole-process wall time of each (Ray start-up and shutdown included), their ratio
 (``wall_ratio_vs_flower``), the phase split (fedenergy: start -> round 0 committed, i.e. Ray
-start + registration + the profile query of all N nodes; rounds after it), and the peak RSS of
-the whole process tree (driver, Ray daemons, actors; psutil, sampled every 0.2 s; shared pages
-are counted once per process, so it over-counts). Runs of each N alternate flower/fedenergy.
-With ``--project-above M``, node counts above M run Flower only and fedenergy's wall time is
-*projected* (marked so in the output and JSON): Flower's measured wall + the profile query's
-measured cost per node (at the largest count that ran) x N + the per-round overhead measured
-there. That is a lower bound: Flower's simulation engine sweeps every node every 0.1 s and
-``InMemoryLinkState.get_message_ins`` scans every stored message for each node, so N queued
-QUERY messages cost O(N^2) per sweep; on a loaded 2-core machine the query of 1,000 nodes took
-minutes and that of 10,000 nodes would take far longer than this whole benchmark may.
+start + registration (+ the profile query with ``--discovery query``) + the server's round-0
+evaluation; rounds after it), and the peak RSS of the whole process tree (driver, Ray daemons,
+actors; psutil, sampled every 0.2 s; shared pages are counted once per process, so it
+over-counts). Runs of each N alternate flower/fedenergy. With ``--project-above M``, node counts
+above M run Flower only and fedenergy's wall time is *projected* (marked so in the output and
+JSON): Flower's measured wall + fedenergy's extra wall over Flower at the largest count that ran
+x N / that count. A linear extrapolation, neither bound: it was meant for the query mode, whose
+cost grows faster than linearly; with lazy discovery there is no reason left to project.
 
 Selection part (``selection_ms_100k``): a FleetState of 100,000 NodeInfo (the mixed fleet's
 devices and links, Dirichlet-sized data), a real EnergyAwareStrategy (its ``forecast``, with the
 digits model as this round's global model) and the selectors: ``fleet.online(round)`` (the
 candidate list), ``RandomSelector`` and ``UtilityPerJouleSelector`` picking 100, in round 1 (no
 history: every node is unexplored) and round 5 (after 4 rounds of history on 400 nodes).
-``selection_ms_100k`` is the slowest selector's select() plus online(), median of --sel-reps.
+``selection_ms_100k`` is the slowest selector's select() plus online() (its first call in a
+round, with the node order recomputed as after ``add``), each the median of --sel-reps.
+As a cross-check the utility selection is also run once with a forecast the selectors cannot
+vectorise (one EnergyAwareStrategy.forecast call per node) and must choose the same nodes.
 
     python simulations/bench_scale.py [--nodes 1000 10000] [--per-round 100] [--rounds 3]
-        [--sel-nodes 100000] [--no-federation] [--profile DIR] [--json PATH]
+        [--discovery lazy|query] [--sel-nodes 100000] [--no-federation] [--profile DIR]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -114,35 +121,15 @@ def build_strategy(n: int, seed: int = 0):
     return strategy, fleet, build_s, fleet_mb
 
 
-def cached_forecast(strategy):
-    """EnergyAwareStrategy.forecast with the payload size computed once per codec (the same
-    figures: the global model's template does not change within a round). This is the change
-    proposed for energy_aware.py; today's forecast recomputes the template per node."""
-    from fedenergy.compression import expected_nbytes
-    from fedenergy.uplink import template_of
-
-    payload: dict[str, int] = {}
-    template = template_of(strategy._global)
-
-    def forecast(node_id: int):
-        st = strategy.fleet[node_id]
-        spec = strategy.policy.codec_for(st, 0)
-        label = spec.label()
-        if label not in payload:
-            payload[label] = expected_nbytes(spec, template)
-        strategy.fleet.download_bytes = strategy._download_size(strategy.policy.downlink_for(st, 0))
-        return strategy.fleet.forecast(node_id, label, payload[label])
-
-    return forecast
-
-
 def time_selection(n: int, k: int, reps: int) -> dict:
     from fedenergy.strategy import RandomSelector, UtilityPerJouleSelector
 
     strategy, fleet, build_s, fleet_mb = build_strategy(n)
     selectors = {"random": RandomSelector(0, 0), "utility": UtilityPerJouleSelector(seed=0)}
     out: dict = {"nodes": n, "k": k, "fleet_build_s": build_s, "fleet_mb": fleet_mb}
-    fast = cached_forecast(strategy)
+
+    def per_node(nid: int):  # the same forecast, but opaque: selectors call it once per node
+        return strategy.forecast(nid)
 
     def timed(fn, reps=reps):
         times, result = [], None
@@ -158,8 +145,14 @@ def time_selection(n: int, k: int, reps: int) -> dict:
             for r in range(1, 5):
                 for nid in ordered[(r - 1) * 100 : r * 100]:
                     fleet.observe_train(nid, r, 1.0 + (nid % 7) / 10)
-        # first call of the round only (FleetState keeps the round's answer for the second)
-        online_ms, cands = timed(lambda rnd=rnd: fleet.online(rnd), reps=1)
+
+        # the first call of a round (FleetState keeps the round's answer for the second), with
+        # the node order recomputed as after add() (lazy discovery learns nodes every round)
+        def first_online(rnd=rnd):
+            fleet._order, fleet._online = None, {}
+            return fleet.online(rnd)
+
+        online_ms, cands = timed(first_online)
         out[f"round{rnd}"] = {"online_ms": online_ms, "candidates": len(cands)}
         for name, sel in selectors.items():
             ms, chosen = timed(
@@ -170,10 +163,13 @@ def time_selection(n: int, k: int, reps: int) -> dict:
             out[f"round{rnd}"][f"{name}_ms"] = ms
             assert len(chosen) == k
         ms, chosen2 = timed(
-            lambda rnd=rnd, cands=cands: selectors["utility"].select(rnd, cands, k, fleet, fast)
+            lambda rnd=rnd, cands=cands: selectors["utility"].select(
+                rnd, cands, k, fleet, per_node
+            ),
+            reps=1,
         )
-        assert chosen2 == chosen  # same selection with the per-round payload cache
-        out[f"round{rnd}"]["utility_cached_forecast_ms"] = ms
+        assert chosen2 == chosen  # the vectorised forecasts choose what per-node ones do
+        out[f"round{rnd}"]["utility_per_node_forecast_ms"] = ms
     worst = max(
         out[r][f"{s}_ms"] + out[r]["online_ms"] for r in ("round1", "round5") for s in selectors
     )
@@ -210,7 +206,9 @@ def _s(x: float | None) -> str:
 
 
 # -- federations ------------------------------------------------------------------------------
-def scale_settings(n: int, per_round: int, rounds: int, seed: int) -> Settings:
+def scale_settings(
+    n: int, per_round: int, rounds: int, seed: int, discovery: str = "lazy"
+) -> Settings:
     return Settings(
         task="digits",
         nodes=n,
@@ -220,6 +218,7 @@ def scale_settings(n: int, per_round: int, rounds: int, seed: int) -> Settings:
         partitioner="iid",
         seed=seed,
         round_timeout_s=1800.0,
+        discovery=discovery,
     ).validate()
 
 
@@ -229,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-round", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--discovery",
+        choices=("lazy", "query"),
+        default="lazy",
+        help="fedenergy's node discovery (lazy: no up-front profile query; the large-fleet mode)",
+    )
     ap.add_argument("--reps", type=int, default=1, help="flower/fedenergy pairs per node count")
     ap.add_argument("--num-cpus", type=int, default=0, help="Ray CPUs (0: all)")
     ap.add_argument("--sel-nodes", type=int, default=100_000)
@@ -239,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         "--project-above",
         type=int,
         default=0,
-        help="node counts above this run Flower only; fedenergy's wall is projected from the "
-        "largest measured count (0: run everything)",
+        help="node counts above this run Flower only; fedenergy's wall is extrapolated linearly "
+        "from the largest measured count (0: run everything, the default)",
     )
     ap.add_argument("--profile", metavar="DIR", help="write cProfile stats of the selection here")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -251,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_round": a.per_round,
         "rounds": a.rounds,
         "seed": a.seed,
+        "discovery": a.discovery,
         "cpus": os.cpu_count(),
         "nodes": {},
     }
@@ -270,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {r}: online() {x['online_ms']:8.1f} ms ({x['candidates']} online)  "
                 f"random {x['random_ms']:8.1f} ms  utility {x['utility_ms']:8.1f} ms "
-                f"(with per-round payload cache {x['utility_cached_forecast_ms']:8.1f} ms)"
+                f"(per-node forecasts {x['utility_per_node_forecast_ms']:8.1f} ms, same picks)"
             )
         print(f"  selection_ms (worst selector + online): {sel['selection_ms']:.1f} ms (goal < 50)")
     if a.profile:
@@ -279,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     measured: dict | None = None  # the largest node count where fedenergy ran
     for n in [] if a.no_federation else sorted(a.nodes):
-        s = scale_settings(n, a.per_round, a.rounds, a.seed)
+        s = scale_settings(n, a.per_round, a.rounds, a.seed, a.discovery)
         project = a.project_above and n > a.project_above and measured is not None
         runs: dict[str, list[dict]] = {"flower": [], "fedenergy": []}
         for rep in range(a.reps):
@@ -301,16 +307,15 @@ def main(argv: list[str] | None = None) -> int:
         flower_wall = statistics.median(x["total_s"] for x in fl)
         if project:
             # fedenergy's extra wall over Flower at the largest count that ran, scaled linearly
-            # with the node count (the profile query sends one message per node)
+            # with the node count
             extra = max(0.0, measured["extra_s"]) * n / measured["n"]
             wall = flower_wall + extra
             d = {
                 "projected": True,
                 "projection": (
-                    f"lower bound: Flower's measured wall at {n} + fedenergy's extra wall at "
-                    f"{measured['n']} ({measured['extra_s']:.1f} s) x {n}/{measured['n']}; "
-                    "linear in the number of profile queries, while Flower's in-memory "
-                    "LinkState makes their cost grow faster (see the docstring)"
+                    f"linear extrapolation: Flower's measured wall at {n} + fedenergy's extra "
+                    f"wall at {measured['n']} ({measured['extra_s']:.1f} s) x {n}/"
+                    f"{measured['n']} (discovery {a.discovery}; see the docstring)"
                 ),
                 "wall_ratio_vs_flower": wall / flower_wall,
                 "wall_s": wall,
@@ -348,10 +353,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         doc["nodes"][str(n)] = d
-        tag = " (PROJECTED lower bound, fedenergy not run)" if project else ""
+        tag = " (PROJECTED, fedenergy not run)" if project else ""
         rss = f"{d['peak_rss_mb']:.0f} MB" if d["peak_rss_mb"] is not None else "not run"
         print(
-            f"{n} nodes: fedenergy {d['wall_s']:.1f} s vs Flower {flower_wall:.1f} s -> "
+            f"{n} nodes: fedenergy ({a.discovery} discovery) {d['wall_s']:.1f} s vs Flower "
+            f"{flower_wall:.1f} s -> "
             f"wall ratio {d['wall_ratio_vs_flower']:.2f}{tag} (goal <= 1.3); start to round 0 "
             f"committed {_s(d['query_phase_s'])}; peak RSS {rss} (Flower "
             f"{d['flower_peak_rss_mb']:.0f} MB)",

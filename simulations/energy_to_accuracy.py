@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -27,12 +29,34 @@ from fedenergy.simulate import simulate  # noqa: E402
 
 STRATEGIES = {
     "fedavg": dict(selector="random", compression="fixed", codec="none"),
-    "greedy+per-link": dict(selector="greedy", compression="per-link"),
-    "utility": dict(selector="utility", compression="fixed", codec="none"),
+    # FedAvg with the energy-aware strategies' local work, to separate what E alone buys
+    "fedavg, E=30": dict(selector="random", compression="fixed", codec="none", local_epochs=30),
     "utility+per-link": dict(selector="utility", compression="per-link"),
-    "utility+accuracy-aware": dict(selector="utility", compression="accuracy-aware"),
-    # the energy-aware strategy may also decide HOW MANY train: 0.4x FedAvg's participants
-    "utility+per-link, 0.4k": dict(selector="utility", compression="per-link", fraction_scale=0.4),
+    # the energy-aware strategy may also decide HOW MANY train (0.4x FedAvg's participants) and
+    # how much local work each does: compute is ~0.1 % of a call's joules on this task (the
+    # ledger's compute_j against network_j), so more local epochs per round trade almost free
+    # compute for rounds of communication
+    "greedy+per-link, 0.4k, E=30": dict(
+        selector="greedy", compression="per-link", fraction_scale=0.4, local_epochs=30
+    ),
+    "utility+per-link, 0.4k, E=30": dict(
+        selector="utility", compression="per-link", fraction_scale=0.4, local_epochs=30
+    ),
+    # weigh energy more in the utility score (utility / joules**2); the same on every fleet
+    "utility(w=2)+per-link, 0.4k, E=30": dict(
+        selector="utility",
+        compression="per-link",
+        fraction_scale=0.4,
+        local_epochs=30,
+        energy_weight=2.0,
+    ),
+    "utility(w=2)+accuracy-aware, 0.4k, E=30": dict(
+        selector="utility",
+        compression="accuracy-aware",
+        fraction_scale=0.4,
+        local_epochs=30,
+        energy_weight=2.0,
+    ),
 }
 
 
@@ -45,7 +69,23 @@ def cumulative(summary: dict) -> list[tuple[float, float]]:
     return out
 
 
-def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path) -> dict:
+def joules_by_link(ledger: Path) -> dict[str, float]:
+    """Joules per link of the nodes that spent them (failed calls included; "unknown" for a
+    node the coordinator never learned)."""
+    con = sqlite3.connect(ledger)
+    try:
+        rows = con.execute(
+            "SELECT COALESCE(n.link, 'unknown'), SUM(e.joules) FROM energy e LEFT JOIN nodes n "
+            "ON e.run_id=n.run_id AND e.node_id=n.node_id GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    finally:
+        con.close()
+    return {link: round(j, 3) for link, j in rows}
+
+
+def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path, seed: int) -> dict:
+    """Every strategy on one fleet with one seed (FedAvg first: its final accuracy is the
+    target)."""
     base = Settings(
         task="digits",
         nodes=args.nodes,
@@ -53,9 +93,10 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path) -> dict:
         fraction=args.fraction,
         fraction_evaluate=0.0,
         fleet=fleet,
-        seed=args.seed,
+        seed=seed,
         partitioner="dirichlet",
         dirichlet_alpha=0.5,
+        discovery=args.discovery,
     )
     results: dict[str, dict] = {}
     target = None
@@ -64,7 +105,8 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path) -> dict:
             continue
         kw = dict(kw)
         scale = kw.pop("fraction_scale", 1.0)
-        s = replace(base, out=str(out_dir / fleet / name), fraction=base.fraction * scale, **kw)
+        out = out_dir / fleet / f"seed{seed}" / name
+        s = replace(base, out=str(out), fraction=base.fraction * scale, **kw)
         if name != "fedavg":
             s = replace(s, rounds=args.rounds * args.cap_factor, target_accuracy=target)
         t0 = time.monotonic()
@@ -85,10 +127,13 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path) -> dict:
             "failed_calls": sum(r["failed"] for r in summary["per_round"]),
             "wall_s": round(wall, 1),
             "curve": cumulative(summary),
+            "by_link_j": joules_by_link(Path(s.out) / "ledger.sqlite"),
         }
+        links = ", ".join(f"{k} {v:.0f}" for k, v in results[name]["by_link_j"].items())
         print(
-            f"  [{fleet}] {name:<24} {summary['total_j']:10.1f} J  rounds {summary['rounds']:3d}"
-            f"  acc {acc:.4f}  ({wall:.0f} s)",
+            f"  [{fleet} seed {seed}] {name:<40} {summary['total_j']:8.1f} J  "
+            f"rounds {summary['rounds']:3d}"
+            f"  acc {acc:.4f}  ({wall:.0f} s)  by link: {links}",
             flush=True,
         )
     ref = results["fedavg"]["total_j"]
@@ -101,6 +146,37 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path) -> dict:
     return {"target_accuracy": target, "strategies": results}
 
 
+def combine(per_seed: list[dict]) -> dict:
+    """One fleet's figures over seeds: per strategy the mean total joules, the mean ratio to the
+    same seed's FedAvg (its saving is 1 / that), min and max saving, mean rounds and accuracy,
+    whether every seed reached its target, and every seed's own figures."""
+    names = list(per_seed[0]["strategies"])
+    out: dict[str, dict] = {}
+    for name in names:
+        runs = [p["strategies"][name] for p in per_seed]
+        ratios = [r["ratio_vs_fedavg"] for r in runs]
+        mean_ratio = statistics.fmean(ratios)
+        out[name] = {
+            "total_j": statistics.fmean(r["total_j"] for r in runs),
+            "ratio_vs_fedavg": mean_ratio,
+            "savings_x": 1.0 / mean_ratio,
+            "savings_x_min": min(r["savings_x"] for r in runs),
+            "savings_x_max": max(r["savings_x"] for r in runs),
+            "savings_x_excl_query": statistics.fmean(r["savings_x_excl_query"] for r in runs),
+            "rounds": statistics.fmean(r["rounds"] for r in runs),
+            "final_accuracy": statistics.fmean(r["final_accuracy"] for r in runs),
+            "reached_target": all(r["reached_target"] for r in runs),
+            "seeds_reached": sum(bool(r["reached_target"]) for r in runs),
+            "curve": runs[0]["curve"],
+            "per_seed": [{k: v for k, v in r.items() if k != "curve"} for r in runs],
+        }
+    return {
+        "target_accuracy": statistics.fmean(p["target_accuracy"] for p in per_seed),
+        "targets": [p["target_accuracy"] for p in per_seed],
+        "strategies": out,
+    }
+
+
 def plot(fleet: str, res: dict, path: Path) -> None:
     import matplotlib
 
@@ -110,12 +186,15 @@ def plot(fleet: str, res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, r in res["strategies"].items():
         xs, ys = zip(*r["curve"], strict=True)
-        ax.plot(xs, ys, marker=".", label=f"{name} ({r['total_j']:.0f} J)")
-    ax.axhline(res["target_accuracy"], color="grey", ls="--", lw=1, label="target (FedAvg final)")
+        first = r["per_seed"][0]["total_j"]
+        ax.plot(xs, ys, marker=".", label=f"{name} ({first:.0f} J)")
+    ax.axhline(
+        res["targets"][0], color="grey", ls="--", lw=1, label="target (FedAvg final, first seed)"
+    )
     ax.set_xscale("log")
     ax.set_xlabel("cumulative energy, all nodes and phases (J, log scale)")
     ax.set_ylabel("server-side accuracy")
-    ax.set_title(f"Accuracy against energy — fleet '{fleet}'")
+    ax.set_title(f"Accuracy against energy — fleet '{fleet}' (first seed)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -129,7 +208,20 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=20, help="FedAvg's fixed number of rounds")
     p.add_argument("--fraction", type=float, default=0.25)
     p.add_argument("--cap-factor", type=int, default=2, help="round cap = rounds x this")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="seeds (data split, fleet assignment, selection); figures are averaged over them",
+    )
+    p.add_argument(
+        "--discovery",
+        choices=("lazy", "query"),
+        default="lazy",
+        help="how the coordinator learns node profiles (lazy: from first replies, no up-front "
+        "messages; query: every node is asked in round 0, which every strategy pays)",
+    )
     p.add_argument("--only", nargs="*", default=None, help="strategies to run besides fedavg")
     p.add_argument("--out", default="runs/energy_to_accuracy")
     p.add_argument("--plot-dir", default=None, help="where the PNG plots go (default --out)")
@@ -145,26 +237,35 @@ def main() -> int:
             f"{args.rounds} rounds",
             flush=True,
         )
-        res = run_fleet(fleet, args, out_dir)
+        res = combine([run_fleet(fleet, args, out_dir, seed) for seed in args.seeds])
         all_results[fleet] = res
         plot(fleet, res, plot_dir / f"energy_to_accuracy_{fleet}.png")
     print()
+    n = len(args.seeds)
     print(
-        f"{'fleet':<10} {'strategy':<24} {'total J':>10} {'vs FedAvg':>10} {'saving':>8} "
-        f"{'excl. query':>11} {'rounds':>6} {'accuracy':>8} {'target':>6}"
+        f"means over {n} seed(s) {args.seeds}; saving = 1 / mean(total J / the same seed's "
+        f"FedAvg J), [min-max] over seeds; discovery {args.discovery}"
+    )
+    print(
+        f"{'fleet':<10} {'strategy':<40} {'total J':>9} {'vs FedAvg':>9} {'saving':>7} "
+        f"{'[min-max]':>13} {'excl.query':>10} {'rounds':>6} {'accuracy':>8} {'target':>6}"
     )
     for fleet, res in all_results.items():
         for name, r in res["strategies"].items():
+            span = f"[{r['savings_x_min']:.1f}-{r['savings_x_max']:.1f}]"
             print(
-                f"{fleet:<10} {name:<24} {r['total_j']:10.1f} {r['ratio_vs_fedavg']:10.3f} "
-                f"{r['savings_x']:7.1f}x {r['savings_x_excl_query']:10.1f}x "
-                f"{r['rounds']:6d} {r['final_accuracy']:8.4f} "
-                f"{'yes' if r['reached_target'] else 'NO':>6}"
+                f"{fleet:<10} {name:<40} {r['total_j']:9.1f} {r['ratio_vs_fedavg']:9.3f} "
+                f"{r['savings_x']:6.1f}x {span:>13} {r['savings_x_excl_query']:9.1f}x "
+                f"{r['rounds']:6.1f} {r['final_accuracy']:8.4f} "
+                f"{str(r['seeds_reached']) + '/' + str(n):>6}"
             )
     if args.json:
         doc = {
             f: {
                 "target_accuracy": r["target_accuracy"],
+                "targets": r["targets"],
+                "seeds": args.seeds,
+                "discovery": args.discovery,
                 **{
                     n: {k: v for k, v in s.items() if k != "curve"}
                     for n, s in r["strategies"].items()

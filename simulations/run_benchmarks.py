@@ -45,18 +45,19 @@ def benchmarks(results: str) -> dict[str, list[str]]:
         "scale": [
             f"{SIM}/bench_scale.py",
             *("--nodes", "1000", "10000", "--per-round", "100", "--rounds", "3"),
-            *("--sel-nodes", "100000", "--project-above", "5000"),
+            *("--sel-nodes", "100000"),
             *("--json", f"{r}/scale.json"),
         ],
         "codecs": [
             f"{SIM}/bench_codecs.py",
-            *("--rounds", "3", "--nodes", "10", "--codecs", "none,fp16,int8,topk:0.1"),
+            *("--rounds", "3", "--nodes", "10", "--codecs", "none,fp16,int8,topk:0.1,stc:0.09"),
             *("--no-repeat", "--reps", "50", "--json", f"{r}/codecs.json"),
         ],
         "energy_to_accuracy": [
             f"{SIM}/energy_to_accuracy.py",
             *("--fleets", "reference", "--nodes", "20", "--rounds", "5", "--cap-factor", "2"),
-            *("--only", "utility+per-link", "--out", "runs/benchmarks/energy_to_accuracy"),
+            *("--only", "utility+per-link", "utility(w=2)+accuracy-aware, 0.4k, E=30"),
+            *("--out", "runs/benchmarks/energy_to_accuracy"),
             *("--plot-dir", r),
             *("--json", f"{r}/energy_to_accuracy.json"),
         ],
@@ -203,8 +204,8 @@ def section_scale(d: dict) -> list[str]:
         f"{int(n):,} nodes: {x['projection']}." for n, x in d["nodes"].items() if x.get("projected")
     ]
     lines += [
-        "Start → round 0 includes Ray's start, the actors' warm-up (both also inside Flower's "
-        "wall) and the profile QUERY of every node; Flower's run has no such phase.",
+        "fedenergy runs with lazy discovery (no up-front profile query). Start → round 0 "
+        "includes Ray's start and the actors' warm-up (both also inside Flower's wall).",
     ]
     if d.get("selection") is None:
         return lines
@@ -217,14 +218,14 @@ def section_scale(d: dict) -> list[str]:
         f"{_f(s['forecast_us_per_node'], 1)} µs):",
         "",
         "| round | online() ms | RandomSelector ms | UtilityPerJouleSelector ms | "
-        "Utility, with per-round payload cache ms |",
+        "Utility, one forecast call per node (same picks) ms |",
         "|---|---|---|---|---|",
     ]
     for r in ("round1", "round5"):
         x = s[r]
         lines.append(
             f"| {r[-1]} | {_f(x['online_ms'], 1)} | {_f(x['random_ms'], 1)} | "
-            f"{_f(x['utility_ms'], 1)} | {_f(x.get('utility_cached_forecast_ms'), 1)} |"
+            f"{_f(x['utility_ms'], 1)} | {_f(x.get('utility_per_node_forecast_ms'), 1)} |"
         )
     key = next(k for k in d if k.startswith("selection_ms_"))
     lines += [
@@ -264,7 +265,7 @@ def section_e2a(d: dict) -> list[str]:
     ]
     for fleet, res in d.items():
         for name, r in res.items():
-            if name == "target_accuracy":
+            if not isinstance(r, dict):  # target_accuracy, targets, seeds, discovery
                 continue
             lines.append(
                 f"| {fleet} | {name} | {_f(r['total_j'], 1)} | {_f(r['ratio_vs_fedavg'], 3)} | "
@@ -292,14 +293,13 @@ NOTES = """## How to read these figures
   stub alone, interleaved blocks.
 - **Scale**: fedenergy (`simulate`: mod, EnergyAwareStrategy, profile QUERY of every node,
   ledger) against the same handlers without the mod under Flower's FedAvg, 100 nodes per round.
-  What dominates fedenergy's extra time is the profile QUERY of every node before round 1: in
-  Flower's simulation engine the message pump (`vce_api.add_messages_to_queue`) visits every
-  node every 0.1 s and `InMemoryLinkState.get_message_ins` scans every stored message for each
-  node, so N queued messages cost O(N^2) per sweep. Flower's own rounds send 100 messages; the
-  profile query sends N. A row marked *projected* was not run (see `bench_scale.py`).
+  fedenergy uses lazy discovery (`--discovery lazy`): no profile query of every node before
+  round 1. (With `--discovery query` the N queued QUERY messages cost O(N^2) per sweep of
+  Flower's simulation engine, `InMemoryLinkState.get_message_ins` scanning every stored message
+  for each node; see `bench_scale.py --discovery query`.)
 - **Selection**: `fleet.online()` plus one selector over a FleetState of 100,000 nodes with a
-  real `EnergyAwareStrategy.forecast`; the column "with per-round payload cache" recomputes the
-  forecast with the payload size computed once per codec and round (the same selection).
+  real `EnergyAwareStrategy.forecast` (vectorised over numpy columns of the fleet state); the
+  last column is the same selection with one forecast call per node (a check: same picks).
 """
 
 

@@ -91,14 +91,15 @@ def test_settings_and_cli_reject_a_bad_codec(capsys):
     assert "codec" in capsys.readouterr().out
 
 
-def test_residual_persists_in_context_state_across_train_calls(global_arrays):
-    spec = C.parse_codec("topk:0.1")
+@pytest.mark.parametrize("codec", ["topk:0.1", "stc:0.1"])
+def test_residual_persists_in_context_state_across_train_calls(global_arrays, codec):
+    spec = C.parse_codec(codec)
     ctx = _context(42, 3)
     template = template_of(numpy_arrays(global_arrays))
     ctx.state[RESIDUAL_KEY] = ArrayRecord({"stale": Array(np.zeros(3, np.float32))})
-    msg = _train_message(42, "topk:0.1", global_arrays)
+    msg = _train_message(42, codec, global_arrays)
     reply1 = energy_mod(msg, ctx, lambda m, c: train(m, c))
-    assert reply1.content[CODEC_RECORD]["codec"] == "topk:0.1"
+    assert reply1.content[CODEC_RECORD]["codec"] == codec
     assert list(reply1.content["arrays"].keys()) == [PAYLOAD_KEY]
     r1 = numpy_arrays(ctx.state[RESIDUAL_KEY])  # the stale residual was discarded
     assert template_of(r1) == template
@@ -174,11 +175,11 @@ def _simulate(out, codec: str) -> tuple[dict, float, float]:
 def runs(tmp_path_factory):
     return {
         c: _simulate(tmp_path_factory.mktemp(c.replace(":", "_")), c)
-        for c in ("none", "topk:0.1", "int8")
+        for c in ("none", "topk:0.1", "stc:0.1", "int8")
     }
 
 
-@pytest.mark.parametrize("codec", ["topk:0.1", "int8"])
+@pytest.mark.parametrize("codec", ["topk:0.1", "stc:0.1", "int8"])
 def test_compressed_simulation_learns_and_uploads_fewer_bytes(runs, codec):
     summary, up, infra = runs[codec]
     _, base_up, base_infra = runs["none"]

@@ -25,6 +25,9 @@ from fedenergy.compression import (
     parse_codec,
     payload_layout,
     payload_nbytes,
+    rice_parameter,
+    stcb_budget,
+    stcb_counts,
     topk_count,
     unpack_payload,
     uses_error_feedback,
@@ -39,6 +42,11 @@ ALL_LABELS = [
     "topk:0.01",
     "topk:0.1",
     "topk:1.0",
+    "stc:0.01",
+    "stc:0.09",
+    "stc:0.5",
+    "stcb:0.02",
+    "stcb:0.005",
     "qsgd:1",
     "qsgd:4",
     "qsgd:7",
@@ -104,6 +112,11 @@ def test_parse_aliases_and_defaults():
     assert parse_codec("int8:tensor") == CodecSpec("int8")
     assert parse_codec("int8:channel") == CodecSpec("int8", per_channel=True)
     assert parse_codec("topk") == CodecSpec("topk", fraction=0.01)
+    assert parse_codec("STC") == CodecSpec("stc", fraction=0.01)
+    assert parse_codec("stc:0.09").label() == "stc:0.09"
+    assert parse_codec("STCB") == CodecSpec("stcb", fraction=0.01)
+    assert parse_codec("stcb:0.02").label() == "stcb:0.02"
+    assert parse_codec("stcb:2e-2") == CodecSpec("stcb", fraction=0.02)
     assert parse_codec("qsgd") == CodecSpec("qsgd", levels=16)
     assert parse_codec("topk:1e-3").fraction == 0.001
     assert CodecSpec("topk", fraction=1).label() == "topk:1.0"
@@ -122,6 +135,11 @@ def test_parse_aliases_and_defaults():
         ("topk:nan", "(0, 1]"),
         ("topk:-0.1", "(0, 1]"),
         ("topk:abc", "not a number"),
+        ("stc:0", "(0, 1]"),
+        ("stc:abc", "not a number"),
+        ("stcb:0", "(0, 1]"),
+        ("stcb:50", "(0, 1]"),
+        ("stcb:x", "not a number"),
         ("qsgd:0", "1..127"),
         ("qsgd:128", "1..127"),
         ("qsgd:2.5", "not an integer"),
@@ -153,6 +171,10 @@ def test_parse_non_string():
         {"name": "qsgd", "levels": 2.0},
         {"name": "fp16", "per_channel": True},
         {"name": "int8", "fraction": 0.5},
+        {"name": "stc", "fraction": 0.0},
+        {"name": "stc", "levels": 4},
+        {"name": "stcb", "fraction": 1.5},
+        {"name": "stcb", "per_channel": True},
         {"name": "fp16", "levels": 4},
         {"name": "int8", "per_channel": "yes"},
     ],
@@ -176,6 +198,8 @@ def test_qsgd_label_roundtrip_property(s):
 
 def test_uses_error_feedback():
     assert uses_error_feedback(parse_codec("topk:0.01"))
+    assert uses_error_feedback(parse_codec("stc:0.09"))
+    assert uses_error_feedback(parse_codec("stcb:0.02"))
     for t in ("none", "fp16", "int8", "int8:channel", "qsgd:16"):
         assert not uses_error_feedback(parse_codec(t))
 
@@ -396,11 +420,12 @@ def test_qsgd_default_rng_and_packing_padding():
 # ------------------------------------------------------------------------------------------
 
 
-def test_ef_constant_update_sums_exactly():
+@pytest.mark.parametrize("label", ["topk:0.05", "stc:0.05", "stcb:0.01"])
+def test_ef_constant_update_sums_exactly(label):
     rng = np.random.default_rng(5)
     tmpl = {"w": (20, 30), "b": (10,)}
     u = {k: rng.standard_normal(s).astype(np.float32) for k, s in tmpl.items()}
-    spec = parse_codec("topk:0.05")
+    spec = parse_codec(label)
     residual = None
     total = {k: np.zeros(s) for k, s in tmpl.items()}
     rounds = 40
@@ -561,8 +586,10 @@ def test_wrong_dtype_shape_length(text):
             spec,
             "1-D",
         )  # 0-d array where a 1-D array is expected
-        reject(dict(payload, **{key: arr[:-1]}), spec, "length")  # truncated
-        reject(dict(payload, **{key: np.concatenate([arr, arr[:1]])}), spec, "length")
+        if arr.size:  # (an empty part, e.g. a dense STC tensor's .pos, cannot be truncated)
+            reject(dict(payload, **{key: arr[:-1]}), spec, "length")  # truncated
+        one = np.zeros(1, arr.dtype)
+        reject(dict(payload, **{key: np.concatenate([arr, one])}), spec, "length")  # padded
         reject(dict(payload, **{key: arr.tolist()}), spec, "numpy.ndarray")
         reject(dict(payload, **{key: np.ma.masked_array(arr)}), spec, "numpy.ndarray")
         if arr.dtype.itemsize > 1:  # non-native byte order
@@ -575,7 +602,10 @@ def test_not_a_mapping():
         reject(bad, spec, "mapping")
 
 
-@pytest.mark.parametrize("text", ["none", "fp16", "int8", "int8:channel", "topk:0.1", "qsgd:16"])
+@pytest.mark.parametrize(
+    "text",
+    ["none", "fp16", "int8", "int8:channel", "topk:0.1", "stc:0.09", "stcb:0.02", "qsgd:16"],
+)
 def test_non_finite_values(text):
     spec, payload = valid(text)
     for key, arr in payload.items():
@@ -593,6 +623,8 @@ def test_non_finite_values(text):
         ("int8", "fc1.weight.scale"),
         ("int8:channel", "fc2.weight.scale"),
         ("topk:0.1", "fc1.bias.scale"),
+        ("stc:0.09", "fc1.weight.mu"),
+        ("stcb:0.02", "fc2.weight.mu"),
         ("qsgd:16", "fc2.weight.norm"),
         ("qsgd:3", "fc1.bias.norm"),
     ],
@@ -703,8 +735,12 @@ def test_decode_allocation_bounded_by_template(text):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # output (4 B/entry) plus bounded temporaries; top-k at f=1 needs intp indices (16 B/entry)
-    assert peak <= (16 if text == "topk:1.0" else 5) * 250_000 + (1 << 20)
+    # output (4 B/entry) plus bounded temporaries; top-k at f=1 needs intp indices (16 B/entry);
+    # STC's position decoder needs ~16 B per kept entry (int64 gaps and one temporary)
+    per_entry = {"topk:1.0": 16}.get(text, 5)
+    if spec.name in ("stc", "stcb"):
+        per_entry = 5 + 16 * (8 * payload["w.sign"].size) / 250_000  # ~16 B per kept entry
+    assert peak <= per_entry * 250_000 + (1 << 20)
 
 
 def test_decode_bad_template_and_spec_are_caller_errors():
@@ -794,6 +830,354 @@ def test_pack_cuts_flower_overhead():
 
 
 # ------------------------------------------------------------------------------------------
+# STC (sparse ternary compression with Golomb-Rice coded positions)
+# ------------------------------------------------------------------------------------------
+
+
+def rice_bytes(gaps, b, nbytes, extra_bits=()):
+    """Independent reference encoder: remainders (b bits each, LSB first), then unary quotients
+    (q ones + a zero), then ``extra_bits``; little-endian bit order, zero-padded to nbytes."""
+    bits = []
+    for g in gaps:
+        bits += [(g >> j) & 1 for j in range(b)]
+    for g in gaps:
+        bits += [1] * (g >> b) + [0]
+    bits += list(extra_bits)
+    assert len(bits) <= 8 * nbytes, "does not fit the layout"
+    bits += [0] * (8 * nbytes - len(bits))
+    return np.packbits(np.array(bits, np.uint8), bitorder="little")
+
+
+def stc_bound_bits(n, k):
+    return min(k * (b + 1) + ((n - k) >> b) for b in range(40))
+
+
+def test_rice_parameter_minimises_the_bound():
+    for n in (2, 10, 32, 100, 320, 2048, 65536, 10**6):
+        for f in (0.001, 0.01, 0.09, 0.2, 0.5, 0.9):
+            k = topk_count(n, f)
+            if k >= n:
+                continue
+            b = rice_parameter(n, k)
+            assert k * (b + 1) + ((n - k) >> b) == stc_bound_bits(n, k)
+    assert rice_parameter(10, 10) == 0 and rice_parameter(0, 0) == 0
+
+
+def test_stc_exact_sizes():
+    spec = parse_codec("stc:0.09")
+    # per tensor: mu (4 B) + ceil(k/8) sign bytes + ceil((k*b + k + ((n-k) >> b)) / 8) bytes
+    expected = 0
+    for shape in MLP.values():
+        n = math.prod(shape)
+        k = topk_count(n, 0.09)
+        expected += 4 + -(-k // 8) + -(-stc_bound_bits(n, k) // 8)
+    assert expected_nbytes(spec, MLP) == expected == 190
+    assert expected_ratio(spec, MLP) == pytest.approx(9640 / 190) and 9640 / 190 >= 50
+    assert expected_nbytes(parse_codec("stc:0.01"), MLP) == 51
+    # dense STC (f = 1): no positions, one sign bit per entry
+    assert expected_nbytes(parse_codec("stc:1.0"), MLP) == 4 * 4 + 256 + 4 + 40 + 2
+    big = {"w": (256, 256)}
+    assert expected_nbytes(parse_codec("stc:0.01"), big) == 4 + 82 + -(
+        -stc_bound_bits(65536, 656) // 8
+    )
+    # positions cost ~log2(1/f) + 2 bits, within 15% of the entropy bound log2 C(n, k)
+    n, k = 65536, 656
+    log2_binom = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+    assert log2_binom < stc_bound_bits(n, k) < 1.15 * log2_binom
+
+
+@pytest.mark.parametrize("fraction", [0.01, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("name", list(EDGE))
+def test_stc_roundtrip_and_ef_identity(name, fraction):
+    x = EDGE[name]
+    spec = CodecSpec("stc", fraction=fraction)
+    rng = np.random.default_rng(3)
+    old_res = (rng.standard_normal(x.shape) * 1e-3).astype(np.float32)
+    if name in ("huge", "fmax"):
+        old_res = np.zeros_like(x)
+    payload, new_res = encode({"t": x}, spec, residual={"t": old_res})
+    assert payload_nbytes(payload) == expected_nbytes(spec, {"t": x.shape})
+    out = decode(payload, spec, {"t": x.shape})["t"]
+    assert out.dtype == np.float32 and out.shape == x.shape
+    corrected = (x + old_res).astype(np.float32).astype(np.float64).reshape(-1)
+    o = out.astype(np.float64).reshape(-1)
+    r = new_res["t"].astype(np.float64).reshape(-1)
+    # EF identity, up to the float32 rounding of new_residual = corrected - decoded
+    assert np.all(np.abs(o + r - corrected) <= ulp32(np.maximum(np.abs(corrected), np.abs(o))))
+    k = topk_count(x.size, fraction)
+    if not k:
+        return
+    order = np.argsort(-np.abs(corrected), kind="stable")
+    kept_mag = np.abs(corrected[order[:k]])
+    mu = float(payload["t.mu"][0])
+    assert mu == pytest.approx(kept_mag.mean(), rel=1e-6)
+    nz = o != 0
+    assert np.count_nonzero(nz) == (k if mu > 0 else 0)
+    assert np.all(np.abs(o[nz]) == np.float32(mu))  # ternary: every sent value is +-mu
+    sent_nonzero = nz & (corrected != 0)
+    assert np.all(np.sign(o[sent_nonzero]) == np.sign(corrected[sent_nonzero]))
+    if k < x.size and mu > 0:  # kept entries are the largest ones; dropped ones go to residual
+        assert np.abs(corrected[nz]).min() >= np.abs(corrected[~nz]).max()
+        assert np.all(r[~nz] == corrected[~nz])
+    # error bound of a kept entry: ||x| - mu| <= max(max|kept| - mu, mu - min|kept|)
+    bound = max(kept_mag.max() - mu, mu - kept_mag.min())
+    err = np.abs(o[nz] - corrected[nz])
+    assert np.all(err <= bound * (1 + 1e-6) + ulp32(corrected[nz]))
+
+
+def test_stc_positions_match_topk_and_known_stream():
+    x = np.zeros(100, np.float32)
+    picks = [0, 1, 7, 50, 98, 99, 3, 20, 64, 33]  # 10 of 100 -> b = 3
+    x[picks] = np.linspace(1, 2, 10) * np.where(np.arange(10) % 2, -1, 1)
+    spec = parse_codec("stc:0.1")
+    payload, res = encode({"t": x}, spec)
+    idx = sorted(picks)
+    gaps = np.diff([-1] + idx) - 1
+    b = rice_parameter(100, 10)
+    assert b == 3 and payload["t.pos"].size == -(-(10 * 4 + (90 >> 3)) // 8)
+    np.testing.assert_array_equal(payload["t.pos"], rice_bytes(gaps, b, payload["t.pos"].size))
+    out = decode(payload, spec, {"t": (100,)})["t"]
+    assert sorted(np.flatnonzero(out).tolist()) == idx
+    np.testing.assert_array_equal(np.sign(out[idx]), np.sign(x[idx]))
+    np.testing.assert_allclose(out + res["t"], x, atol=1e-6)
+
+
+def test_stc_hostile_positions_and_signs():
+    n, b = 100, 3  # k = 10 entries
+    tmpl = {"t": (n,)}
+    spec, payload = valid("stc:0.1", tmpl)
+    size = payload["t.pos"].size
+
+    def with_pos(pos):
+        return dict(payload, **{"t.pos": pos})
+
+    ok = rice_bytes([0] * 9 + [90], b, size)  # last index = 99: valid
+    assert decode(with_pos(ok), spec, tmpl)["t"][99] != 0
+    reject(with_pos(rice_bytes([0] * 9 + [91], b, size)), spec, "out of range", tmpl)
+    reject(
+        with_pos(rice_bytes([88, 0, 0, 0, 0, 0, 0, 0, 0, 3], b, size)), spec, "out of range", tmpl
+    )
+    # 9 terminators, then ones up to the end of the unary part (21 bits): fewer than 10 gaps
+    # (trailing zero padding is not a loophole: it is read as gaps of 0, i.e. valid indices)
+    short = rice_bytes([0] * 9, b, size, [0, 0, 0] + [1] * 12)
+    reject(with_pos(short), spec, "truncated", tmpl)
+    ones = np.full(size, 0xFF, np.uint8)  # no terminators at all...
+    ones[-1] = 0x07  # ...in the 51 bits of the layout (the last 5 bits are padding)
+    reject(with_pos(ones), spec, "truncated", tmpl)
+    reject(with_pos(np.full(size, 0xFF, np.uint8)), spec, "padding", tmpl)
+    reject(with_pos(rice_bytes([0] * 10, b, size, [1, 0])), spec, "more than 10 gaps", tmpl)
+    padded = rice_bytes([0] * 10, b, size)
+    padded[-1] |= 0x80  # a bit beyond the layout's k*b + U bits
+    reject(with_pos(padded), spec, "padding", tmpl)
+    # duplicate / decreasing indices are not expressible (gaps >= 0), and a wrong-length stream
+    # (truncated, padded, huge) or dtype is rejected before it is parsed
+    reject(with_pos(payload["t.pos"][:-1]), spec, "length", tmpl)
+    reject(with_pos(np.zeros(10**7, np.uint8)), spec, "length", tmpl)
+    reject(with_pos(payload["t.pos"].view(np.int8)), spec, "dtype", tmpl)
+    sign = payload["t.sign"].copy()  # 10 signs in 2 bytes: bits 10..15 are padding
+    sign[-1] |= 0x10
+    reject(dict(payload, **{"t.sign": sign}), spec, "padding", tmpl)
+    for mu in (-1.0, np.nan, np.inf):
+        bad = dict(payload, **{"t.mu": np.array([mu], np.float32)})
+        reject(bad, spec, "negative scale" if mu == -1.0 else "NaN or inf", tmpl)
+    reject(dict(payload, **{"t.mu": np.array([1.0])}), spec, "dtype", tmpl)  # float64 mu
+    reject(payload, spec, "length", {"t": (200,)})  # shape against the global model
+    with pytest.raises(PayloadError):  # same lengths for 101 entries, but not a valid code
+        decode(payload, spec, {"t": (101,)})
+
+
+def test_stc_small_entry_eventually_sent():
+    u = {"w": np.array([10.0] * 9 + [0.01], np.float32)}
+    spec = parse_codec("stc:0.1")  # one entry per round
+    residual, sent_round = None, None
+    for r in range(1, 20_000):
+        payload, residual = encode(u, spec, residual=residual)
+        out = decode(payload, spec, {"w": (10,)})["w"]
+        if out[9] != 0:
+            sent_round = r
+            break
+    assert sent_round is not None and sent_round > 1
+    assert residual["w"][9] == 0.0  # one kept entry: mu is exactly its magnitude
+
+
+# ------------------------------------------------------------------------------------------
+# STC-b (STC with a layer-aware byte budget)
+# ------------------------------------------------------------------------------------------
+
+
+def stc_tensor_bytes(n, k):
+    """Independent size formula of one STC tensor: mu + sign bytes + Rice-bound position bytes."""
+    return 4 + -(-k // 8) + (-(-stc_bound_bits(n, k) // 8) if 0 < k < n else 0)
+
+
+def stcb_counts_of(label, template):
+    """Kept entries per tensor, read back from the wire layout (8 sign bits per sign byte)."""
+    spec = parse_codec(label)
+    sizes = tuple(math.prod(s) for s in template.values())
+    counts = dict(zip(template, stcb_counts(sizes, spec.fraction), strict=True))
+    layout = payload_layout(spec, template)
+    for name, k in counts.items():
+        assert layout[f"{name}.sign"] == (np.dtype(np.uint8), -(-k // 8))
+    return counts
+
+
+def test_stcb_exact_sizes_on_the_mlp():
+    spec = parse_codec("stcb:0.02")
+    assert stcb_budget(2410, 0.02) == 192  # floor(0.02 * 9640)
+    counts = stcb_counts_of("stcb:0.02", MLP)
+    # the biases go dense ternary (1 bit per entry), fc2.weight keeps 28%, fc1.weight 7%
+    assert counts == {"fc1.weight": 144, "fc1.bias": 32, "fc2.weight": 91, "fc2.bias": 10}
+    sizes = {k: math.prod(s) for k, s in MLP.items()}
+    total = sum(stc_tensor_bytes(sizes[t], k) for t, k in counts.items())
+    assert expected_nbytes(spec, MLP) == total == 191
+    assert expected_ratio(spec, MLP) == pytest.approx(9640 / 191) and 9640 / 191 >= 50
+    # one more fc1.weight entry would not fit the budget
+    assert total - stc_tensor_bytes(2048, 144) + stc_tensor_bytes(2048, 145) > 192
+    # fc2.weight could be sent dense ternary in 44 B, but only k <= n - 1 is "sparse enough"
+    assert stc_tensor_bytes(320, 320) == 44 < stc_tensor_bytes(320, 91) + 2 * 8
+    layout = payload_layout(spec, MLP)
+    assert layout["fc2.bias.pos"][1] == 0 and layout["fc2.weight.pos"][1] > 0
+    # same parts and dtypes as stc, only the lengths differ
+    stc = payload_layout(parse_codec("stc:0.09"), MLP)
+    assert [(k, dt) for k, (dt, _) in layout.items()] == [(k, dt) for k, (dt, _) in stc.items()]
+    # a tighter budget makes the small tensors sparse too, and still fits
+    counts = stcb_counts_of("stcb:0.005", MLP)
+    assert counts == {"fc1.weight": 15, "fc1.bias": 3, "fc2.weight": 7, "fc2.bias": 2}
+    assert expected_nbytes(parse_codec("stcb:0.005"), MLP) <= stcb_budget(2410, 0.005) == 48
+
+
+def test_stcb_counts_depend_on_sizes_only():
+    a = {"x.w": (32, 64), "x.b": (32,), "y.w": (10, 32), "y.b": (10,)}
+    b = {"q": (2048,), "r": (4, 8), "s": (320,), "t": (10,)}
+    assert [n for _, n in payload_layout(parse_codec("stcb:0.02"), a).values()] == [
+        n for _, n in payload_layout(parse_codec("stcb:0.02"), b).values()
+    ]
+    # model order does not matter either: the rule visits tensors by size
+    rev = dict(reversed(list(MLP.items())))
+    assert stcb_counts_of("stcb:0.02", rev) == stcb_counts_of("stcb:0.02", MLP)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 5000), min_size=0, max_size=8),
+    st.floats(min_value=1e-4, max_value=1.0),
+)
+def test_stcb_budget_property(sizes, fraction):
+    sizes = tuple(sizes)
+    counts = stcb_counts(sizes, fraction)
+    assert len(counts) == len(sizes)
+    for n, k in zip(sizes, counts, strict=True):
+        assert (0 if n == 0 else 1) <= k <= n
+    nbytes = sum(stc_tensor_bytes(n, k) for n, k in zip(sizes, counts, strict=True))
+    template = {f"t{i}": (n,) for i, n in enumerate(sizes)}
+    assert expected_nbytes(CodecSpec("stcb", fraction=fraction), template) == nbytes
+    budget = stcb_budget(sum(sizes), fraction)
+    minimum = sum(stc_tensor_bytes(n, min(n, 1)) for n in sizes)
+    assert nbytes <= max(budget, minimum)
+    if budget >= minimum:
+        assert nbytes <= budget
+        # the largest tensor cannot take one more entry within the budget
+        if sizes and max(sizes) > 0:
+            i = max(range(len(sizes)), key=lambda j: (sizes[j], j))
+            n, k = sizes[i], counts[i]
+            if k < n:
+                assert nbytes - stc_tensor_bytes(n, k) + stc_tensor_bytes(n, k + 1) > budget
+        # dense ternary only where the sparse code could keep all but one entry as well
+        for n, k in zip(sizes, counts, strict=True):
+            if k == n > 1 and budget >= minimum:
+                assert stc_tensor_bytes(n, n - 1) - stc_tensor_bytes(n, 1) <= budget
+
+
+@pytest.mark.parametrize("label", ["stcb:0.02", "stcb:0.005", "stcb:0.05", "stcb:1.0"])
+def test_stcb_roundtrip_and_ef_identity(label):
+    spec = parse_codec(label)
+    tmpl = dict(MLP, empty=(0,), scalar=())
+    counts = stcb_counts_of(label, tmpl)
+    rng = np.random.default_rng(7)
+    upd = rand_update(tmpl, seed=7)
+    old_res = {k: (rng.standard_normal(s) * 1e-3).astype(np.float32) for k, s in tmpl.items()}
+    payload, new_res = encode(upd, spec, residual=old_res)
+    assert payload_nbytes(payload) == expected_nbytes(spec, tmpl)
+    blob = pack_payload(payload, spec, tmpl)
+    out = decode(unpack_payload(blob, spec, tmpl), spec, tmpl)
+    assert list(out) == list(tmpl)
+    for name, shape in tmpl.items():
+        corrected = (upd[name] + old_res[name]).astype(np.float64).reshape(-1)
+        o = out[name].astype(np.float64).reshape(-1)
+        r = new_res[name].astype(np.float64).reshape(-1)
+        assert out[name].shape == shape and new_res[name].shape == shape
+        bound = ulp32(np.maximum(np.abs(corrected), np.abs(o)))
+        assert np.all(np.abs(o + r - corrected) <= bound)  # EF identity
+        k = counts[name]
+        nz = o != 0
+        assert np.count_nonzero(nz) == k
+        if not k:
+            continue
+        mu = float(payload[f"{name}.mu"][0])
+        kept = np.abs(corrected[nz])
+        assert mu == pytest.approx(kept.mean(), rel=1e-6)
+        assert np.all(np.abs(o[nz]) == np.float32(mu))
+        assert np.all(np.sign(o[nz]) == np.sign(corrected[nz]))
+        if k < corrected.size:
+            assert kept.min() >= np.abs(corrected[~nz]).max()
+            assert np.all(r[~nz] == corrected[~nz])
+
+
+def test_stcb_hostile_payloads():
+    spec, payload = valid("stcb:0.005")  # fc1.bias: 3 of 32 entries, Golomb-Rice coded
+    n, k = 32, 3
+    b = rice_parameter(n, k)
+    size = payload["fc1.bias.pos"].size
+    assert size == -(-stc_bound_bits(n, k) // 8)
+
+    def with_pos(pos):
+        return dict(payload, **{"fc1.bias.pos": pos})
+
+    assert decode(with_pos(rice_bytes([0, 0, 29], b, size)), spec, MLP)["fc1.bias"][31] != 0
+    reject(with_pos(rice_bytes([0, 0, 30], b, size)), spec, "out of range")
+    assert b == 3 and stc_bound_bits(n, k) == 3 * 3 + 3 + (29 >> 3) == 15  # 2 bytes
+    short = [0] * (k * b) + [0, 0, 1, 1, 1, 1]  # 2 terminators, then ones to the end
+    short = np.packbits(np.array(short + [0], np.uint8), bitorder="little")
+    reject(with_pos(short), spec, "truncated")
+    reject(with_pos(rice_bytes([0, 0, 0], b, size, [1, 0])), spec, "more than 3 gaps")
+    reject(with_pos(np.full(size, 0xFF, np.uint8)), spec, "padding")
+    reject(with_pos(np.zeros(size + 1, np.uint8)), spec, "length")
+    sign = payload["fc1.bias.sign"].copy()
+    sign[-1] |= 0x08  # bit 3 of 3 signs is padding
+    reject(dict(payload, **{"fc1.bias.sign": sign}), spec, "padding")
+    # dense tensors (fc2.bias: 10 of 10 at stcb:0.02) carry no positions at all
+    spec, payload = valid("stcb:0.02")
+    reject(dict(payload, **{"fc2.bias.pos": np.zeros(1, np.uint8)}), spec, "length")
+    sign = payload["fc2.bias.sign"].copy()
+    sign[-1] |= 0x04  # 10 signs in 2 bytes: bits 10..15 are padding
+    reject(dict(payload, **{"fc2.bias.sign": sign}), spec, "padding")
+    mu = dict(payload, **{"fc2.weight.mu": np.array([np.inf], np.float32)})
+    reject(mu, spec, "NaN or inf")
+    # an stc payload (same parts) is rejected by stcb and vice versa, on the lengths
+    _, stc_payload = valid("stc:0.09")
+    reject(stc_payload, spec, "length")
+    reject(payload, parse_codec("stc:0.09"), "length")
+    blob = pack_payload(payload, spec, MLP)
+    with pytest.raises(PayloadError, match="requires 191"):
+        unpack_payload(blob[:-1], spec, MLP)
+
+
+def test_stcb_small_entry_eventually_sent():
+    # stcb:0.03 on 100 entries: a 12-byte budget keeps 9 of the 100 entries per round
+    u = {"w": np.array([10.0] * 99 + [0.01], np.float32)}
+    spec = parse_codec("stcb:0.03")
+    assert stcb_counts((100,), 0.03) == (9,)
+    residual, sent_round = None, None
+    for r in range(1, 20_000):
+        payload, residual = encode(u, spec, residual=residual)
+        out = decode(payload, spec, {"w": (100,)})["w"]
+        if out[99] != 0:
+            sent_round = r
+            break
+    assert sent_round is not None and sent_round > 1
+
+
+# ------------------------------------------------------------------------------------------
 # Property test: random hostile payloads only ever yield PayloadError or a valid result
 # ------------------------------------------------------------------------------------------
 
@@ -807,6 +1191,10 @@ FUZZ_SPECS = [
         "int8:channel",
         "topk:0.2",
         "topk:1.0",
+        "stc:0.2",
+        "stc:0.5",
+        "stc:1.0",
+        "stcb:0.1",
         "qsgd:1",
         "qsgd:5",
         "qsgd:16",

@@ -15,6 +15,7 @@ from fedenergy.strategy import (
     RandomSelector,
     UtilityPerJouleSelector,
 )
+from fedenergy.strategy.policies import DEFAULT_PER_LINK
 
 MIX = [("phone", "lte"), ("rpi4", "wifi"), ("laptop", "ethernet"), ("jetson-orin-nano", "wifi")]
 
@@ -28,7 +29,9 @@ def fleet(n=40, seed=0, **kw):
 
 
 def fc(st):
-    return lambda nid: st.forecast(nid, "none", 9_640)
+    """The forecast the selectors get: per-link, so they vectorise it (the per-node path is
+    compared with the vectorised one in test_selection_speedpath.py)."""
+    return st.forecaster("none", 9_640)
 
 
 ALL = [
@@ -144,7 +147,7 @@ def test_policies():
     assert FixedPolicy(parse_codec("int8")).codec_for(phone, 1).label() == "int8"
     per_link = PerLinkPolicy()
     assert per_link.codec_for(phone, 1).name == "topk"
-    assert per_link.codec_for(eth, 1).label() == "fp16"
+    assert per_link.codec_for(eth, 1).label() == DEFAULT_PER_LINK["ethernet"]  # int8 now
     acc = AccuracyAwarePolicy(per_link, relaxed=parse_codec("none"), patience=2, min_gain=0.01)
     for a in (0.2, 0.4, 0.6):
         acc.observe(0, a)

@@ -40,6 +40,7 @@ def make_selector(settings):
             seed=settings.seed,
             exploration=settings.exploration,
             max_staleness=settings.max_staleness,
+            energy_weight=settings.energy_weight,
         )
     else:
         raise ValueError(f"unknown selector {name!r}; choose random, greedy or utility")

@@ -27,8 +27,16 @@ from fedenergy.compression import (
     expected_nbytes,
     pack_payload,
 )
+from fedenergy.fleet import OFFLINE_REASON
 from fedenergy.ledger import EnergyRow, Ledger, rows_from_report
-from fedenergy.report import REPORT_KEY, Component, Expected, ReportError, validate_report
+from fedenergy.report import (
+    REPORT_KEY,
+    Component,
+    EnergyReport,
+    Expected,
+    ReportError,
+    validate_report,
+)
 from fedenergy.strategy.policies import CompressionPolicy, FixedPolicy
 from fedenergy.strategy.selectors import RandomSelector, Selector
 from fedenergy.strategy.state import FleetState, NodeInfo
@@ -90,6 +98,7 @@ class EnergyAwareStrategy(Strategy):
         eval_selector: Selector | None = None,
         policy: CompressionPolicy | None = None,
         query_fn: Callable[[Grid, list[int]], list[NodeInfo]] | None = None,
+        learn_fn: Callable[[int, EnergyReport], NodeInfo] | None = None,
     ) -> None:
         self.base = base
         self.fleet = fleet
@@ -101,7 +110,8 @@ class EnergyAwareStrategy(Strategy):
         self.selector = selector or RandomSelector(seed=fleet.seed, stream=0)
         self.eval_selector = eval_selector or RandomSelector(seed=fleet.seed, stream=1)
         self.policy = policy or FixedPolicy()
-        self.query_fn = query_fn
+        self.query_fn = query_fn  # None: lazy discovery (new nodes start unknown)
+        self.learn_fn = learn_fn  # profile of an unknown node from its first valid report
         # Let the wrapped strategy "sample" all of the nodes we hand it.
         for attr, value in (
             ("fraction_train", 1.0),
@@ -179,11 +189,13 @@ class EnergyAwareStrategy(Strategy):
         return self._download_bytes[label]
 
     def _admit_new_nodes(self, grid: Grid) -> None:
-        """Query nodes that registered after the start (deployment: late joiners)."""
-        if self.query_fn is None:
-            return
+        """Admit nodes that registered after the start (deployment: late joiners): query them,
+        or with lazy discovery add them as unknown."""
         new = [n for n in grid.get_node_ids() if n not in self.fleet]
-        if new:
+        if new and self.query_fn is None:
+            for n in sorted(new):
+                self.fleet.add_unknown(n)
+        elif new:
             for info in self.query_fn(grid, new):
                 self.fleet.add(info)
                 self.ledger.add_nodes(
@@ -200,7 +212,8 @@ class EnergyAwareStrategy(Strategy):
             key = next(k for k, v in m.content.items() if isinstance(v, ConfigRecord))
             cfg = ConfigRecord(dict(m.content[key]))
             cfg.update(self.common_config)
-            cfg["fe-device"], cfg["fe-link"] = st.device.id, st.link.id
+            if st.known:  # an unknown node uses its own profile
+                cfg["fe-device"], cfg["fe-link"] = st.device.id, st.link.id
             if call == "train":
                 spec = self.policy.codec_for(st, server_round)
                 self._codecs[nid] = spec
@@ -273,6 +286,8 @@ class EnergyAwareStrategy(Strategy):
         radio = radio_energy(st.link, down, 0, gap_s=0.0)
         infra = infrastructure_energy_j(down, self.fleet.infra_kwh_per_gb)
         src = f"{FAILED_SOURCE}; {reason[:120]}"
+        if not st.known:
+            src += f"; link unknown, prior {st.link.id}"
         dl = (
             Component("download", "radio", radio.download_j, "modeled", src),
             Component("download", "infrastructure", infra, "modeled", src),
@@ -320,6 +335,8 @@ class EnergyAwareStrategy(Strategy):
                     continue
                 if count:
                     self._counts["failed"] += 1
+                if str(msg.error.reason).startswith(OFFLINE_REASON):
+                    continue  # never reached the node: nothing spent
                 self._failed_rows(nid, call, f"error reply: {msg.error.reason}")
                 continue
             rec = msg.content.config_records.get(REPORT_KEY)
@@ -334,6 +351,7 @@ class EnergyAwareStrategy(Strategy):
                 self._failed_rows(nid, call, f"report rejected: {err}")
                 continue
             del msg.content[REPORT_KEY]
+            self._learn(nid, report)
             self._flags.extend((nid, call, f) for f in flags)
             self._rows.extend(rows_from_report(nid, report))
             try:
@@ -353,6 +371,16 @@ class EnergyAwareStrategy(Strategy):
                     self._counts["failed"] += 1
                 self._failed_rows(nid, c, "no reply before the round timeout")
         return self._same_metric_keys(kept, call, count)
+
+    def _learn(self, node_id: int, report: EnergyReport) -> None:
+        """Lazy discovery: an unknown node's first valid report names its profile."""
+        if self.learn_fn is None or node_id not in self.fleet or self.fleet[node_id].known:
+            return
+        info = self.learn_fn(node_id, report)
+        self.fleet.add(info)
+        self.ledger.add_nodes(
+            self.run_id, [(info.node_id, info.partition_id, info.device, info.link, info.country)]
+        )
 
     def _check_reply(self, msg: Message, call: str) -> None:
         """The reply's content must be aggregatable: one MetricRecord with a positive, finite
@@ -431,6 +459,8 @@ class EnergyAwareStrategy(Strategy):
     def _expected(self, node_id: int, call: str, msg: Message) -> Expected:
         """What the server knows of the call a report answers (docs/robustness.md)."""
         st = self.fleet[node_id] if node_id in self.fleet else None
+        if st is not None and not st.known:
+            st = None  # lazy discovery: its report is checked against its own claimed profile
         payload = 0
         for rec in msg.content.array_records.values():
             payload += sum(len(a.data) for a in rec.values())
@@ -461,6 +491,9 @@ class EnergyAwareStrategy(Strategy):
                 self.fleet.observe_train(
                     nid, server_round, float(loss) if loss is not None else None
                 )
+                n = metrics.get("num-examples") if metrics is not None else None
+                if isinstance(n, (int, float)) and n > 0 and not self.fleet[nid].info.num_examples:
+                    self.fleet.set_examples(nid, int(n))
         return self.base.aggregate_train(server_round, kept)
 
     def _order_key(self, msg: Message) -> tuple[int, int]:

@@ -2,6 +2,16 @@
 
 All selectors are deterministic for a seed (no global random state). Candidates arrive in a
 run-independent order (by partition id).
+
+Selections over 100,000 nodes are vectorised on FleetState's columns (``FleetState.rows``,
+``column``, ``forecast_many``) and choose exactly what a per-node loop would (the same ids in the
+same order; tests/test_selection_speedpath.py compares them with the plain implementations).
+Forecasts of a whole candidate list take one ``forecast`` call per (known, link) class plus one
+``forecast_many`` when the forecast is *per-link*: it returns ``fleet.forecast(node, codec,
+payload)`` with the codec, payload and ``fleet.download_bytes`` depending on the node only
+through its known flag and link. That holds for EnergyAwareStrategy.forecast with the shipped
+policies (fixed, per-link, accuracy-aware) and for ``FleetState.forecaster``; any other
+forecast is called once per candidate.
 """
 
 from __future__ import annotations
@@ -46,13 +56,107 @@ class RandomSelector:
         return [ordered[i] for i in sorted(picks.tolist())]
 
 
+# -- vectorised helpers ----------------------------------------------------------------------------
+def _as_list(candidates: Sequence[int]) -> list[int]:
+    return candidates if isinstance(candidates, list) else list(candidates)
+
+
+def _smallest(values: np.ndarray, m: int) -> np.ndarray:
+    """Positions of the ``m`` smallest ``values``, ascending, ties by position: the first ``m``
+    of a stable sort (what ``sorted(..., key=...)[:m]`` takes), without sorting everything."""
+    n = len(values)
+    m = min(m, n)
+    if m <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if m < n:
+        kth = np.partition(values, m - 1)[m - 1]
+        idx = np.flatnonzero(values <= kth) if not np.isnan(kth) else np.arange(n)
+    else:
+        idx = np.arange(n)
+    return idx[np.argsort(values[idx], kind="stable")][:m]
+
+
+def _per_link(forecast: ForecastFn, fleet: FleetState) -> bool:
+    """Whether ``forecast`` is per-link (see the module docstring)."""
+    if getattr(forecast, "per_link", False):
+        return getattr(forecast, "fleet", fleet) is fleet
+    owner = getattr(forecast, "__self__", None)
+    if owner is None:
+        return False
+    from fedenergy.strategy.energy_aware import EnergyAwareStrategy
+    from fedenergy.strategy.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
+
+    def shipped(policy) -> bool:
+        if type(policy) is AccuracyAwarePolicy:
+            return shipped(policy.inner)
+        return type(policy) in (FixedPolicy, PerLinkPolicy)
+
+    return (
+        type(owner) is EnergyAwareStrategy
+        and getattr(forecast, "__func__", None) is EnergyAwareStrategy.forecast
+        and owner.fleet is fleet
+        and shipped(owner.policy)
+    )
+
+
+def forecast_columns(
+    candidates: list[int], rows: np.ndarray, fleet: FleetState, forecast: ForecastFn
+) -> tuple[np.ndarray, np.ndarray]:
+    """Forecast total_j and device_j of every candidate (``rows``: their FleetState rows), as
+    arrays aligned with ``candidates``: the floats ``forecast(c)`` gives."""
+    n = len(candidates)
+    total, device = np.empty(n), np.empty(n)
+    if n == 0:
+        return total, device
+    loose = np.ones(n, dtype=bool)  # still to forecast one by one
+    if _per_link(forecast, fleet):
+        known = fleet.column("known", rows)
+        klass = np.where(known, fleet.column("link", rows), -1)
+        for cls in np.flatnonzero(np.bincount(klass + 1)) - 1:
+            pos = np.flatnonzero(klass == cls)
+            rep = candidates[int(pos[0])]
+            fleet._last_call = None
+            f = forecast(rep)
+            call = fleet._last_call
+            if call is None or call[0] != rep or call[3] != fleet.download_bytes:
+                continue  # not a fleet forecast of this node: one by one
+            comp, dl, ul, dev = fleet.forecast_many(rows[pos], call[1], call[2])
+            if (comp[0], dl[0], ul[0], dev[0]) != (
+                f.compute_j,
+                f.download_j,
+                f.upload_j,
+                f.device_j,
+            ):
+                continue
+            total[pos] = comp + dl + ul  # Forecast.total_j's sum, in its order
+            device[pos] = dev
+            loose[pos] = False
+    for i in np.flatnonzero(loose).tolist():
+        f = forecast(candidates[i])
+        total[i], device[i] = f.total_j, f.device_j
+    return total, device
+
+
 @dataclass(frozen=True)
 class EnergyGreedySelector:
     """The k nodes with the cheapest forecast joules (ties by partition order)."""
 
     def select(self, server_round, candidates, k, fleet, forecast) -> list[int]:
-        ranked = sorted(enumerate(candidates), key=lambda ic: (forecast(ic[1]).total_j, ic[0]))
-        return [c for _, c in ranked[:k]]
+        cands = _as_list(candidates)
+        total, _ = forecast_columns(cands, fleet.rows(cands), fleet, forecast)
+        return [cands[i] for i in _smallest(total, k).tolist()]
+
+
+def explore_slots(sel: UtilityPerJouleSelector, server_round: int, k: int) -> int:
+    """Exploration slots this round: ``exploration * k`` rounded up or down at random (seeded per
+    round, on a stream of its own) so that the long-run share is exactly ``exploration``."""
+    want = sel.exploration * k
+    base = math.floor(want + 1e-12)
+    frac = want - base
+    if frac <= 1e-12:
+        return base
+    u = np.random.default_rng([sel.seed, 0x0078, server_round]).random()
+    return base + (1 if u < frac else 0)
 
 
 @dataclass(frozen=True)
@@ -63,8 +167,11 @@ class UtilityPerJouleSelector:
     loss the client reports), plus Oort's staleness bonus sqrt(0.1 * ln(round) / last_round);
     score = utility / forecast_joules ** energy_weight. Nodes never seen get an optimistic
     utility (the best observed). ``exploration`` of the k slots go to random unexplored nodes
-    while any remain; a node idle for ``max_staleness`` rounds is included first (fairness:
-    no node starves and every partition keeps contributing data).
+    while any remain — exploration x k slots on average: its integer part every round, one more
+    with probability its fractional part (a seeded draw), so a share of 0.1 with k = 4 explores
+    0.4 nodes a round, not 1; a node idle for ``max_staleness`` rounds — a never-tried node counts
+    as idle since round 0 — is included first (fairness: no node starves and every partition
+    keeps contributing data).
     """
 
     seed: int = 0
@@ -73,55 +180,66 @@ class UtilityPerJouleSelector:
     energy_weight: float = 1.0
 
     def select(self, server_round, candidates, k, fleet, forecast) -> list[int]:
-        k = min(k, len(candidates))
+        cands = _as_list(candidates)
+        k = min(k, len(cands))
         if k <= 0:
             return []
         rng = np.random.default_rng([self.seed, 0x0077, server_round])
-        states = {c: fleet[c] for c in candidates}
-        joules: dict[int, float] = {}  # forecast total per node, computed once per selection
+        rows = fleet.rows(cands)
+        last_round = fleet.column("last_round", rows)
+        cost: np.ndarray | None = None  # forecast total per candidate, computed when needed
 
-        def cost(c: int) -> float:
-            if c not in joules:
-                joules[c] = forecast(c).total_j
-            return joules[c]
+        def costs() -> np.ndarray:
+            nonlocal cost
+            if cost is None:
+                cost = forecast_columns(cands, rows, fleet, forecast)[0]
+            return cost
 
-        chosen: list[int] = []
+        taken = np.zeros(len(cands), dtype=bool)  # by position; candidate ids are unique rows
+        chosen: list[int] = []  # positions
         # 1. fairness: the longest-idle nodes past the staleness bound come first
-        stale = [
-            c
-            for c in candidates
-            if server_round - states[c].last_round > self.max_staleness and states[c].last_round > 0
-        ]
-        stale.sort(key=lambda c: states[c].last_round)
-        chosen.extend(stale[:k])
+        # (a never-tried node has been idle since round 0: exploration alone would not bound its
+        # wait, e.g. with exploration 0)
+        stale = np.flatnonzero(server_round - last_round > self.max_staleness)
+        stale = stale[np.argsort(last_round[stale], kind="stable")][:k]
+        chosen.extend(stale.tolist())
+        taken[stale] = True
         # 2. exploration among never-tried nodes
-        taken = set(chosen)
-        fresh = [c for c in candidates if states[c].participations == 0 and c not in taken]
-        n_explore = min(len(fresh), k - len(chosen), math.ceil(self.exploration * k))
+        fresh = np.flatnonzero((fleet.column("participations", rows) == 0) & ~taken)
+        n_explore = min(len(fresh), k - len(chosen), explore_slots(self, server_round, k))
         if n_explore > 0:  # cheaper unexplored nodes are likelier to be tried
-            weights = np.array([1.0 / max(cost(c), 1e-12) for c in fresh])
+            weights = 1.0 / np.maximum(costs()[fresh], 1e-12)
             picks = rng.choice(len(fresh), size=n_explore, replace=False, p=weights / weights.sum())
-            chosen.extend(fresh[i] for i in sorted(picks.tolist()))
+            explored = fresh[np.sort(picks)]
+            chosen.extend(explored.tolist())
+            taken[explored] = True
         # 3. exploitation: best utility per joule
-        seen = [
-            states[c].info.num_examples * states[c].last_loss
-            for c in candidates
-            if states[c].last_loss is not None
-        ]
-        optimistic = max(seen) if seen else 1.0
-
-        def score(c: int) -> float:
-            st = states[c]
-            util = st.info.num_examples * st.last_loss if st.last_loss is not None else optimistic
-            if st.last_round > 0 and server_round > 1:
-                util += optimistic * math.sqrt(0.1 * math.log(server_round) / st.last_round)
-            return util / max(cost(c), 1e-12) ** self.energy_weight
-
-        taken = set(chosen)
-        rest = [c for c in candidates if c not in taken]
-        rest.sort(key=lambda c: -score(c))
-        chosen.extend(rest[: k - len(chosen)])
-        return chosen
+        m = k - len(chosen)
+        if m > 0:
+            has_loss = fleet.column("has_loss", rows)
+            util = fleet.column("examples", rows) * fleet.column("loss", rows)
+            seen = util[has_loss]
+            if not len(seen):
+                optimistic = 1.0
+            elif np.isnan(seen).any():  # Python's max, as the per-node loop takes it
+                optimistic = max(seen.tolist())
+            else:
+                optimistic = float(seen.max())
+            util = np.where(has_loss, util, optimistic)
+            if server_round > 1:
+                old = np.flatnonzero(last_round > 0)
+                scale = 0.1 * math.log(server_round)
+                util[old] = util[old] + optimistic * np.sqrt(scale / last_round[old])
+            base = np.maximum(costs(), 1e-12)
+            if self.energy_weight == 1.0:
+                den = base  # x ** 1.0 == x
+            else:  # Python's pow per distinct cost (numpy's may differ in the last bit)
+                values, inverse = np.unique(base, return_inverse=True)
+                den = np.array([v**self.energy_weight for v in values.tolist()])[inverse]
+            rest = np.flatnonzero(~taken)
+            score = util[rest] / den[rest]
+            chosen.extend(rest[_smallest(-score, m)].tolist())
+        return [cands[i] for i in chosen]
 
 
 @dataclass(frozen=True)
@@ -133,14 +251,17 @@ class BatteryAwareSelector:
     floor: float = 0.2
 
     def select(self, server_round, candidates, k, fleet, forecast) -> list[int]:
-        ok = []
-        for c in candidates:
-            st = fleet[c]
-            if st.capacity_j is None or st.battery_j is None:
-                ok.append(c)
-            elif st.battery_j - forecast(c).device_j >= self.floor * st.capacity_j:
-                ok.append(c)
-        return self.inner.select(server_round, ok, k, fleet, forecast)
+        cands = _as_list(candidates)
+        rows = fleet.rows(cands)
+        ok = ~fleet.column("has_batt", rows)  # mains powered: always fine
+        pos = np.flatnonzero(~ok)
+        if len(pos):
+            sub = rows[pos]
+            _, device_j = forecast_columns([cands[i] for i in pos.tolist()], sub, fleet, forecast)
+            left = fleet.column("battery", sub) - device_j
+            ok[pos] = left >= self.floor * fleet.column("capacity", sub)
+        chosen = cands if ok.all() else [cands[i] for i in np.flatnonzero(ok).tolist()]
+        return self.inner.select(server_round, chosen, k, fleet, forecast)
 
 
 @dataclass(frozen=True)
@@ -152,21 +273,27 @@ class BudgetSelector:
     budget_j: float
 
     def select(self, server_round, candidates, k, fleet, forecast) -> list[int]:
+        cands = _as_list(candidates)
         chosen, spent = [], 0.0
-        for c in self.inner.select(server_round, candidates, k, fleet, forecast):
+        for c in self.inner.select(server_round, cands, k, fleet, forecast):
             cost = forecast(c).total_j
             if spent + cost <= self.budget_j:
                 chosen.append(c)
                 spent += cost
-        for c in sorted(
-            (c for c in candidates if c not in chosen), key=lambda c: forecast(c).total_j
-        ):
+        if len(chosen) >= k:
+            return chosen
+        rows = fleet.rows(cands)
+        rest = np.flatnonzero(~np.isin(rows, fleet.rows(chosen)))  # not chosen (by id)
+        total, _ = forecast_columns([cands[i] for i in rest.tolist()], rows[rest], fleet, forecast)
+        # cheapest first; once one does not fit, no dearer one does (spent is unchanged)
+        for j in _smallest(total, k - len(chosen) + 1).tolist():
             if len(chosen) >= k:
                 break
-            cost = forecast(c).total_j
-            if spent + cost <= self.budget_j:
-                chosen.append(c)
-                spent += cost
+            cost = float(total[j])
+            if spent + cost > self.budget_j:
+                break
+            chosen.append(cands[int(rest[j])])
+            spent += cost
         return chosen
 
 
