@@ -386,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--codec",
         default=d.codec,
-        help="uplink update codec: none (default), fp16, int8, int8:channel, topk:0.01 "
-        "(with error feedback), qsgd:16",
+        help="uplink update codec: none (default), fp16, int8, int8:channel, topk:0.01, "
+        "stc:0.09, stcb:0.02 (these three with error feedback), qsgd:16",
     )
     add_strategy_options(s, d)
     s.add_argument("--out", default=d.out, help="output directory (ledger.sqlite, summary.json)")

@@ -56,7 +56,7 @@ def benchmarks(results: str) -> dict[str, list[str]]:
         "energy_to_accuracy": [
             f"{SIM}/energy_to_accuracy.py",
             *("--fleets", "reference", "--nodes", "20", "--rounds", "5", "--cap-factor", "2"),
-            *("--only", "utility+per-link", "utility(w=2)+accuracy-aware, 0.4k, E=30"),
+            *("--only", "utility+per-link", "utility+per-link, 0.4k, E=30"),
             *("--out", "runs/benchmarks/energy_to_accuracy"),
             *("--plot-dir", r),
             *("--json", f"{r}/energy_to_accuracy.json"),
@@ -291,12 +291,15 @@ NOTES = """## How to read these figures
   nodes, same config and server evaluation), runs alternating. The per-call CPU is measured
   in-process: `energy_mod` around a stub handler that returns a real-shaped reply, minus the
   stub alone, interleaved blocks.
-- **Scale**: fedenergy (`simulate`: mod, EnergyAwareStrategy, profile QUERY of every node,
-  ledger) against the same handlers without the mod under Flower's FedAvg, 100 nodes per round.
+- **Scale**: fedenergy (`simulate`: mod, EnergyAwareStrategy with the random selector, ledger)
+  against the same handlers without the mod under Flower's FedAvg, 100 nodes per round.
   fedenergy uses lazy discovery (`--discovery lazy`): no profile query of every node before
   round 1. (With `--discovery query` the N queued QUERY messages cost O(N^2) per sweep of
   Flower's simulation engine, `InMemoryLinkState.get_message_ins` scanning every stored message
   for each node; see `bench_scale.py --discovery query`.)
+- **Codecs** here run reduced (10 nodes, 3 rounds, one seed) to keep the whole command short:
+  their accuracy deltas are noise-dominated. The full, 3-seed paired comparison is in
+  docs/compression.md.
 - **Selection**: `fleet.online()` plus one selector over a FleetState of 100,000 nodes with a
   real `EnergyAwareStrategy.forecast` (vectorised over numpy columns of the fleet state); the
   last column is the same selection with one forecast call per node (a check: same picks).

@@ -454,7 +454,9 @@ class EnergyAwareStrategy(Strategy):
                 self._rows[i] = replace(r, status="failed")
         self._rejected.append((node_id, reason))
         self._rejections.append((node_id, call, reason))
-        log.warning("rejected %s reply from node %s: %s", call, node_id, reason)
+        # one line per reply at debug; commit_round logs one warning per round (a 10,000-node
+        # fleet can reject hundreds of empty-partition replies a round)
+        log.debug("rejected %s reply from node %s: %s", call, node_id, reason)
 
     def _expected(self, node_id: int, call: str, msg: Message) -> Expected:
         """What the server knows of the call a report answers (docs/robustness.md)."""
@@ -541,6 +543,17 @@ class EnergyAwareStrategy(Strategy):
         """Write the buffered rows of ``server_round`` to the ledger in one transaction, then
         update the fleet state (observed energy, batteries) and the compression policy."""
         rows, counts = self._rows, self._counts
+        if self._rejections:
+            nid, call, reason = self._rejections[0]
+            more = len(self._rejections) - 1
+            log.warning(
+                "round %d: rejected %s reply from node %s: %s%s",
+                server_round,
+                call,
+                nid,
+                reason,
+                f" (and {more} more; reasons in the ledger's rejections table)" if more else "",
+            )
         self.ledger.commit_round(
             self.run_id,
             server_round,
