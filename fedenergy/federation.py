@@ -173,11 +173,17 @@ def node_info(
 
 
 def query_nodes(
-    grid: Grid, node_ids: list[int], strategy: EnergyAwareStrategy, config: dict, settings: Settings
+    grid: Grid,
+    node_ids: list[int],
+    strategy: EnergyAwareStrategy,
+    config: dict,
+    settings: Settings,
+    profiles: list,
 ) -> list[NodeInfo]:
     """Ask nodes who they are (partition, device, link, data size); in simulation their fleet
-    behaviour (availability, failures, battery) comes from the fleet spec by partition. The
-    replies' energy reports go into the current round's rows (round 0 at the start)."""
+    behaviour (availability, failures, battery) comes from ``profiles``, the fleet spec's
+    assignment by partition. The replies' energy reports go into the current round's rows
+    (round 0 at the start)."""
     msgs = [
         Message(
             RecordDict({"config": ConfigRecord(dict(config))}),
@@ -188,7 +194,6 @@ def query_nodes(
     ]
     for m in msgs:
         strategy._sent[(m.metadata.dst_node_id, "query")] = 0
-    profiles = load_fleet(settings.fleet).assign(settings.nodes, settings.seed)
     infos = []
     replies = grid.send_and_receive(msgs, timeout=settings.round_timeout_s)
     for reply in strategy.take_reports(replies, "query", count=False):
@@ -286,7 +291,7 @@ def run_federation(
         profiles = fleet.assign(settings.nodes, settings.seed)
 
         def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
-            return query_nodes(g, ids, strategy, config, settings)
+            return query_nodes(g, ids, strategy, config, settings, profiles)
 
         strategy = EnergyAwareStrategy(
             make_aggregator(settings.aggregator, settings.proximal_mu),
@@ -309,7 +314,7 @@ def run_federation(
             for nid in sorted(node_ids):
                 fleet_state.add_unknown(nid)
         else:
-            for info in query_nodes(grid, node_ids, strategy, config, settings):
+            for info in query_nodes(grid, node_ids, strategy, config, settings, profiles):
                 fleet_state.add(info)
         if not fleet_state.nodes:
             raise RuntimeError("no node answered the profile query")

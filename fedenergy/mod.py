@@ -55,34 +55,38 @@ def resolve_profile(msg: Message, ctx: Context) -> tuple[str, str]:
     return str(device or DEFAULT_DEVICE), str(link or DEFAULT_LINK)
 
 
-def simulated_failure_prob(msg: Message, ctx: Context) -> float:
-    """A simulated node's fleet failure probability (0 for deployed nodes, whose failures are
-    real, and for nodes without a fleet)."""
+def simulated_profile(msg: Message, ctx: Context) -> NodeProfile | None:
+    """This node's fleet profile when it is a simulated node (its message names a fleet and its
+    node config a partition, not a device); None for deployed nodes and nodes without a fleet."""
     cfg = msg.content.config_records.get("config", ConfigRecord())
     if "device" in ctx.node_config or "fe-fleet" not in cfg:
-        return 0.0
+        return None
     if "partition-id" not in ctx.node_config or "num-partitions" not in ctx.node_config:
-        return 0.0
-    node = assigned_profile(
+        return None
+    return assigned_profile(
         str(cfg["fe-fleet"]),
         int(ctx.node_config["num-partitions"]),
         int(cfg.get("fe-seed", 0)),
         int(ctx.node_config["partition-id"]),
     )
-    return node.failure_prob
+
+
+def simulated_failure_prob(msg: Message, ctx: Context) -> float:
+    """A simulated node's fleet failure probability (0 for deployed nodes, whose failures are
+    real, and for nodes without a fleet)."""
+    node = simulated_profile(msg, ctx)
+    return node.failure_prob if node is not None else 0.0
 
 
 def simulated_offline(msg: Message, ctx: Context) -> bool:
     """Whether this simulated node is offline in the message's round by its fleet availability
     (the same draw the coordinator makes for the nodes it knows); deployed nodes never are."""
+    node = simulated_profile(msg, ctx)
+    if node is None:
+        return False
     cfg = msg.content.config_records.get("config", ConfigRecord())
-    if "device" in ctx.node_config or "fe-fleet" not in cfg:
-        return False
-    if "partition-id" not in ctx.node_config or "num-partitions" not in ctx.node_config:
-        return False
-    seed, pid = int(cfg.get("fe-seed", 0)), int(ctx.node_config["partition-id"])
-    node = assigned_profile(str(cfg["fe-fleet"]), int(ctx.node_config["num-partitions"]), seed, pid)
-    return not is_online(seed, int(cfg.get("server-round", 0)), pid, node.availability)
+    seed, rnd = int(cfg.get("fe-seed", 0)), int(cfg.get("server-round", 0))
+    return not is_online(seed, rnd, node.partition_id, node.availability)
 
 
 @lru_cache(maxsize=8)
