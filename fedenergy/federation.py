@@ -3,7 +3,9 @@
 1. wait until the expected nodes are registered (Flower samples from nodes connected *now*);
 2. QUERY every node for its partition, device and link (round 0 of the ledger) — or, with
    ``discovery="lazy"``, start knowing only node ids and learn each node's profile from the
-   energy report of its first reply (no up-front message; docs/strategies.md);
+   energy report of its first reply (no up-front message), or, with ``discovery="declared"``,
+   read the profile each SuperNode declared in its registration name and learn only its
+   partition from its first reply (docs/strategies.md);
 3. run the rounds with EnergyAwareStrategy around Flower's FedAvg, evaluating the global model
    on the server's held-out data each round and committing each round to the ledger;
 4. write ``summary.json`` next to ``ledger.sqlite``.
@@ -38,6 +40,7 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from fedenergy.compression import parse_codec
+from fedenergy.declared import read_declarations
 from fedenergy.fleet import load_fleet
 from fedenergy.flops import FlopCache
 from fedenergy.ledger import Ledger
@@ -50,6 +53,7 @@ from fedenergy.strategy import (
     RoundOutcome,
 )
 from fedenergy.strategy.build import make_aggregator, make_policy, make_selector
+from fedenergy.strategy.state import UNKNOWN_PARTITION
 from fedenergy.summary import summarize
 from fedenergy.tasks import DataConfig, evaluate, get_task
 
@@ -214,6 +218,16 @@ def query_nodes(
     return infos
 
 
+def declared_nodes(grid: Grid, node_ids: list[int], profiles: list) -> list[NodeInfo]:
+    """The nodes among ``node_ids`` that declared a profile when they were registered
+    (:mod:`fedenergy.declared`), with that device, link and country; their partition and data
+    are learned from their first reply."""
+    return [
+        node_info(nid, UNKNOWN_PARTITION, d.device, d.link, 0, d.country, profiles)
+        for nid, d in sorted(read_declarations(grid, node_ids).items())
+    ]
+
+
 def server_evaluator(settings: Settings) -> Callable[[int, ArrayRecord], MetricRecord]:
     """Evaluate the global model on the task's server-side held-out data."""
     task = get_task(settings.task)
@@ -287,7 +301,7 @@ def run_federation(
         config = common_config(settings)
         fleet_state = FleetState([], settings.seed, settings.infra_kwh_per_gb)
         task = get_task(settings.task)
-        lazy = settings.discovery == "lazy"
+        lazy = settings.discovery in ("lazy", "declared")  # no up-front query
         profiles = fleet.assign(settings.nodes, settings.seed)
 
         def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
@@ -308,11 +322,22 @@ def run_federation(
             learn_fn=lambda nid, r: node_info(
                 nid, r.partition_id, r.device, r.link, 0, None, profiles
             ),
+            declare_fn=(
+                (lambda g, ids: declared_nodes(g, ids, profiles))
+                if settings.discovery == "declared"
+                else None
+            ),
         )
         node_ids = wait_for_nodes(grid, settings.nodes)
         if lazy:
-            for nid in sorted(node_ids):
-                fleet_state.add_unknown(nid)
+            strategy.admit_declared(grid, node_ids)
+            if settings.discovery == "declared":
+                log.info(
+                    "%d of %d nodes declared their profile at registration; the others are "
+                    "learned from their first reply",
+                    len(strategy.declared_pending),
+                    len(node_ids),
+                )
         else:
             for info in query_nodes(grid, node_ids, strategy, config, settings, profiles):
                 fleet_state.add(info)
@@ -326,14 +351,15 @@ def run_federation(
         ).x
         per_batch = FlopCache().training(model, sample, settings.batch_size, settings.batch_size, 1)
         fleet_state.flops_per_example = per_batch / settings.batch_size * settings.local_epochs
-        ledger.add_nodes(
-            run_id,
-            [
-                (i.info.node_id, i.info.partition_id, i.device.id, i.link.id, i.info.country)
-                for i in fleet_state.nodes.values()
-                if i.known
-            ],
-        )
+        if not lazy:
+            ledger.add_nodes(
+                run_id,
+                [
+                    (i.info.node_id, i.info.partition_id, i.device.id, i.link.id, i.info.country)
+                    for i in fleet_state.nodes.values()
+                    if i.known
+                ],
+            )
         evaluate_fn = server_evaluator(settings)
         health = RoundHealth(settings, strategy)
 

@@ -43,7 +43,9 @@ class Settings:
     energy_weight: float = 1.0  # utility selector: score = utility / forecast_joules**weight
     # how the coordinator learns each node's device and link: "query" asks every node up front
     # (round 0; reproducible, costs one message per node), "lazy" learns a node's profile from
-    # its first reply's energy report (no up-front messages; unknown nodes get a prior forecast)
+    # its first reply's energy report (no up-front messages; unknown nodes get a prior forecast),
+    # "declared" reads the profile each SuperNode declared when it was registered (its name's
+    # fe:DEVICE/LINK token; no message at all) and learns undeclared nodes lazily
     discovery: str = "query"
     battery_floor: float = 0.0  # 0: off; else skip nodes that would fall below this charge
     round_budget_j: float = 0.0  # 0: off; else forecast joules per round stay within it
@@ -98,7 +100,7 @@ class Settings:
             "selector": ("random", "greedy", "utility"),
             "compression": ("fixed", "per-link", "accuracy-aware"),
             "aggregator": ("fedavg", "fedprox", "fedadam"),
-            "discovery": ("query", "lazy"),
+            "discovery": ("query", "lazy", "declared"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -83,6 +83,50 @@ def seeded_node_ids(seed: int) -> Iterator[bool]:
         cls.create_node, cls.create_run = create, create_run
 
 
+@contextlib.contextmanager
+def declared_node_names(names: list[str]) -> Iterator[bool]:
+    """Register the Simulation Engine's virtual SuperNodes under ``names`` (the i-th node
+    created, i.e. partition i, gets ``names[i]``) while the block runs, as an operator would
+    with ``flwr supernode register --name`` (see :mod:`fedenergy.declared`). Yields whether the
+    hook could be installed (False on a Flower without these internals: nodes stay unnamed and
+    declared discovery learns every node from its first reply)."""
+    try:
+        mod = importlib.import_module("flwr.server.superlink.linkstate.in_memory_linkstate")
+        cls = mod.InMemoryLinkState
+        create = cls.create_node
+    except (ImportError, AttributeError):
+        yield False
+        return
+    lock, counter = threading.Lock(), iter(range(len(names)))
+
+    def named(self, *args, **kwargs):
+        if kwargs.get("name") is None:
+            with lock:
+                i = next(counter, None)
+            if i is not None:
+                kwargs["name"] = names[i]
+        return create(self, *args, **kwargs)
+
+    cls.create_node = named
+    try:
+        yield True
+    finally:
+        cls.create_node = create
+
+
+def simulated_names(settings: Settings) -> list[str]:
+    """Registration names of the virtual SuperNodes: each declares its fleet profile
+    (``sim-node-<partition> fe:DEVICE/LINK/COUNTRY``)."""
+    from fedenergy.declared import Declaration
+    from fedenergy.fleet import load_fleet
+
+    profiles = load_fleet(settings.fleet).assign(settings.nodes, settings.seed)
+    return [
+        f"sim-node-{i} " + Declaration(p.device.id, p.link.id, p.country).token()
+        for i, p in enumerate(profiles)
+    ]
+
+
 def simulate(
     settings: Settings,
     on_round: Callable[[RoundOutcome], None] | None = None,
@@ -119,7 +163,8 @@ def simulate(
             outcome["error"] = err
 
     cpus = num_cpus or os.cpu_count() or 1
-    with seeded_node_ids(settings.seed):
+    names = simulated_names(settings) if settings.discovery == "declared" else []
+    with seeded_node_ids(settings.seed), declared_node_names(names):
         _run(run_simulation, server_app, client_app, settings, cpus, verbose)
     if "error" in outcome:
         raise outcome["error"]

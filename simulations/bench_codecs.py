@@ -8,13 +8,16 @@ For each codec: the same task, nodes, rounds and seed; reports
                     compression goals are judged on this one: the ~1.2 KB per reply of Flower
                     metadata, metrics and the energy report is the same for every codec;
 * accuracy       -- server-side accuracy after the last round, and its delta vs none (points).
-                    Identical runs differ by ~2 points, so the codecs in --paired also run with
-                    the --extra-seeds; their delta is the mean of per-seed paired differences
-                    (codec - none, same seed) with its sample standard deviation;
+                    Runs with different seeds differ by ~2 points, so the codecs in --paired also
+                    run with the --extra-seeds; their delta is the mean of per-seed paired
+                    differences (codec - none, same seed) with its standard error;
+* delta at --at rounds -- the same paired delta after earlier rounds of the same runs (an
+                    error-feedback codec delays part of each update, so early in training,
+                    while none still gains ~1 point a round, it lags more than at the end);
 * encode_ms / decode_ms -- median time of compression.encode / decode on a real local update
                     of the task's model (plus pack/unpack), many repetitions.
 
-    python simulations/bench_codecs.py [--rounds 10] [--nodes 20] [--json out.json]
+    python simulations/bench_codecs.py [--rounds 30] [--nodes 20] [--at 10,20] [--json out.json]
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from fedenergy import compression as C  # noqa: E402
 from fedenergy.ledger import Ledger  # noqa: E402
 from fedenergy.settings import Settings  # noqa: E402
 
-CODECS = ("none", "fp16", "int8", "topk:0.01", "qsgd:4", "stc:0.09")
-PAIRED = ("none", "stc:0.09")  # run again with --extra-seeds: accuracy mean and spread
+CODECS = ("none", "fp16", "int8", "topk:0.01", "qsgd:4", "stc:0.09", "stcb:0.02")
+# run again with --extra-seeds: the goal codecs' accuracy delta needs several paired seeds
+PAIRED = ("none", "topk:0.01", "stc:0.09", "stcb:0.02")
+EXTRA_SEEDS = "1,2,3,4,5,6,7,8,9"
 REPEAT = "none (repeat)"  # a second none run: the run-to-run noise of the accuracy
 
 
@@ -74,7 +79,9 @@ def time_codec(update: dict, spec: C.CodecSpec, reps: int) -> tuple[float, float
 
 def run_codec(
     base: Settings, codec: str, out: Path, seed: int | None = None
-) -> tuple[float, float, float]:
+) -> tuple[float, dict[int, float], float]:
+    """One federation with ``codec``: (mean upload bytes per train call, server accuracy after
+    each round, network joules)."""
     from dataclasses import replace
 
     from fedenergy.simulate import simulate
@@ -89,22 +96,37 @@ def run_codec(
     failed = sum(r["failed"] for r in summary["per_round"])
     if failed:
         print(f"warning: {codec}: {failed} failed train calls", file=sys.stderr)
-    return mean(up), summary["final_accuracy"], summary["network_j"]
+    by_round = {r["round"]: r["accuracy"] for r in summary["per_round"] if r["round"] > 0}
+    return mean(up), by_round, summary["network_j"]
 
 
 def _sd(xs: list[float]) -> float | None:
     return stdev(xs) if len(xs) > 1 else None
 
 
+def _se(xs: list[float]) -> float | None:
+    return stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else None
+
+
+def paired_deltas(
+    curves: dict[int, dict[int, float]], ref: dict[int, dict[int, float]], rnd: int
+) -> list[float]:
+    """Accuracy differences in points, codec - none, after round ``rnd`` of the seeds both ran
+    (``curves``: seed -> round -> accuracy)."""
+    seeds = [s for s in curves if s in ref and rnd in curves[s] and rnd in ref[s]]
+    return [100.0 * (curves[s][rnd] - ref[s][rnd]) for s in seeds]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--at", default="10,20", help="also report the paired delta after these rounds")
     p.add_argument("--nodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reps", type=int, default=200, help="timing repetitions per codec")
     p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated codec list")
     p.add_argument("--paired", default=",".join(PAIRED), help="codecs also run with --extra-seeds")
-    p.add_argument("--extra-seeds", default="1,2", help="comma-separated; '' for none")
+    p.add_argument("--extra-seeds", default=EXTRA_SEEDS, help="comma-separated; '' for none")
     p.add_argument("--repeat", action="store_true", help="a second none run at --seed")
     p.add_argument("--no-repeat", action="store_true", help=argparse.SUPPRESS)  # the default
     p.add_argument("--json", default=None, help="write the results as JSON to this path")
@@ -114,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         codecs.insert(0, "none")
     paired = {C.parse_codec(c).label() for c in args.paired.split(",") if c.strip()}
     extra = [int(x) for x in args.extra_seeds.split(",") if x.strip()]
+    at = sorted({int(x) for x in args.at.split(",") if x.strip() and 0 < int(x) < args.rounds})
     if paired & set(codecs) and extra:
         paired.add("none")
     if args.repeat and not args.no_repeat:
@@ -130,18 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         spec = C.parse_codec("none" if codec == REPEAT else codec)
         t0 = time.monotonic()
         name = "none_repeat" if codec == REPEAT else codec.replace(":", "_")
-        up, acc, net_j = run_codec(base, spec.label(), tmp / name)
-        by_seed = {base.seed: acc}
+        up, curve, net_j = run_codec(base, spec.label(), tmp / name)
+        curves = {base.seed: curve}
         if codec in paired:
             for s in extra:
-                by_seed[s] = run_codec(base, spec.label(), tmp / f"{name}_s{s}", seed=s)[1]
+                curves[s] = run_codec(base, spec.label(), tmp / f"{name}_s{s}", seed=s)[1]
         enc_ms, dec_ms = time_codec(update, spec, args.reps)
         results[codec] = {
             "upload_bytes": up,
             "payload_bytes": C.expected_nbytes(spec, template),
             "payload_ratio": f32 / C.expected_nbytes(spec, template),
-            "accuracy_by_seed": by_seed,
-            "accuracy": mean(by_seed.values()),
+            "curves": curves,
+            "accuracy_by_seed": {s: c[max(c)] for s, c in curves.items()},
             "network_j": net_j,
             "encode_ms": enc_ms,
             "decode_ms": dec_ms,
@@ -150,41 +173,64 @@ def main(argv: list[str] | None = None) -> int:
     ref = results["none"]
     for r in results.values():
         r["bytes_ratio"] = ref["upload_bytes"] / r["upload_bytes"]
-        seeds = [s for s in r["accuracy_by_seed"] if s in ref["accuracy_by_seed"]]
-        deltas = [100.0 * (r["accuracy_by_seed"][s] - ref["accuracy_by_seed"][s]) for s in seeds]
-        r["seeds"] = seeds
+        r["accuracy"] = mean(r["accuracy_by_seed"].values())
+        deltas = paired_deltas(r["curves"], ref["curves"], args.rounds)
+        r["seeds"] = [s for s in r["curves"] if s in ref["curves"]]
         r["accuracy_delta"] = mean(deltas)  # points vs none, mean of paired differences
         r["accuracy_delta_sd"] = _sd(deltas)
+        r["accuracy_delta_se"] = _se(deltas)
+        r["accuracy_delta_at"] = {
+            rnd: mean(d) for rnd in at if (d := paired_deltas(r["curves"], ref["curves"], rnd))
+        }
     n_params = f32 // 4
     print(
         f"task {base.task}, {base.nodes} nodes, {base.rounds} rounds, fraction {base.fraction}, "
         f"seed {base.seed}; model {n_params} parameters = {f32} B float32"
     )
+    early = "".join(f"{'@' + str(rnd):>7}" for rnd in at)
     head = (
         f"{'codec':<14}{'upload B':>9}{'bytes ratio':>12}{'payload B':>10}{'payload ratio':>14}"
-        f"{'accuracy':>9}{'delta pts (sd)':>16}{'seeds':>6}{'encode ms':>10}{'decode ms':>10}"
+        f"{'accuracy':>9}{'delta pts (se)':>16}{'seeds':>6}{early}{'encode ms':>10}"
+        f"{'decode ms':>10}"
     )
     print(head)
     print("-" * len(head))
     for codec, r in results.items():
-        sd = r["accuracy_delta_sd"]
-        delta = f"{r['accuracy_delta']:+.2f}" + (f" ({sd:.2f})" if sd is not None else "       ")
+        se = r["accuracy_delta_se"]
+        delta = f"{r['accuracy_delta']:+.2f}" + (f" ({se:.2f})" if se is not None else "       ")
+        early = "".join(
+            f"{r['accuracy_delta_at'][rnd]:>+7.2f}" if rnd in r["accuracy_delta_at"] else " " * 7
+            for rnd in at
+        )
         print(
             f"{codec:<14}{r['upload_bytes']:>9.0f}{r['bytes_ratio']:>11.2f}x"
             f"{r['payload_bytes']:>10d}{r['payload_ratio']:>13.2f}x{r['accuracy']:>9.4f}"
-            f"{delta:>16}{len(r['seeds']):>6}{r['encode_ms']:>10.3f}{r['decode_ms']:>10.3f}"
+            f"{delta:>16}{len(r['seeds']):>6}{early}{r['encode_ms']:>10.3f}"
+            f"{r['decode_ms']:>10.3f}"
         )
     print(
         "bytes ratio: whole upload message in the ledger (incl. ~1.2 KB per reply of Flower "
         "metadata,\n  metrics and energy report, the same for every codec); payload ratio: the "
         "encoded update only.\n  The codec goals (int8 >= 3.9x, top-k family >= 50x) are judged "
-        "on the payload ratio.\n  accuracy/delta: mean over the seeds; delta = mean of paired "
-        "(same-seed) differences vs none, (sd) their sample standard deviation."
+        "on the payload ratio.\n  accuracy/delta: after the last round, mean over the seeds; "
+        "delta = mean of paired (same-seed)\n  differences vs none in points, (se) its standard "
+        "error; @N: the same delta after round N."
     )
     if args.json:
         keys = ("bytes_ratio", "payload_ratio", "accuracy", "accuracy_delta", "encode_ms")
-        more = ("decode_ms", "upload_bytes", "accuracy_delta_sd", "seeds", "accuracy_by_seed")
-        doc = {c: {k: r[k] for k in (*keys, *more)} for c, r in results.items()}
+        more = ("decode_ms", "upload_bytes", "payload_bytes", "accuracy_delta_sd")
+        more += ("accuracy_delta_se", "accuracy_delta_at", "seeds", "accuracy_by_seed", "curves")
+        doc = {
+            "settings": {
+                "task": base.task,
+                "nodes": base.nodes,
+                "rounds": base.rounds,
+                "fraction": base.fraction,
+                "seed": base.seed,
+                "parameters": n_params,
+            },
+            **{c: {k: r[k] for k in (*keys, *more)} for c, r in results.items()},
+        }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=2))
     return 0

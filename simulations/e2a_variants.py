@@ -2,8 +2,9 @@
 
 Reads the per-seed FedAvg totals and targets from an ``energy_to_accuracy.py --json`` file and
 runs the best strategy (utility per joule, per-link compression, 0.4x FedAvg's participants, 30
-local epochs, lazy discovery) with the given setting changes on the same fleets and seeds,
-printing each run and the mean saving per fleet (1 / mean(total / the seed's FedAvg total)).
+local epochs, the benchmark's profile discovery) with the given setting changes on the same
+fleets and seeds, printing each run and the mean saving per fleet (1 / mean(total / the seed's
+FedAvg total)).
 
     python simulations/e2a_variants.py '{"exploration": 0.1}' [--from docs/energy_to_accuracy.json]
 """
@@ -31,7 +32,6 @@ BEST = dict(
     fraction_evaluate=0.0,
     partitioner="dirichlet",
     dirichlet_alpha=0.5,
-    discovery="lazy",
     selector="utility",
     compression="per-link",
     local_epochs=30,
@@ -52,7 +52,14 @@ def main() -> int:
         ratios = []
         for seed, target in zip(res["seeds"], res["targets"], strict=True):
             out = Path(a.out) / tag / fleet / f"seed{seed}"
-            s = Settings(**BEST, fleet=fleet, seed=seed, target_accuracy=target, out=str(out))
+            s = Settings(
+                **BEST,
+                fleet=fleet,
+                seed=seed,
+                target_accuracy=target,
+                discovery=res.get("discovery", "lazy"),  # JSONs before 'declared': lazy
+                out=str(out),
+            )
             summary = simulate(replace(s, **changes))
             ratio = summary["total_j"] / fedavg[res["seeds"].index(seed)]["total_j"]
             ratios.append(ratio)

@@ -10,13 +10,21 @@ range over seeds. A plot of accuracy against cumulative energy (first seed) goes
 --plot-dir; --json writes the same figures (per fleet and strategy: ``total_j``,
 ``ratio_vs_fedavg``, ``rounds``, ``final_accuracy``, ``reached_target``, ``per_seed``).
 
-Profiles are discovered lazily by default (``--discovery lazy``: no up-front message; FedAvg
-pays nothing for profiles, the energy-aware strategies pay for their first contacts);
-``--discovery query`` makes every strategy pay a round-0 QUERY of every node and prints the
-saving without it ("excl.query"), i.e. what profiles declared at registration would give.
+How the coordinator learns what each node is (``--discovery``):
+
+* ``declared`` (default): every SuperNode declared its device and link when it was registered
+  (``flwr supernode register --name "... fe:DEVICE/LINK"``; here the Simulation Engine's nodes
+  are named from the fleet spec): known before any message, at no energy cost per run;
+* ``lazy``: nothing is declared; a node's profile comes with its first reply, so the
+  energy-aware strategies pay for first contacts with nodes they could not know were costly;
+* ``query``: every strategy pays a round-0 QUERY of every node; the saving without it is
+  printed too ("excl.query").
+
+FedAvg ignores profiles (uniform sampling): its runs are the same in all three modes except for
+the query's own joules.
 
     python simulations/energy_to_accuracy.py [--rounds 15] [--nodes 40] [--seeds 0 1 2]
-        [--discovery lazy|query] [--only NAME ...] [--json PATH] [--plot-dir DIR]
+        [--discovery declared|lazy|query] [--only NAME ...] [--json PATH] [--plot-dir DIR]
 """
 
 from __future__ import annotations
@@ -226,10 +234,11 @@ def main() -> int:
     )
     p.add_argument(
         "--discovery",
-        choices=("lazy", "query"),
-        default="lazy",
-        help="how the coordinator learns node profiles (lazy: from first replies, no up-front "
-        "messages; query: every node is asked in round 0, which every strategy pays)",
+        choices=("declared", "lazy", "query"),
+        default="declared",
+        help="how the coordinator learns node profiles (declared: from the SuperNodes' "
+        "registration names, no message; lazy: from first replies, no up-front messages; "
+        "query: every node is asked in round 0, which every strategy pays)",
     )
     p.add_argument("--only", nargs="*", default=None, help="strategies to run besides fedavg")
     p.add_argument("--out", default="runs/energy_to_accuracy")

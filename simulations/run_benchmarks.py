@@ -51,7 +51,8 @@ def benchmarks(results: str) -> dict[str, list[str]]:
         "codecs": [
             f"{SIM}/bench_codecs.py",
             *("--rounds", "3", "--nodes", "10", "--codecs", "none,fp16,int8,topk:0.1,stc:0.09"),
-            *("--no-repeat", "--reps", "50", "--json", f"{r}/codecs.json"),
+            *("--extra-seeds", "1,2", "--no-repeat", "--reps", "50"),
+            *("--json", f"{r}/codecs.json"),
         ],
         "energy_to_accuracy": [
             f"{SIM}/energy_to_accuracy.py",
@@ -250,6 +251,8 @@ def section_codecs(d: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for c, r in d.items():
+        if c == "settings":
+            continue
         lines.append(
             f"| {c} | {_f(r['upload_bytes'], 0)} | {_f(r['bytes_ratio'])} | "
             f"{_f(r['payload_ratio'])} | {_f(r['accuracy'], 4)} | {_f(r['accuracy_delta'], 2)} | "

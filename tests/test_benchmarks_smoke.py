@@ -57,6 +57,7 @@ def test_run_benchmarks_renders_every_section(tmp_path):
         },
         "meters": {"rows": [{"meter": "rapl", "window_us": 12.5}]},
         "codecs": {
+            "settings": {"task": "digits", "nodes": 4, "rounds": 1},  # not a codec row
             "none": {
                 "upload_bytes": 100.0,
                 "bytes_ratio": 1.0,
@@ -65,7 +66,7 @@ def test_run_benchmarks_renders_every_section(tmp_path):
                 "accuracy_delta": 0.0,
                 "encode_ms": 0.01,
                 "decode_ms": 0.01,
-            }
+            },
         },
     }
     for name, d in docs.items():

@@ -28,7 +28,10 @@ from fedenergy.settings import Settings
         ({"min-nodes": 0}, "min-nodes must be a positive integer, got 0"),
         ({"max-short-rounds": -1}, "max-short-rounds must be a positive integer"),
         ({"selector": "oracle"}, "unknown selector 'oracle'"),
-        ({"discovery": "psychic"}, "unknown discovery 'psychic'; choose one of query, lazy"),
+        (
+            {"discovery": "psychic"},
+            "unknown discovery 'psychic'; choose one of query, lazy, declared",
+        ),
         ({"energy-weight": -1.0}, "energy-weight must be in [0, 10]"),
         ({"fleet": "nowhere"}, "unknown fleet 'nowhere'"),
     ],

@@ -1,6 +1,9 @@
 """A real deployment on loopback (issue 6 acceptance): `flower-superlink` with TLS and SuperNode
 authentication, four `flower-supernode` processes with registered keys and one with an
 unregistered key, three rounds with `flwr run`, one SuperNode SIGKILLed in the middle of the run.
+Three of the four keys are registered with a name that declares the node's profile
+(``fe:DEVICE/LINK``); after the first run, a second, one-round run with ``discovery='declared'``
+reads those names instead of querying the nodes.
 
 One module-scoped fixture builds the deployment and runs it once; the tests below check its
 outcome. It took 4.9-6.8 min on the 2-core development machine while other jobs kept its load at
@@ -53,6 +56,8 @@ NODES = [
     ("laptop-ethernet", 'device="laptop" link="ethernet" meter="auto"'),
     ("pi5-wifi-victim", 'device="rpi5" link="wifi"'),
 ]
+# The profile each node declares in its registration name (None: the name declares nothing).
+DECLARED = ["fe:rpi4/wifi/FRA", "fe:phone/lte", None, "fe:rpi5/wifi"]
 VICTIM = len(NODES) - 1
 KILL_AFTER_ROUND = 1
 RUN_TIMEOUT_S = 600
@@ -112,10 +117,11 @@ def deployment(tmp_path_factory):
         keys = [make_node_key(root / f"node{i}") for i in range(len(NODES))]
         regs = [
             subprocess.Popen(
-                [str(BIN / "flwr"), "supernode", "register", str(pub), "tls", "--name", name],
+                [str(BIN / "flwr"), "supernode", "register", str(pub), "tls",
+                 "--name", f"{name} {decl}" if decl else name],
                 env=d.env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )
-            for (name, _), (_, pub) in zip(NODES, keys, strict=True)
+            for (name, _), decl, (_, pub) in zip(NODES, DECLARED, keys, strict=True)
         ]  # fmt: skip
         res["register"] = [p.communicate(timeout=90)[0] for p in regs]
         assert all(p.returncode == 0 for p in regs), res["register"]
@@ -187,6 +193,7 @@ def deployment(tmp_path_factory):
         res["rogue_rc"] = rogue.proc.poll()
         res["rogue_log"] = rogue.text()
         res["ls"] = d.cli_json(["ls", "tls"])
+        res["declared"] = declared_run(d, app, root)
         res["supernodes"] = d.cli_json(["supernode", "ls", "tls"])
         res["node_logs"] = [n.text() for n in nodes]
         res["ledger"] = ledger
@@ -198,12 +205,44 @@ def deployment(tmp_path_factory):
         print(
             "\n[deployment] "
             + json.dumps(
-                {k: res.get(k) for k in ("setup_s", "killed_at_s", "run_s", "total_s")},
+                {k: res.get(k) for k in ("setup_s", "killed_at_s", "run_s", "total_s")}
+                | {"declared_s": res.get("declared", {}).get("s")},
                 default=str,
             )
         )
     # Reached only when the tests ran (not when set-up failed): nothing may be left running.
     assert not res["leftovers"], f"processes left running: {res['leftovers']}"
+
+
+def declared_run(d: Deployment, app: Path, root: Path) -> dict:
+    """A second run on the same deployment, one round, every live node training, profiles read
+    from the registration names (``discovery='declared'``) instead of a QUERY."""
+    out = root / "out-declared"
+    log_path = root / "logs" / "flwr-run-declared.log"
+    live = len(NODES) - 1  # the victim is dead
+    cfg = (
+        f"num-server-rounds=1 nodes={live} fraction-train=1.0 local-epochs=1 "
+        f"discovery='declared' out='{out}'"
+    )
+    t0 = time.monotonic()
+    with log_path.open("wb") as fh:
+        run = subprocess.Popen(
+            [str(BIN / "flwr"), "run", str(app), "tls", "--stream", "--run-config", cfg],
+            env=d.env, cwd=root, stdout=fh, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    d.started.append(Started("flwr-run-declared", run, log_path))
+    try:
+        run.wait(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"declared run did not finish in {RUN_TIMEOUT_S} s:\n{log_path.read_text()}")
+    return {
+        "rc": run.returncode,
+        "log": log_path.read_text(errors="replace"),
+        "ledger": out / "ledger.sqlite",
+        "ls": d.cli_json(["ls", "tls"]),
+        "s": time.monotonic() - t0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +254,7 @@ def db(deployment):
 
 
 def _run(deployment) -> dict:
-    runs = deployment["ls"]["runs"]
+    runs = deployment["ls"]["runs"]  # listed before the declared run started
     assert len(runs) == 1, runs
     return runs[0]
 
@@ -247,6 +286,41 @@ def test_nodes_table_has_every_supernodes_profile_from_the_query(deployment, db)
     assert got == want
     registered = {n["node-id"] for n in deployment["supernodes"]["nodes"]}
     assert {r[0] for r in db.execute("SELECT node_id FROM nodes")} == registered
+
+
+def test_declared_run_reads_profiles_from_registration_names(deployment):
+    """The second run sends no QUERY: the nodes that declared a profile in their registration
+    name are known from the start (device, link and declared country), their partition comes
+    with their first reply; the laptop, whose name declares nothing, is learned from its
+    first reply alone."""
+    dec = deployment["declared"]
+    assert dec["rc"] == 0, dec["log"]
+    runs = sorted(dec["ls"]["runs"], key=lambda r: r.get("created-at", ""))
+    assert len(runs) == 2 and all(r["status"] == "finished:completed" for r in runs), dec["log"]
+    con = sqlite3.connect(dec["ledger"])
+    try:
+        (status,) = con.execute("SELECT status FROM runs").fetchone()
+        calls = con.execute("SELECT DISTINCT call FROM energy").fetchall()
+        round0 = con.execute("SELECT joules FROM rounds WHERE round=0").fetchone()
+        nodes = {
+            r[0]: r[1:]
+            for r in con.execute("SELECT partition_id, device, link, country FROM nodes")
+        }
+        trained = {
+            r[0]
+            for r in con.execute(
+                "SELECT n.partition_id FROM energy e JOIN nodes n USING (run_id, node_id) "
+                "WHERE e.call='train' AND e.status='ok' AND e.round=1"
+            )
+        }
+    finally:
+        con.close()
+    assert status == "completed"
+    assert ("query",) not in calls and ("train",) in calls and round0 == (0.0,)
+    assert nodes[0] == ("rpi4", "wifi", "FRA")  # the declared country
+    assert nodes[1][:2] == ("phone", "lte")
+    assert nodes[2][:2] == ("laptop", "ethernet")  # undeclared: from its own report
+    assert trained == {0, 1, 2}
 
 
 def test_every_surviving_node_has_rows_for_every_round(deployment, db):

@@ -39,7 +39,7 @@ from fedenergy.report import (
 )
 from fedenergy.strategy.policies import CompressionPolicy, FixedPolicy
 from fedenergy.strategy.selectors import RandomSelector, Selector
-from fedenergy.strategy.state import FleetState, NodeInfo
+from fedenergy.strategy.state import UNKNOWN_PARTITION, FleetState, NodeInfo
 from fedenergy.uplink import (
     CODEC_CFG_KEY,
     DOWNLINK_CFG_KEY,
@@ -99,6 +99,7 @@ class EnergyAwareStrategy(Strategy):
         policy: CompressionPolicy | None = None,
         query_fn: Callable[[Grid, list[int]], list[NodeInfo]] | None = None,
         learn_fn: Callable[[int, EnergyReport], NodeInfo] | None = None,
+        declare_fn: Callable[[Grid, list[int]], list[NodeInfo]] | None = None,
     ) -> None:
         self.base = base
         self.fleet = fleet
@@ -112,6 +113,10 @@ class EnergyAwareStrategy(Strategy):
         self.policy = policy or FixedPolicy()
         self.query_fn = query_fn  # None: lazy discovery (new nodes start unknown)
         self.learn_fn = learn_fn  # profile of an unknown node from its first valid report
+        # declared discovery: the profiles nodes declared at registration (query_fn is None)
+        self.declare_fn = declare_fn
+        # nodes known by a declared profile whose first reply (partition, data) is still due
+        self.declared_pending: set[int] = set()
         # Let the wrapped strategy "sample" all of the nodes we hand it.
         for attr, value in (
             ("fraction_train", 1.0),
@@ -188,13 +193,27 @@ class EnergyAwareStrategy(Strategy):
             self._download_bytes[label] = message_bytes(msg)
         return self._download_bytes[label]
 
+    def admit_declared(self, grid: Grid, node_ids: list[int]) -> None:
+        """Add ``node_ids`` with the profiles they declared at registration (``declare_fn``);
+        the others, and every node without declared discovery, as unknown (lazy)."""
+        declared = self.declare_fn(grid, node_ids) if self.declare_fn is not None else []
+        for info in declared:
+            self.fleet.add(info)
+            self.declared_pending.add(info.node_id)
+        if declared:
+            self.ledger.add_nodes(
+                self.run_id,
+                [(i.node_id, i.partition_id, i.device, i.link, i.country) for i in declared],
+            )
+        for n in sorted(node_ids):
+            self.fleet.add_unknown(n)  # a no-op for the declared ones
+
     def _admit_new_nodes(self, grid: Grid) -> None:
         """Admit nodes that registered after the start (deployment: late joiners): query them,
-        or with lazy discovery add them as unknown."""
+        or read their declared profiles, or with lazy discovery add them as unknown."""
         new = [n for n in grid.get_node_ids() if n not in self.fleet]
         if new and self.query_fn is None:
-            for n in sorted(new):
-                self.fleet.add_unknown(n)
+            self.admit_declared(grid, new)
         elif new:
             for info in self.query_fn(grid, new):
                 self.fleet.add(info)
@@ -212,7 +231,9 @@ class EnergyAwareStrategy(Strategy):
             key = next(k for k, v in m.content.items() if isinstance(v, ConfigRecord))
             cfg = ConfigRecord(dict(m.content[key]))
             cfg.update(self.common_config)
-            if st.known:  # an unknown node uses its own profile
+            # an unknown node uses its own profile; so does a declared one until its first
+            # reply (its report is checked against the declaration, not told it)
+            if st.known and nid not in self.declared_pending:
                 cfg["fe-device"], cfg["fe-link"] = st.device.id, st.link.id
             if call == "train":
                 spec = self.policy.codec_for(st, server_round)
@@ -373,11 +394,19 @@ class EnergyAwareStrategy(Strategy):
         return self._same_metric_keys(kept, call, count)
 
     def _learn(self, node_id: int, report: EnergyReport) -> None:
-        """Lazy discovery: an unknown node's first valid report names its profile."""
-        if self.learn_fn is None or node_id not in self.fleet or self.fleet[node_id].known:
+        """Lazy discovery: an unknown node's first valid report names its profile. Declared
+        discovery: a declared node's first valid report (checked against its declared device
+        and link) adds its partition and data."""
+        if self.learn_fn is None or node_id not in self.fleet:
             return
-        info = self.learn_fn(node_id, report)
-        self.fleet.add(info)
+        if node_id in self.declared_pending:
+            self.declared_pending.discard(node_id)
+            self.fleet.complete(self.learn_fn(node_id, report))
+        elif not self.fleet[node_id].known:
+            self.fleet.add(self.learn_fn(node_id, report))
+        else:
+            return
+        info = self.fleet[node_id].info
         self.ledger.add_nodes(
             self.run_id, [(info.node_id, info.partition_id, info.device, info.link, info.country)]
         )
@@ -463,6 +492,8 @@ class EnergyAwareStrategy(Strategy):
         st = self.fleet[node_id] if node_id in self.fleet else None
         if st is not None and not st.known:
             st = None  # lazy discovery: its report is checked against its own claimed profile
+        # a declared node's partition is learned from its first report
+        part = st.info.partition_id if st is not None else UNKNOWN_PARTITION
         payload = 0
         for rec in msg.content.array_records.values():
             payload += sum(len(a.data) for a in rec.values())
@@ -471,7 +502,7 @@ class EnergyAwareStrategy(Strategy):
         return Expected(
             kind=call,
             server_round=rnd if call == "train" and isinstance(rnd, int) else None,
-            partition_id=st.info.partition_id if st is not None else None,
+            partition_id=part if part != UNKNOWN_PARTITION else None,
             device=st.device if st is not None else None,
             link=st.link if st is not None else None,
             infra_kwh_per_gb=self.fleet.infra_kwh_per_gb,

@@ -396,6 +396,20 @@ class FleetState:
         self._order, self._online, self._version = None, {}, self._version + 1
         self._attach(st)
 
+    def complete(self, info: NodeInfo) -> None:
+        """A node known by its declared device and link has replied for the first time: its
+        partition, data size and (in simulation) fleet behaviour join what was declared. Its
+        device, link and history stay; a declared country stays; a simulated battery is shifted
+        by the difference of initial charges (it was assumed full)."""
+        st = self.nodes[info.node_id]
+        old = st.info
+        country = old.country if old.country != "WORLD" else info.country
+        st.info = replace(info, device=old.device, link=old.link, country=country)
+        if st.capacity_j is not None and st.battery_j is not None:
+            shift = st.capacity_j * (old.battery_initial - info.battery_initial)
+            st.battery_j = max(0.0, st.battery_j - shift)
+        self._order, self._online, self._version = None, {}, self._version + 1
+
     def set_examples(self, node_id: int, num_examples: int) -> None:
         """Record a node's local training-set size (lazy discovery learns it from a reply)."""
         st = self.nodes[node_id]
@@ -417,14 +431,15 @@ class FleetState:
             if self._exotic_ids:
                 pairs = sorted(
                     [
-                        (st.info.partition_id if st.known else _LAST, n)
+                        (st.info.partition_id if st.info.partition_id >= 0 else _LAST, n)
                         for n, st in self.nodes.items()
                     ]
                 )
                 self._order = [n for _, n in pairs]
                 order = self.rows(self._order)
-            else:  # by (partition id, node id); unknown nodes after the known ones, by node id
-                key = np.where(c["known"][:n], c["part"][:n], _LAST)
+            else:  # by (partition id, node id); nodes whose partition is not known yet (lazy
+                # or declared discovery) after the others, by node id
+                key = np.where(c["part"][:n] >= 0, c["part"][:n], _LAST)
                 order = np.argsort(key)
                 ranked = key[order]
                 if n > 1 and (ranked[1:] == ranked[:-1]).any():  # ties: by node id within
