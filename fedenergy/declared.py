@@ -22,9 +22,13 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fedenergy.devices import device_catalog
 from fedenergy.network import link_catalog
+
+if TYPE_CHECKING:
+    from flwr.serverapp import Grid
 
 log = logging.getLogger("fedenergy")
 PREFIX = "fe:"
@@ -82,7 +86,7 @@ def parse_declaration(name: str | None) -> Declaration | None:
     return Declaration(device, link, country)
 
 
-def read_declarations(grid, node_ids: Iterable[int]) -> dict[int, Declaration]:
+def read_declarations(grid: Grid, node_ids: Iterable[int]) -> dict[int, Declaration]:
     """Declared profiles of ``node_ids``, from their registration names (``grid.get_nodes()``).
 
     Nodes without a declaration are left out; a malformed one is logged (once per node) and

@@ -301,7 +301,7 @@ def run_federation(
         config = common_config(settings)
         fleet_state = FleetState([], settings.seed, settings.infra_kwh_per_gb)
         task = get_task(settings.task)
-        lazy = settings.discovery in ("lazy", "declared")  # no up-front query
+        ask_first = settings.discovery == "query"  # an up-front QUERY of every node
         profiles = fleet.assign(settings.nodes, settings.seed)
 
         def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
@@ -318,7 +318,7 @@ def run_federation(
             selector=make_selector(settings),
             eval_selector=RandomSelector(settings.seed, 1),
             policy=make_policy(settings),
-            query_fn=None if lazy else query,
+            query_fn=query if ask_first else None,
             learn_fn=lambda nid, r: node_info(
                 nid, r.partition_id, r.device, r.link, 0, None, profiles
             ),
@@ -329,7 +329,7 @@ def run_federation(
             ),
         )
         node_ids = wait_for_nodes(grid, settings.nodes)
-        if lazy:
+        if not ask_first:
             strategy.admit_declared(grid, node_ids)
             if settings.discovery == "declared":
                 log.info(
@@ -351,7 +351,7 @@ def run_federation(
         ).x
         per_batch = FlopCache().training(model, sample, settings.batch_size, settings.batch_size, 1)
         fleet_state.flops_per_example = per_batch / settings.batch_size * settings.local_epochs
-        if not lazy:
+        if ask_first:  # (declared and learned nodes are recorded by the strategy)
             ledger.add_nodes(
                 run_id,
                 [
