@@ -220,17 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("bytes_ratio", "payload_ratio", "accuracy", "accuracy_delta", "encode_ms")
         more = ("decode_ms", "upload_bytes", "payload_bytes", "accuracy_delta_sd")
         more += ("accuracy_delta_se", "accuracy_delta_at", "seeds", "accuracy_by_seed", "curves")
-        doc = {
-            "settings": {
-                "task": base.task,
-                "nodes": base.nodes,
-                "rounds": base.rounds,
-                "fraction": base.fraction,
-                "seed": base.seed,
-                "parameters": n_params,
-            },
-            **{c: {k: r[k] for k in (*keys, *more)} for c, r in results.items()},
-        }
+        doc = {c: {k: r[k] for k in (*keys, *more)} for c, r in results.items()}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=2))
     return 0

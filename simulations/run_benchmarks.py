@@ -251,8 +251,6 @@ def section_codecs(d: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for c, r in d.items():
-        if c == "settings":
-            continue
         lines.append(
             f"| {c} | {_f(r['upload_bytes'], 0)} | {_f(r['bytes_ratio'])} | "
             f"{_f(r['payload_ratio'])} | {_f(r['accuracy'], 4)} | {_f(r['accuracy_delta'], 2)} | "
@@ -300,9 +298,14 @@ NOTES = """## How to read these figures
   round 1. (With `--discovery query` the N queued QUERY messages cost O(N^2) per sweep of
   Flower's simulation engine, `InMemoryLinkState.get_message_ins` scanning every stored message
   for each node; see `bench_scale.py --discovery query`.)
-- **Codecs** here run reduced (10 nodes, 3 rounds, one seed) to keep the whole command short:
-  their accuracy deltas are noise-dominated. The full, 3-seed paired comparison is in
+- **Codecs** here run reduced (10 nodes, 3 rounds, 3 seeds for none and stc) to keep the whole
+  command short: their accuracy deltas are noise-dominated and read mid-climb. The full
+  comparison (30 rounds, 10 paired seeds, deltas after rounds 10, 20 and 30) is in
   docs/compression.md.
+- **Energy to accuracy** here runs reduced (20 nodes, one fleet, one seed, FedAvg 5 rounds),
+  with profiles declared at registration (the script's default `--discovery declared`); the
+  full benchmark (40 nodes, two fleets, three seeds, declared and lazy) is in
+  docs/strategies.md.
 - **Selection**: `fleet.online()` plus one selector over a FleetState of 100,000 nodes with a
   real `EnergyAwareStrategy.forecast` (vectorised over numpy columns of the fleet state); the
   last column is the same selection with one forecast call per node (a check: same picks).

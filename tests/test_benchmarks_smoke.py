@@ -57,7 +57,6 @@ def test_run_benchmarks_renders_every_section(tmp_path):
         },
         "meters": {"rows": [{"meter": "rapl", "window_us": 12.5}]},
         "codecs": {
-            "settings": {"task": "digits", "nodes": 4, "rounds": 1},  # not a codec row
             "none": {
                 "upload_bytes": 100.0,
                 "bytes_ratio": 1.0,
