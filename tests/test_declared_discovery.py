@@ -21,20 +21,7 @@ from fedenergy.fleet import load_fleet
 from fedenergy.ledger import Ledger
 from fedenergy.settings import Settings
 from fedenergy.strategy.state import UNKNOWN_PARTITION, FleetState, NodeInfo
-
-# Half the nodes on 3G phones (a call costs ~100x a wired laptop's): the answer is obvious.
-OBVIOUS = """
-name = "obvious"
-[[group]]
-device = "phone-midrange"
-link = "3g"
-fraction = 0.5
-[[group]]
-device = "laptop"
-link = "ethernet"
-fraction = 0.5
-country = "DEU"
-"""
+from tests.test_strategy_simulation import OBVIOUS  # half 3G phones: the answer is obvious
 
 
 # -- names -----------------------------------------------------------------------------------

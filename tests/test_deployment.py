@@ -157,14 +157,7 @@ def deployment(tmp_path_factory):
             f"local-epochs=1 out='{out}'"
         )
         t_run = time.monotonic()
-        with run_log.open("wb") as fh:
-            run = subprocess.Popen(
-                [str(BIN / "flwr"), "run", str(app), "tls", "--stream",
-                 "--run-config", run_cfg],
-                env=d.env, cwd=root, stdout=fh, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
-        d.started.append(Started("flwr-run", run, run_log))
+        run = start_run(d, "flwr-run", app, root, run_cfg, run_log)
 
         # Kill the victim as soon as round KILL_AFTER_ROUND is committed.
         wait_for(
@@ -214,6 +207,20 @@ def deployment(tmp_path_factory):
     assert not res["leftovers"], f"processes left running: {res['leftovers']}"
 
 
+def start_run(
+    d: Deployment, name: str, app: Path, root: Path, run_cfg: str, log_path: Path
+) -> subprocess.Popen:
+    """`flwr run APP tls --stream` with ``run_cfg``, logging to ``log_path``; tracked by ``d``."""
+    with log_path.open("wb") as fh:
+        run = subprocess.Popen(
+            [str(BIN / "flwr"), "run", str(app), "tls", "--stream", "--run-config", run_cfg],
+            env=d.env, cwd=root, stdout=fh, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    d.started.append(Started(name, run, log_path))
+    return run
+
+
 def declared_run(d: Deployment, app: Path, root: Path) -> dict:
     """A second run on the same deployment, one round, every live node training, profiles read
     from the registration names (``discovery='declared'``) instead of a QUERY."""
@@ -225,13 +232,7 @@ def declared_run(d: Deployment, app: Path, root: Path) -> dict:
         f"discovery='declared' out='{out}'"
     )
     t0 = time.monotonic()
-    with log_path.open("wb") as fh:
-        run = subprocess.Popen(
-            [str(BIN / "flwr"), "run", str(app), "tls", "--stream", "--run-config", cfg],
-            env=d.env, cwd=root, stdout=fh, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    d.started.append(Started("flwr-run-declared", run, log_path))
+    run = start_run(d, "flwr-run-declared", app, root, cfg, log_path)
     try:
         run.wait(timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
