@@ -330,7 +330,7 @@ def run_federation(
         )
         node_ids = wait_for_nodes(grid, settings.nodes)
         if not ask_first:
-            strategy.admit_declared(grid, node_ids)
+            strategy.admit_without_query(grid, node_ids)
             if settings.discovery == "declared":
                 log.info(
                     "%d of %d nodes declared their profile at registration; the others are "

@@ -193,7 +193,7 @@ class EnergyAwareStrategy(Strategy):
             self._download_bytes[label] = message_bytes(msg)
         return self._download_bytes[label]
 
-    def admit_declared(self, grid: Grid, node_ids: list[int]) -> None:
+    def admit_without_query(self, grid: Grid, node_ids: list[int]) -> None:
         """Add ``node_ids`` with the profiles they declared at registration (``declare_fn``);
         the others, and every node without declared discovery, as unknown (lazy)."""
         declared = self.declare_fn(grid, node_ids) if self.declare_fn is not None else []
@@ -213,7 +213,7 @@ class EnergyAwareStrategy(Strategy):
         or read their declared profiles, or with lazy discovery add them as unknown."""
         new = [n for n in grid.get_node_ids() if n not in self.fleet]
         if new and self.query_fn is None:
-            self.admit_declared(grid, new)
+            self.admit_without_query(grid, new)
         elif new:
             for info in self.query_fn(grid, new):
                 self.fleet.add(info)
