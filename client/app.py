@@ -17,25 +17,25 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from fedenergy.compression import parse_codec
-from fedenergy.fleet import OFFLINE_REASON
-from fedenergy.flops import FlopCache
-from fedenergy.mod import (
+from fedenergy.client.mod import (
     energy_mod,
     resolve_profile,
     simulated_failure_prob,
     simulated_offline,
     work_record,
 )
-from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs
-from fedenergy.uplink import (
+from fedenergy.codecs import (
     CODEC_CFG_KEY,
     CODEC_RECORD,
     DOWNLINK_CFG_KEY,
     decode_downlink,
     encode_reply_arrays,
     numpy_arrays,
+    parse_codec,
 )
+from fedenergy.physics.flops import FlopCache
+from fedenergy.sim.fleet import OFFLINE_REASON
+from fedenergy.sim.tasks import DataConfig, evaluate, get_task, train_epochs
 
 torch.set_num_threads(1)
 

@@ -85,14 +85,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     run = None
     try:
         if args.resume:
-            from fedenergy.resume import load_run
+            from fedenergy.sim.resume import load_run
 
             settings, run = load_run(args.resume)
         settings.validate()
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
-    from fedenergy.simulate import simulate
+    from fedenergy.sim.engine import simulate
 
     if run is not None:
         if run["status"] == "completed":
@@ -123,7 +123,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     try:
         if run is not None:
-            from fedenergy.resume import resume_run
+            from fedenergy.sim.resume import resume_run
 
             summary = resume_run(settings, run, on_round=progress, verbose=args.verbose)
         else:
@@ -141,8 +141,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from fedenergy.analysis.summary import summarize
     from fedenergy.ledger import Ledger
-    from fedenergy.summary import summarize
 
     path = Path(args.run_dir)
     path = path / "ledger.sqlite" if path.is_dir() else path
@@ -160,7 +160,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         _table_summary(Console(), summary)
     if not args.no_files:
-        from fedenergy.htmlreport import write_report
+        from fedenergy.analysis.htmlreport import write_report
 
         written = write_report(path, run_id=args.run_id)
         print(
@@ -187,7 +187,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _table_comparison(console: Console, comp: dict) -> None:
-    from fedenergy.compare import side_table
+    from fedenergy.analysis.compare import side_table
 
     t = Table(
         title=f"Federated vs centralized to accuracy {comp['target_accuracy']:.4f} "
@@ -215,8 +215,8 @@ def _table_comparison(console: Console, comp: dict) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from fedenergy.compare import compare_run, write_comparison
-    from fedenergy.htmlreport import write_report
+    from fedenergy.analysis.compare import compare_run, write_comparison
+    from fedenergy.analysis.htmlreport import write_report
 
     console = Console()
     settings = _settings_from_args(args)
@@ -226,7 +226,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"target-accuracy must be in (0, 1], got {args.target_accuracy!r}")
         if args.max_epochs <= 0:
             raise ValueError(f"max-epochs must be a positive integer, got {args.max_epochs!r}")
-        from fedenergy.devices import get_device
+        from fedenergy.physics.devices import get_device
 
         if get_device(args.datacenter).kind != "datacenter":
             raise ValueError(f"device {args.datacenter!r} is not a datacenter profile")
@@ -241,7 +241,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             console.print(f"[red]error:[/red] no ledger at {ledger_path}")
             return 2
     else:
-        from fedenergy.simulate import simulate
+        from fedenergy.sim.engine import simulate
 
         console.print(
             f"fedenergy compare: {settings.nodes} nodes of fleet '{settings.fleet}', task "

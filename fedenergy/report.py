@@ -20,8 +20,8 @@ from functools import lru_cache
 
 from flwr.app import ConfigRecord
 
-from fedenergy.devices import DeviceProfile, device_catalog
-from fedenergy.network import (
+from fedenergy.physics.devices import DeviceProfile, device_catalog
+from fedenergy.physics.network import (
     LinkProfile,
     infrastructure_energy_j,
     link_catalog,

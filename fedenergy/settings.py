@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-from fedenergy.compression import parse_codec
-from fedenergy.fleet import load_fleet
-from fedenergy.tasks import get_task
-from fedenergy.tasks.partition import PARTITIONERS
+from fedenergy.codecs import parse_codec
+from fedenergy.sim.fleet import load_fleet
+from fedenergy.sim.tasks import get_task
+from fedenergy.sim.tasks.partition import PARTITIONERS
 
 # Keys of the per-message config the server sends to clients (prefixed to avoid collisions).
 CFG_PREFIX = "fe-"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedenergy.federation import run_federation, settled_node_count
+from fedenergy.server.coordinator import run_federation, settled_node_count
 from fedenergy.settings import Settings
 
 app = ServerApp()

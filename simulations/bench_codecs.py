@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedenergy import compression as C  # noqa: E402
+from fedenergy import codecs as C  # noqa: E402
 from fedenergy.ledger import Ledger  # noqa: E402
 from fedenergy.settings import Settings  # noqa: E402
 
@@ -47,7 +47,7 @@ REPEAT = "none (repeat)"  # a second none run: the run-to-run noise of the accur
 
 def real_update(settings: Settings) -> dict[str, np.ndarray]:
     """One local training of partition 0 from the initial model: new - global."""
-    from fedenergy.tasks import DataConfig, get_task, train_epochs
+    from fedenergy.sim.tasks import DataConfig, get_task, train_epochs
 
     task = get_task(settings.task)
     model = task.make_model()
@@ -84,7 +84,7 @@ def run_codec(
     each round, network joules)."""
     from dataclasses import replace
 
-    from fedenergy.simulate import simulate
+    from fedenergy.sim.engine import simulate
 
     settings = replace(base, codec=codec, out=str(out))
     if seed is not None:

@@ -129,7 +129,7 @@ def plain_client_app(with_mod: bool):
     from flwr.clientapp import ClientApp
 
     import client.app as ca
-    from fedenergy.mod import energy_mod
+    from fedenergy.client.mod import energy_mod
 
     app = ClientApp(mods=[energy_mod] if with_mod else [])
     app.train()(ca.train)
@@ -155,7 +155,7 @@ def quiet() -> None:
     import logging
     import warnings
 
-    from fedenergy.simulate import prepare_environment
+    from fedenergy.sim.engine import prepare_environment
 
     prepare_environment()
     logging.getLogger("flwr").setLevel(logging.ERROR)
@@ -175,8 +175,8 @@ def run_plain(settings: Settings, with_mod: bool, num_cpus: int, evaluate: bool 
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    from fedenergy.federation import common_config, server_evaluator, wait_for_nodes
-    from fedenergy.tasks import get_task
+    from fedenergy.server.coordinator import common_config, server_evaluator, wait_for_nodes
+    from fedenergy.sim.tasks import get_task
 
     n = settings.nodes
     k_train = max(1, int(settings.fraction * n + 1e-9))
@@ -243,7 +243,7 @@ def run_stack(settings: Settings, num_cpus: int, out_dir: Path) -> dict:
     """The full fedenergy run (``simulate``): mod, EnergyAwareStrategy, profile query, ledger.
     ``round0_s`` is when the profile query (and round 0's commit) is done, from the start."""
     quiet()
-    from fedenergy.simulate import simulate
+    from fedenergy.sim.engine import simulate
 
     marks: dict[int, float] = {}
     t0 = time.monotonic()
@@ -275,8 +275,8 @@ def _setup_in_process(settings: Settings):
     from flwr.supercore.task_identity import TaskIdentity
 
     import client.app as ca
-    from fedenergy.federation import common_config
-    from fedenergy.tasks import get_task
+    from fedenergy.server.coordinator import common_config
+    from fedenergy.sim.tasks import get_task
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 42, 1
     ctx = Context(
@@ -327,7 +327,7 @@ def _setup_in_process(settings: Settings):
 
 def per_call_cpu(settings: Settings, calls: int, train_pairs: int) -> dict:
     """CPU ms of the mod itself per call, by message kind, and the real train call's ratio."""
-    from fedenergy.mod import energy_mod
+    from fedenergy.client.mod import energy_mod
 
     ctx, msgs, handlers, stub = _setup_in_process(settings)
     out: dict = {}
@@ -375,7 +375,7 @@ def profile_mod(settings: Settings, calls: int, path: str | None) -> str:
     import io
     import pstats
 
-    from fedenergy.mod import energy_mod
+    from fedenergy.client.mod import energy_mod
 
     ctx, msgs, _, stub = _setup_in_process(settings)
     h = stub("train")

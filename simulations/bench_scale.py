@@ -9,7 +9,7 @@ Flower's Simulation Engine with one CPU per virtual client.
 * ``flower``: fedenergy's handlers in a ClientApp without mods, Flower's own FedAvg ServerApp
   (``fraction_train = 100/N``, waiting for all N nodes), the server evaluating the global model
   each round as fedenergy does. No profile query, no ledger.
-* ``fedenergy``: ``fedenergy.simulate.simulate`` (energy mod, EnergyAwareStrategy with the
+* ``fedenergy``: ``fedenergy.sim.engine.simulate`` (energy mod, EnergyAwareStrategy with the
   random selector, ledger) with ``fraction = 100/N`` and **lazy discovery**
   (``discovery="lazy"``, the mode meant for large fleets): no up-front profile QUERY; every
   node starts unknown and is learned from its first reply's energy report. ``--discovery
@@ -73,12 +73,12 @@ def build_strategy(n: int, seed: int = 0):
     # Messages built outside a Flower run need a task identity (forecasts size one).
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedenergy.fleet import load_fleet
+    from fedenergy.codecs import numpy_arrays
     from fedenergy.ledger import Ledger
-    from fedenergy.strategy import EnergyAwareStrategy, FleetState, NodeInfo
-    from fedenergy.strategy.build import make_aggregator
-    from fedenergy.tasks import get_task
-    from fedenergy.uplink import numpy_arrays
+    from fedenergy.server import EnergyAwareStrategy, FleetState, NodeInfo
+    from fedenergy.server.build import make_aggregator
+    from fedenergy.sim.fleet import load_fleet
+    from fedenergy.sim.tasks import get_task
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     profiles = load_fleet("mixed").assign(n, seed)
@@ -122,7 +122,7 @@ def build_strategy(n: int, seed: int = 0):
 
 
 def time_selection(n: int, k: int, reps: int) -> dict:
-    from fedenergy.strategy import RandomSelector, UtilityPerJouleSelector
+    from fedenergy.server import RandomSelector, UtilityPerJouleSelector
 
     strategy, fleet, build_s, fleet_mb = build_strategy(n)
     selectors = {"random": RandomSelector(0, 0), "utility": UtilityPerJouleSelector(seed=0)}
@@ -187,7 +187,7 @@ def profile_selection(n: int, k: int, path: Path) -> str:
     import io
     import pstats
 
-    from fedenergy.strategy import UtilityPerJouleSelector
+    from fedenergy.server import UtilityPerJouleSelector
 
     strategy, fleet, _, _ = build_strategy(n)
     prof = cProfile.Profile()

@@ -29,10 +29,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fedenergy import compression as C  # noqa: E402
+from fedenergy import codecs as C  # noqa: E402
+from fedenergy.server.selectors import RandomSelector  # noqa: E402
 from fedenergy.settings import Settings  # noqa: E402
-from fedenergy.strategy.selectors import RandomSelector  # noqa: E402
-from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs  # noqa: E402
+from fedenergy.sim.tasks import DataConfig, evaluate, get_task, train_epochs  # noqa: E402
 
 
 def replica(s: Settings, codec: str, fraction: float, decay: float = 1.0) -> list[float]:
@@ -87,7 +87,7 @@ def check(s: Settings, codec: str) -> None:
     """Run the real Flower federation and require the replica to match it round by round."""
     import tempfile
 
-    from fedenergy.simulate import simulate
+    from fedenergy.sim.engine import simulate
 
     out = tempfile.mkdtemp(prefix="codec-delay-check-")
     summary = simulate(replace(s, codec=codec, out=out))

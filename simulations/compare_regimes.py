@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedenergy.compare import compare_run, write_comparison
+from fedenergy.analysis.compare import compare_run, write_comparison
 from fedenergy.settings import Settings
 
 MIXED = [  # the shipped `mixed` fleet's groups (simulations/fleets/mixed.toml)
@@ -74,7 +74,7 @@ def run_variant(name: str, base: Settings, out: Path, fresh: bool) -> dict:
         settings = dataclasses.replace(settings, fleet=str(path))
     ledger = run_dir / "ledger.sqlite"
     if fresh or not ledger.is_file():
-        from fedenergy.simulate import simulate
+        from fedenergy.sim.engine import simulate
 
         if ledger.is_file():
             ledger.unlink()
@@ -91,9 +91,9 @@ def what_if(comp: dict, ledger_path: Path, model_scale: float, data_scale: float
     Returns (federated J, centralized J)."""
     from collections import defaultdict
 
-    from fedenergy.devices import get_device
     from fedenergy.ledger import Ledger
-    from fedenergy.network import get_link, infrastructure_energy_j, radio_energy
+    from fedenergy.physics.devices import get_device
+    from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
 
     f, z = comp["federated"], comp["centralized"]
     kwh_gb = comp["settings"]["infra_kwh_per_gb"]

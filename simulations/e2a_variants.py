@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fedenergy.settings import Settings  # noqa: E402
-from fedenergy.simulate import simulate  # noqa: E402
+from fedenergy.sim.engine import simulate  # noqa: E402
 
 BEST = dict(
     task="digits",

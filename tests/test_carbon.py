@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedenergy.carbon import (
+from fedenergy.analysis.carbon import (
     Carbon,
     co2e_kg,
     facility_factor,
@@ -10,11 +10,11 @@ from fedenergy.carbon import (
     ledger_carbon,
     node_countries,
 )
-from fedenergy.devices import get_device
-from fedenergy.fleet import load_fleet
 from fedenergy.ledger import EnergyRow, Ledger
+from fedenergy.physics.devices import get_device
 from fedenergy.report import Component
 from fedenergy.settings import Settings
+from fedenergy.sim.fleet import load_fleet
 
 KWH = 3.6e6  # J
 
@@ -143,7 +143,7 @@ def test_ledger_carbon_uses_each_nodes_country_pue_and_world_for_infrastructure(
 
 
 def test_summary_carries_kwh_and_co2e(tmp_path):
-    from fedenergy.summary import summarize
+    from fedenergy.analysis.summary import summarize
 
     ledger, _ = _ledger(tmp_path)
     with ledger:

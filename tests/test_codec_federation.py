@@ -12,14 +12,14 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app as _app  # noqa: F401  (registers handlers)
 from client.app import train
-from fedenergy import compression as C
+from fedenergy import codecs as C
 from fedenergy.cli import main
+from fedenergy.client.mod import energy_mod
+from fedenergy.codecs import CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY, numpy_arrays, template_of
 from fedenergy.ledger import Ledger
-from fedenergy.mod import energy_mod
+from fedenergy.server import EnergyAwareStrategy, FixedPolicy, FleetState, NodeInfo
 from fedenergy.settings import Settings
-from fedenergy.strategy import EnergyAwareStrategy, FixedPolicy, FleetState, NodeInfo
-from fedenergy.tasks import get_task
-from fedenergy.uplink import CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY, numpy_arrays, template_of
+from fedenergy.sim.tasks import get_task
 
 NODES, ROUNDS = 6, 3
 

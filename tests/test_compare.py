@@ -4,16 +4,16 @@ import json
 
 import pytest
 
-from fedenergy.carbon import grid_intensity
-from fedenergy.centralized import node_upload_samples
+from fedenergy.analysis.carbon import grid_intensity
+from fedenergy.analysis.centralized import node_upload_samples
 from fedenergy.cli import main
-from fedenergy.devices import get_device
-from fedenergy.fleet import load_fleet
-from fedenergy.flops import FlopCache
 from fedenergy.ledger import Ledger
-from fedenergy.network import get_link, infrastructure_energy_j, radio_energy
+from fedenergy.physics.devices import get_device
+from fedenergy.physics.flops import FlopCache
+from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
 from fedenergy.settings import Settings
-from fedenergy.tasks import DataConfig, get_task
+from fedenergy.sim.fleet import load_fleet
+from fedenergy.sim.tasks import DataConfig, get_task
 
 NODES, ROUNDS = 6, 3
 

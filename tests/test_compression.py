@@ -1,4 +1,4 @@
-"""Tests for fedenergy.compression (pure numpy update codecs)."""
+"""Tests for fedenergy.codecs (pure numpy update codecs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fedenergy.compression import (
+from fedenergy.codecs import (
     MAX_QSGD_LEVELS,
     CodecSpec,
     PayloadError,

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from fedenergy.cli import main
-from fedenergy.fleet import load_fleet
 from fedenergy.ledger import Ledger
 from fedenergy.settings import Settings
+from fedenergy.sim.fleet import load_fleet
 
 
 @pytest.mark.parametrize(

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from fedenergy.cli import main
-from fedenergy.federation import RoundHealth, RunStopped
 from fedenergy.ledger import Ledger
+from fedenergy.server import RoundOutcome
+from fedenergy.server.coordinator import RoundHealth, RunStopped
 from fedenergy.settings import Settings
-from fedenergy.strategy import RoundOutcome
 
 ROUNDS = 6
 TAG = "FEDENERGY_CRASH_TEST_TAG"

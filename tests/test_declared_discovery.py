@@ -8,19 +8,19 @@ from types import SimpleNamespace
 
 import pytest
 
-import fedenergy.simulate as sim
+import fedenergy.sim.engine as sim
 from fedenergy.cli import main
-from fedenergy.declared import (
+from fedenergy.ledger import Ledger
+from fedenergy.server.declared import (
     MAX_NAME_CHARS,
     Declaration,
     DeclarationError,
     parse_declaration,
     read_declarations,
 )
-from fedenergy.fleet import load_fleet
-from fedenergy.ledger import Ledger
+from fedenergy.server.fleet_state import UNKNOWN_PARTITION, FleetState, NodeInfo
 from fedenergy.settings import Settings
-from fedenergy.strategy.state import UNKNOWN_PARTITION, FleetState, NodeInfo
+from fedenergy.sim.fleet import load_fleet
 from tests.test_strategy_simulation import OBVIOUS  # half 3G phones: the answer is obvious
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fedenergy.fleet import load_fleet, parse_fleet
+from fedenergy.sim.fleet import load_fleet, parse_fleet
 
 
 def test_named_fleet_loads_and_assignment_is_deterministic():

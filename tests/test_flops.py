@@ -1,6 +1,6 @@
 import torch
 
-from fedenergy.flops import FlopCache
+from fedenergy.physics.flops import FlopCache
 
 
 def _mlp():

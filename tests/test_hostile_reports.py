@@ -22,11 +22,18 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedenergy import compression as C
-from fedenergy.devices import get_device
+from fedenergy import codecs as C
+from fedenergy.client.mod import build_report
+from fedenergy.codecs import (
+    CODEC_RECORD,
+    PAYLOAD_KEY,
+    encode_reply_arrays,
+    numpy_arrays,
+    template_of,
+)
 from fedenergy.ledger import Ledger
-from fedenergy.mod import build_report
-from fedenergy.network import get_link
+from fedenergy.physics.devices import get_device
+from fedenergy.physics.network import get_link
 from fedenergy.report import (
     FIELDS,
     MAX_BYTES,
@@ -38,15 +45,8 @@ from fedenergy.report import (
     ReportError,
     validate_report,
 )
-from fedenergy.strategy import EnergyAwareStrategy, FixedPolicy, FleetState, NodeInfo
-from fedenergy.tasks import get_task
-from fedenergy.uplink import (
-    CODEC_RECORD,
-    PAYLOAD_KEY,
-    encode_reply_arrays,
-    numpy_arrays,
-    template_of,
-)
+from fedenergy.server import EnergyAwareStrategy, FixedPolicy, FleetState, NodeInfo
+from fedenergy.sim.tasks import get_task
 
 # 6,000 generated reports + 2 x 1,000 rounds of 3 generated replies (each with its report):
 # 12,000 hostile inputs in all

@@ -6,13 +6,13 @@ import struct
 
 import pytest
 
+from fedenergy.analysis.compare import compare_run, write_comparison
+from fedenergy.analysis.htmlreport import write_report
 from fedenergy.cli import main
-from fedenergy.compare import compare_run, write_comparison
-from fedenergy.fleet import load_fleet
-from fedenergy.htmlreport import write_report
 from fedenergy.ledger import EnergyRow, Ledger
 from fedenergy.report import Component
 from fedenergy.settings import Settings
+from fedenergy.sim.fleet import load_fleet
 
 NODES, ROUNDS = 4, 3
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from fedenergy.cli import main
-from fedenergy.fleet import is_online, load_fleet
 from fedenergy.ledger import Ledger
-from fedenergy.strategy.policies import PerLinkPolicy
-from fedenergy.strategy.state import PRIOR_PROFILE, FleetState, NodeInfo
+from fedenergy.server.fleet_state import PRIOR_PROFILE, FleetState, NodeInfo
+from fedenergy.server.policies import PerLinkPolicy
+from fedenergy.sim.fleet import is_online, load_fleet
 
 # Every node's availability is below 1, so some unknown nodes are selected while offline.
 AWAY = """

@@ -4,11 +4,11 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app as _app  # noqa: F401  (registers handlers; module under test below)
 from client.app import train
-from fedenergy.devices import get_device
-from fedenergy.mod import energy_mod
-from fedenergy.network import get_link, infrastructure_energy_j, radio_energy
+from fedenergy.client.mod import energy_mod
+from fedenergy.physics.devices import get_device
+from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
 from fedenergy.report import REPORT_KEY, EnergyReport
-from fedenergy.tasks import get_task
+from fedenergy.sim.tasks import get_task
 from fedenergy.wire import message_bytes
 
 
@@ -115,7 +115,7 @@ def test_deployed_node_reports_measured_energy_from_a_fake_rapl_tree(
 
     # A deployed call runs in a fresh flwr-clientapp process whose pre-call CPU time is its
     # imports; this test runs inside pytest's long-lived process, so pin that figure to 2 s.
-    import fedenergy.measured as measured
+    import fedenergy.client.measured as measured
     from fedenergy.meters import StartupCost
 
     real = measured.startup_cost

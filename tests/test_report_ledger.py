@@ -4,8 +4,8 @@ import pytest
 from flwr.app import RecordDict
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 
+from fedenergy.client.mod import build_report
 from fedenergy.ledger import Ledger, rows_from_report
-from fedenergy.mod import build_report
 from fedenergy.report import REPORT_KEY, EnergyReport, ReportError
 
 

@@ -14,12 +14,11 @@ import math
 import numpy as np
 import pytest
 
-from fedenergy.devices import device_catalog
-from fedenergy.fleet import is_online
 from fedenergy.ledger import EnergyRow
-from fedenergy.network import link_catalog
+from fedenergy.physics.devices import device_catalog
+from fedenergy.physics.network import link_catalog
 from fedenergy.report import Component
-from fedenergy.strategy import (
+from fedenergy.server import (
     BatteryAwareSelector,
     BudgetSelector,
     EnergyGreedySelector,
@@ -28,8 +27,9 @@ from fedenergy.strategy import (
     RandomSelector,
     UtilityPerJouleSelector,
 )
-from fedenergy.strategy.selectors import explore_slots
-from fedenergy.strategy.state import PRIOR_PROFILE, Forecast, _profiles
+from fedenergy.server.fleet_state import PRIOR_PROFILE, Forecast, _profiles
+from fedenergy.server.selectors import explore_slots
+from fedenergy.sim.fleet import is_online
 
 
 # -- the per-node reference implementations --------------------------------------------------------
@@ -302,12 +302,12 @@ def test_energy_aware_strategy_forecast_is_vectorised_and_exact():
     from flwr.app import ArrayRecord, ConfigRecord
     from flwr.supercore.task_identity import TaskIdentity
 
+    from fedenergy.codecs import numpy_arrays
     from fedenergy.ledger import Ledger
-    from fedenergy.strategy import EnergyAwareStrategy, PerLinkPolicy
-    from fedenergy.strategy.build import make_aggregator
-    from fedenergy.strategy.selectors import _per_link
-    from fedenergy.tasks import get_task
-    from fedenergy.uplink import numpy_arrays
+    from fedenergy.server import EnergyAwareStrategy, PerLinkPolicy
+    from fedenergy.server.build import make_aggregator
+    from fedenergy.server.selectors import _per_link
+    from fedenergy.sim.tasks import get_task
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
     fleet = random_fleet(7, n=200, unknown=30)

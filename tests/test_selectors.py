@@ -2,8 +2,8 @@
 
 import pytest
 
-from fedenergy.compression import parse_codec
-from fedenergy.strategy import (
+from fedenergy.codecs import parse_codec
+from fedenergy.server import (
     AccuracyAwarePolicy,
     BatteryAwareSelector,
     BudgetSelector,
@@ -15,7 +15,7 @@ from fedenergy.strategy import (
     RandomSelector,
     UtilityPerJouleSelector,
 )
-from fedenergy.strategy.policies import DEFAULT_PER_LINK
+from fedenergy.server.policies import DEFAULT_PER_LINK
 
 MIX = [("phone", "lte"), ("rpi4", "wifi"), ("laptop", "ethernet"), ("jetson-orin-nano", "wifi")]
 

@@ -6,9 +6,9 @@ from collections import defaultdict
 import pytest
 
 from fedenergy.cli import main
-from fedenergy.devices import get_device
 from fedenergy.ledger import Ledger
-from fedenergy.network import get_link, infrastructure_energy_j, radio_energy
+from fedenergy.physics.devices import get_device
+from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
 
 NODES, ROUNDS = 8, 4
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from fedenergy.tasks import DataConfig, get_task
-from fedenergy.tasks.partition import dirichlet_partition, iid_partition, partition_indices
+from fedenergy.sim.tasks import DataConfig, get_task
+from fedenergy.sim.tasks.partition import dirichlet_partition, iid_partition, partition_indices
 
 
 def test_iid_partition_is_a_deterministic_cover():
@@ -67,7 +67,7 @@ def test_synthetic_matches_the_fedprox_generator_shape():
 def test_fedprox_term_pulls_towards_the_starting_weights():
     import torch
 
-    from fedenergy.tasks import train_epochs
+    from fedenergy.sim.tasks import train_epochs
 
     task = get_task("digits")
     data, _ = task.client_data(0, DataConfig(num_partitions=4, seed=0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 
-from fedenergy.constants import check_sources, load_table
+from fedenergy.physics.constants import check_sources, load_table
 
 NUMERIC = ("train_flops_per_s", "active_power_w", "idle_power_w", "pue", "battery_wh")
 

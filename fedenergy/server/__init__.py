@@ -1,8 +1,8 @@
 """Energy-aware strategies: Flower aggregation + pluggable selection and compression."""
 
-from fedenergy.strategy.energy_aware import EnergyAwareStrategy, RoundOutcome
-from fedenergy.strategy.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
-from fedenergy.strategy.selectors import (
+from fedenergy.server.fleet_state import FleetState, Forecast, NodeInfo
+from fedenergy.server.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
+from fedenergy.server.selectors import (
     BatteryAwareSelector,
     BudgetSelector,
     EnergyGreedySelector,
@@ -10,7 +10,7 @@ from fedenergy.strategy.selectors import (
     Selector,
     UtilityPerJouleSelector,
 )
-from fedenergy.strategy.state import FleetState, Forecast, NodeInfo
+from fedenergy.server.strategy import EnergyAwareStrategy, RoundOutcome
 
 __all__ = [
     "AccuracyAwarePolicy",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import ModuleType
 
-from fedenergy.tasks import digits, synthetic
-from fedenergy.tasks.base import DataConfig, Split, evaluate, train_epochs
+from fedenergy.sim.tasks import digits, synthetic
+from fedenergy.sim.tasks.base import DataConfig, Split, evaluate, train_epochs
 
 __all__ = ["TASKS", "DataConfig", "Split", "Task", "evaluate", "get_task", "train_epochs"]
 

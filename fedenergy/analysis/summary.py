@@ -82,8 +82,8 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
 
 
 def _carbon(ledger: Ledger, run_id: str) -> dict:
-    """kWh (PUE included) and kgCO2e of the whole run (fedenergy.carbon); {} if unavailable."""
-    from fedenergy.carbon import ledger_carbon
+    """kWh (PUE included) and kgCO2e of the run (fedenergy.analysis.carbon); {} if unavailable."""
+    from fedenergy.analysis.carbon import ledger_carbon
 
     try:
         c = ledger_carbon(ledger, run_id)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
-from fedenergy.compression import parse_codec
-from fedenergy.strategy.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
-from fedenergy.strategy.selectors import (
+from fedenergy.codecs import parse_codec
+from fedenergy.server.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
+from fedenergy.server.selectors import (
     BatteryAwareSelector,
     BudgetSelector,
     EnergyGreedySelector,

@@ -20,14 +20,18 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
-from fedenergy.compression import (
+from fedenergy.codecs import (
+    CODEC_CFG_KEY,
+    DOWNLINK_CFG_KEY,
     CodecSpec,
     PayloadError,
+    decode_reply_content,
     encode_global,
     expected_nbytes,
+    numpy_arrays,
     pack_payload,
+    template_of,
 )
-from fedenergy.fleet import OFFLINE_REASON
 from fedenergy.ledger import EnergyRow, Ledger, rows_from_report
 from fedenergy.report import (
     REPORT_KEY,
@@ -37,16 +41,10 @@ from fedenergy.report import (
     ReportError,
     validate_report,
 )
-from fedenergy.strategy.policies import CompressionPolicy, FixedPolicy
-from fedenergy.strategy.selectors import RandomSelector, Selector
-from fedenergy.strategy.state import UNKNOWN_PARTITION, FleetState, NodeInfo
-from fedenergy.uplink import (
-    CODEC_CFG_KEY,
-    DOWNLINK_CFG_KEY,
-    decode_reply_content,
-    numpy_arrays,
-    template_of,
-)
+from fedenergy.server.fleet_state import UNKNOWN_PARTITION, FleetState, NodeInfo
+from fedenergy.server.policies import CompressionPolicy, FixedPolicy
+from fedenergy.server.selectors import RandomSelector, Selector
+from fedenergy.sim.fleet import OFFLINE_REASON
 from fedenergy.wire import message_bytes
 
 log = logging.getLogger("fedenergy")
@@ -302,7 +300,7 @@ class EnergyAwareStrategy(Strategy):
         st = self.fleet[node_id]
         down = self._sent.get((node_id, call), 0)
         fc = self.forecast(node_id) if call == "train" else None
-        from fedenergy.network import infrastructure_energy_j, radio_energy
+        from fedenergy.physics.network import infrastructure_energy_j, radio_energy
 
         radio = radio_energy(st.link, down, 0, gap_s=0.0)
         infra = infrastructure_energy_j(down, self.fleet.infra_kwh_per_gb)

@@ -2,7 +2,7 @@
 
 The federated side is read from a ledger: cumulative joules of rounds 0 (the profile query)
 through the first round whose server accuracy reaches the target. The centralized side is
-fedenergy.centralized. Both are converted to kWh and kgCO2e with fedenergy.carbon.
+fedenergy.analysis.centralized. Both are converted to kWh and kgCO2e with fedenergy.analysis.carbon.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from fedenergy.carbon import ledger_carbon
-from fedenergy.centralized import (
+from fedenergy.analysis.carbon import ledger_carbon
+from fedenergy.analysis.centralized import (
     DEFAULT_COUNTRY,
     DEFAULT_DATACENTER,
     DEFAULT_MAX_EPOCHS,
     run_centralized,
 )
 from fedenergy.ledger import NETWORK_PHASES, Ledger
-from fedenergy.network import get_link
+from fedenergy.physics.network import get_link
 from fedenergy.settings import Settings
 
 COMPARISON_FILE = "comparison.json"
@@ -194,7 +194,7 @@ def compare(
     measure: bool = True,
 ) -> dict:
     """Run the federation (ledger in ``settings.out``), then the baseline; write the files."""
-    from fedenergy.simulate import simulate
+    from fedenergy.sim.engine import simulate
 
     simulate(settings, on_round=on_round, verbose=verbose)
     out = Path(settings.out)

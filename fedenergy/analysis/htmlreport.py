@@ -3,7 +3,7 @@
 Writes into the run directory:
   report.html        self-contained (plots embedded as data: URIs)
   report.md          the same tables in Markdown, linking the PNGs
-  *.png              fedenergy.plots
+  *.png              fedenergy.analysis.plots
   ledger_energy.csv, ledger_components.csv, ledger_rounds.csv, ledger.json   ledger export
 """
 
@@ -15,10 +15,10 @@ import html
 import json
 from pathlib import Path
 
-from fedenergy.compare import COMPARISON_FILE, side_table
+from fedenergy.analysis.compare import COMPARISON_FILE, side_table
+from fedenergy.analysis.plots import write_plots
+from fedenergy.analysis.summary import summarize
 from fedenergy.ledger import Ledger
-from fedenergy.plots import write_plots
-from fedenergy.summary import summarize
 
 EXPORT_TABLES = ("energy", "components", "rounds")
 

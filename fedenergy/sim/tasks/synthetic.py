@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from fedenergy.tasks.base import DataConfig, Split
+from fedenergy.sim.tasks.base import DataConfig, Split
 
 NAME = "synthetic"
 DIM, CLASSES = 60, 10

@@ -20,11 +20,11 @@ from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.serde import config_record_to_proto, message_to_proto
 
-from fedenergy.devices import get_device
-from fedenergy.fleet import NodeProfile, is_online, load_fleet
-from fedenergy.measured import MeasuredCall, measure_call, wants_measurement
-from fedenergy.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
+from fedenergy.client.measured import MeasuredCall, measure_call, wants_measurement
+from fedenergy.physics.devices import get_device
+from fedenergy.physics.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
 from fedenergy.report import REPORT_KEY, Component, EnergyReport
+from fedenergy.sim.fleet import NodeProfile, is_online, load_fleet
 from fedenergy.wire import message_bytes
 
 WORK_KEY = "fedenergy.work"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fedenergy.compression import CodecSpec, parse_codec
-from fedenergy.strategy.state import NodeState
+from fedenergy.codecs import CodecSpec, parse_codec
+from fedenergy.server.fleet_state import NodeState
 
 POLICIES = ("fixed", "per-link", "accuracy-aware")
 

@@ -6,8 +6,9 @@ Counted (all modeled, docs/compare.md):
     (bytes x kWh/GB, the same intensity as the federated run);
   * training: the task's model, plain minibatch SGD with the federated run's learning rate and
     batch size, epoch by epoch on the pooled data, evaluated after each epoch on the same server
-    test set, until the target accuracy (or ``max_epochs``); FLOPs (fedenergy.flops) through the
-    datacenter device profile (``gpu-server`` or ``cpu-server``), then x its PUE;
+    test set, until the target accuracy (or ``max_epochs``); FLOPs
+    (fedenergy.physics.flops) through the datacenter device profile (``gpu-server`` or
+    ``cpu-server``), then x its PUE;
   * measured: the same training is also metered on THIS host (fedenergy.meters.detect). That is
     information, never added to the modeled total: this host is not the modeled datacenter, and
     without a sensor the figure is itself a model (``provenance`` says which).
@@ -17,13 +18,13 @@ federated ledger does not count the server either) and the server's idle power.
 
 from __future__ import annotations
 
-from fedenergy.carbon import INFRA_COUNTRY, Carbon, facility_factor
-from fedenergy.devices import get_device
-from fedenergy.fleet import load_fleet
-from fedenergy.flops import FlopCache
-from fedenergy.network import infrastructure_energy_j, radio_energy
+from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, facility_factor
+from fedenergy.physics.devices import get_device
+from fedenergy.physics.flops import FlopCache
+from fedenergy.physics.network import infrastructure_energy_j, radio_energy
 from fedenergy.settings import Settings
-from fedenergy.tasks import DataConfig, evaluate, get_task, train_epochs
+from fedenergy.sim.fleet import load_fleet
+from fedenergy.sim.tasks import DataConfig, evaluate, get_task, train_epochs
 
 DEFAULT_DATACENTER = "gpu-server"
 DEFAULT_COUNTRY = "USA"

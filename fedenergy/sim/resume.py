@@ -57,8 +57,8 @@ def resume_run(
     verbose: bool = False,
 ) -> dict:
     """Continue ``run`` (from :func:`load_run`) in a new simulation; return the summary."""
-    from fedenergy.federation import _PENDING_RESUMES, resume_next
-    from fedenergy.simulate import simulate
+    from fedenergy.server.coordinator import _PENDING_RESUMES, resume_next
+    from fedenergy.sim.engine import simulate
 
     resume_next(settings.out, run["run_id"])
     try:

@@ -11,7 +11,7 @@
 4. write ``summary.json`` next to ``ledger.sqlite``.
 
 Each committed round carries the global model after it (the ledger's ``models`` table), so a run
-killed mid-way resumes from its last committed round (:mod:`fedenergy.resume`). A run whose
+killed mid-way resumes from its last committed round (:mod:`fedenergy.sim.resume`). A run whose
 rounds keep failing stops as failed with the cause (``min_nodes``, ``max_short_rounds``; see
 docs/robustness.md).
 """
@@ -32,34 +32,30 @@ from flwr.app import (
     Array,
     ArrayRecord,
     ConfigRecord,
-    Message,
-    MessageType,
     MetricRecord,
-    RecordDict,
 )
 from flwr.serverapp import Grid
 
-from fedenergy.compression import parse_codec
-from fedenergy.declared import read_declarations
-from fedenergy.fleet import load_fleet
-from fedenergy.flops import FlopCache
+from fedenergy.analysis.summary import summarize
+from fedenergy.codecs import parse_codec
 from fedenergy.ledger import Ledger
-from fedenergy.settings import Settings
-from fedenergy.strategy import (
+from fedenergy.physics.flops import FlopCache
+from fedenergy.server import (
     EnergyAwareStrategy,
     FleetState,
     NodeInfo,
     RandomSelector,
     RoundOutcome,
 )
-from fedenergy.strategy.build import make_aggregator, make_policy, make_selector
-from fedenergy.strategy.state import UNKNOWN_PARTITION
-from fedenergy.summary import summarize
-from fedenergy.tasks import DataConfig, evaluate, get_task
+from fedenergy.server.build import make_aggregator, make_policy, make_selector
+from fedenergy.server.discovery import declared_nodes, node_info, query_nodes
+from fedenergy.settings import Settings
+from fedenergy.sim.fleet import load_fleet
+from fedenergy.sim.tasks import DataConfig, evaluate, get_task
 
 log = logging.getLogger("fedenergy")
 REGISTRATION_TIMEOUT_S = 120.0
-# out directory (resolved) -> run id to resume there; set by fedenergy.resume before the engine
+# out directory (resolved) -> run id to resume there; set by fedenergy.sim.resume before the engine
 # starts, taken by the next run_federation on that directory (the ServerApp runs in-process)
 _PENDING_RESUMES: dict[str, str] = {}
 
@@ -148,84 +144,6 @@ def settled_node_count(grid: Grid, quiet_s: float = 3.0, timeout_s: float = 60.0
     if count == 0:
         raise RuntimeError("no node registered")
     return count
-
-
-def node_info(
-    node_id: int,
-    partition_id: int,
-    device: str,
-    link: str,
-    num_examples: int,
-    country: str | None,
-    profiles: list,
-) -> NodeInfo:
-    """What the coordinator keeps of a node; in simulation its fleet behaviour (availability,
-    failures, battery) comes from the fleet spec by partition id."""
-    fp = profiles[partition_id] if 0 <= partition_id < len(profiles) else None
-    return NodeInfo(
-        node_id,
-        partition_id,
-        device,
-        link,
-        num_examples=num_examples,
-        availability=fp.availability if fp else 1.0,
-        failure_prob=fp.failure_prob if fp else 0.0,
-        battery_initial=fp.battery_initial if fp else 1.0,
-        recharge_per_round=fp.recharge_per_round if fp else 0.0,
-        country=str(country or (fp.country if fp else "WORLD")).upper(),
-    )
-
-
-def query_nodes(
-    grid: Grid,
-    node_ids: list[int],
-    strategy: EnergyAwareStrategy,
-    config: dict,
-    settings: Settings,
-    profiles: list,
-) -> list[NodeInfo]:
-    """Ask nodes who they are (partition, device, link, data size); in simulation their fleet
-    behaviour (availability, failures, battery) comes from ``profiles``, the fleet spec's
-    assignment by partition. The replies' energy reports go into the current round's rows
-    (round 0 at the start)."""
-    msgs = [
-        Message(
-            RecordDict({"config": ConfigRecord(dict(config))}),
-            message_type=MessageType.QUERY,
-            dst_node_id=n,
-        )
-        for n in node_ids
-    ]
-    for m in msgs:
-        strategy._sent[(m.metadata.dst_node_id, "query")] = 0
-    infos = []
-    replies = grid.send_and_receive(msgs, timeout=settings.round_timeout_s)
-    for reply in strategy.take_reports(replies, "query", count=False):
-        if "profile" not in reply.content:
-            continue
-        prof = reply.content["profile"]
-        infos.append(
-            node_info(
-                reply.metadata.src_node_id,
-                int(prof.get("partition-id", -1)),
-                str(prof["device"]),
-                str(prof["link"]),
-                int(prof.get("num-examples", 0)),
-                str(prof.get("country") or "") or None,
-                profiles,
-            )
-        )
-    return infos
-
-
-def declared_nodes(grid: Grid, node_ids: list[int], profiles: list) -> list[NodeInfo]:
-    """The nodes among ``node_ids`` that declared a profile when they were registered
-    (:mod:`fedenergy.declared`), with that device, link and country; their partition and data
-    are learned from their first reply."""
-    return [
-        node_info(nid, UNKNOWN_PARTITION, d.device, d.link, 0, d.country, profiles)
-        for nid, d in sorted(read_declarations(grid, node_ids).items())
-    ]
 
 
 def server_evaluator(settings: Settings) -> Callable[[int, ArrayRecord], MetricRecord]:

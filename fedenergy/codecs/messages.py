@@ -1,11 +1,11 @@
 """Uplink update compression on Flower messages (client encode, server decode).
 
-The client sends ``update = new - global`` encoded with :mod:`fedenergy.compression` instead of its
+The client sends ``update = new - global`` encoded with :mod:`fedenergy.codecs` instead of its
 full weights: the reply's ``"arrays"`` ArrayRecord holds ONE packed uint8 blob (``pack_payload``,
 so Flower's per-Array metadata is paid once) and a ConfigRecord ``"fedenergy.codec"`` says which
 codec encoded it.  For top-k and STC the error-feedback residual stays on the node, in
 ``context.state``.
-The server (:class:`~fedenergy.strategy.EnergyAwareStrategy`) checks the label, unpacks and
+The server (:class:`~fedenergy.server.EnergyAwareStrategy`) checks the label, unpacks and
 decodes against the current global model's shapes, and hands the wrapped Flower strategy the
 full weights ``global + update`` so that FedAvg, FedProx or FedAdam aggregate as usual.
 With codec ``none`` nothing here is used: clients send their full weights as before.
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedenergy import compression as C
+from fedenergy.codecs import core as C
 
 CODEC_CFG_KEY = "fe-codec"  # server -> client, in the per-message config
 DOWNLINK_CFG_KEY = "fe-downlink"  # server -> client: codec of the global model in "arrays"

@@ -27,10 +27,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedenergy.devices import DeviceProfile, get_device
-from fedenergy.fleet import is_online
 from fedenergy.ledger import EnergyRow
-from fedenergy.network import (
+from fedenergy.physics.devices import DeviceProfile, get_device
+from fedenergy.physics.network import (
     BYTES_PER_GB,
     J_PER_KWH,
     LinkProfile,
@@ -38,6 +37,7 @@ from fedenergy.network import (
     infrastructure_energy_j,
     radio_energy,
 )
+from fedenergy.sim.fleet import is_online
 
 WH_TO_J = 3600.0
 UNKNOWN_PARTITION = -1

@@ -7,8 +7,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from fedenergy.tasks.base import DataConfig, Split
-from fedenergy.tasks.partition import partition_indices
+from fedenergy.sim.tasks.base import DataConfig, Split
+from fedenergy.sim.tasks.partition import partition_indices
 
 NAME = "digits"
 SERVER_TEST_FRACTION = 0.2

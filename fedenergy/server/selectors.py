@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedenergy.strategy.state import FleetState, Forecast
+from fedenergy.server.fleet_state import FleetState, Forecast
 
 ForecastFn = Callable[[int], Forecast]
 
@@ -83,8 +83,8 @@ def _per_link(forecast: ForecastFn, fleet: FleetState) -> bool:
     owner = getattr(forecast, "__self__", None)
     if owner is None:
         return False
-    from fedenergy.strategy.energy_aware import EnergyAwareStrategy
-    from fedenergy.strategy.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
+    from fedenergy.server.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
+    from fedenergy.server.strategy import EnergyAwareStrategy
 
     def shipped(policy) -> bool:
         if type(policy) is AccuracyAwarePolicy:

@@ -12,7 +12,7 @@ partition and data size. Its energy reports are then checked against the *declar
 link (a report naming another profile is rejected, docs/robustness.md). A node whose name
 declares nothing (or something unusable, logged once) is learned lazily from its first reply.
 
-In simulation, :func:`fedenergy.simulate.simulate` names the virtual SuperNodes from the fleet
+In simulation, :func:`fedenergy.sim.engine.simulate` names the virtual SuperNodes from the fleet
 spec as ``flwr supernode register --name`` would.
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fedenergy.devices import device_catalog
-from fedenergy.network import link_catalog
+from fedenergy.physics.devices import device_catalog
+from fedenergy.physics.network import link_catalog
 
 if TYPE_CHECKING:
     from flwr.serverapp import Grid

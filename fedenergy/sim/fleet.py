@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedenergy.devices import DeviceProfile, get_device
-from fedenergy.network import LinkProfile, get_link
+from fedenergy.physics.devices import DeviceProfile, get_device
+from fedenergy.physics.network import LinkProfile, get_link
 
 GROUP_KEYS = {"device", "link", "fraction"}
 OPTIONAL_GROUP_KEYS = {
@@ -42,7 +42,7 @@ TOP_KEYS = {"name", "description", "group"}
 
 # The reason of the Error reply a simulated node sends when it is offline this round and a
 # coordinator that does not know it yet (lazy discovery) selected it anyway: the message never
-# reached the device, so nothing was spent (fedenergy.mod.simulated_offline).
+# reached the device, so nothing was spent (fedenergy.client.mod.simulated_offline).
 OFFLINE_REASON = "fedenergy: node offline"
 
 
@@ -119,7 +119,7 @@ class Fleet:
 def fleet_dirs() -> list[Path]:
     """Where named fleets are looked up: the working directory's simulations/fleets, the
     project's own simulations/fleets (source checkout or Flower app dir) and the wheel copy."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the fedenergy package
     return [
         Path.cwd() / "simulations" / "fleets",
         here.parent / "simulations" / "fleets",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 
-from fedenergy.constants import check_sources, load_table
+from fedenergy.physics.constants import check_sources, load_table
 
 NUMERIC = (
     "down_mbps",

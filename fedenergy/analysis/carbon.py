@@ -19,9 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
 
-from fedenergy.constants import load_table
-from fedenergy.devices import DeviceProfile, get_device
-from fedenergy.network import J_PER_KWH
+from fedenergy.physics.constants import load_table
+from fedenergy.physics.devices import DeviceProfile, get_device
+from fedenergy.physics.network import J_PER_KWH
 
 WORLD = "WORLD"
 INFRA_COUNTRY = WORLD  # infrastructure energy spans countries: world-average intensity
@@ -126,7 +126,7 @@ def node_countries(run: dict) -> dict[int, str]:
     the fleet named in ``config_json``) when that file still has the same groups. Otherwise every
     node is WORLD. The assignment is deterministic (``Fleet.assign(nodes, seed)``).
     """
-    from fedenergy.fleet import load_fleet
+    from fedenergy.sim.fleet import load_fleet
 
     cfg = json.loads(run["config_json"])
     doc = json.loads(run["fleet_json"])

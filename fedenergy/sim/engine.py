@@ -1,0 +1,106 @@
+"""Run a simulated federation in this process with Flower's Simulation Engine (Ray)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+
+from fedenergy.server import RoundOutcome
+from fedenergy.settings import Settings
+from fedenergy.sim.hooks import declared_node_names, seeded_node_ids
+
+QUIET_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "TQDM_DISABLE": "1",
+}
+
+
+def prepare_environment() -> None:
+    """Telemetry and update checks off, Flower state in a private FLWR_HOME (unless set)."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedenergy-flwr-"))
+
+
+def simulated_names(settings: Settings) -> list[str]:
+    """Registration names of the virtual SuperNodes: each declares its fleet profile
+    (``sim-node-<partition> fe:DEVICE/LINK/COUNTRY``)."""
+    from fedenergy.server.declared import Declaration
+    from fedenergy.sim.fleet import load_fleet
+
+    profiles = load_fleet(settings.fleet).assign(settings.nodes, settings.seed)
+    return [
+        f"sim-node-{i} " + Declaration(p.device.id, p.link.id, p.country).token()
+        for i, p in enumerate(profiles)
+    ]
+
+
+def simulate(
+    settings: Settings,
+    on_round: Callable[[RoundOutcome], None] | None = None,
+    verbose: bool = False,
+    num_cpus: int | None = None,
+) -> dict:
+    """Validate ``settings`` and run the federation on ``settings.nodes`` virtual SuperNodes.
+
+    Returns the run summary. Exceptions raised by the coordinator are re-raised here.
+    """
+    settings.validate()
+    prepare_environment()
+    import warnings
+
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from client.app import app as client_app
+    from fedenergy.server.coordinator import run_federation
+
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+    outcome: dict = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        try:
+            outcome["summary"] = run_federation(grid, settings, on_round=on_round)
+        except BaseException as err:  # surfaced to the caller after the engine stops
+            outcome["error"] = err
+
+    cpus = num_cpus or os.cpu_count() or 1
+    names = simulated_names(settings) if settings.discovery == "declared" else []
+    with seeded_node_ids(settings.seed), declared_node_names(names):
+        _run(run_simulation, server_app, client_app, settings, cpus, verbose)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "summary" not in outcome:
+        raise RuntimeError("the simulation ended without a result (see the log above)")
+    return outcome["summary"]
+
+
+def _run(run_simulation, server_app, client_app, settings: Settings, cpus: int, verbose: bool):
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=settings.nodes,
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {
+                "num_cpus": cpus,
+                "num_gpus": 0,
+                "logging_level": "error",
+                "log_to_driver": verbose,
+                "include_dashboard": False,
+            },
+        },
+        verbose_logging=verbose,
+    )
