@@ -24,17 +24,33 @@ from fedenergy.client.mod import (
     simulated_offline,
     work_record,
 )
-from fedenergy.codecs import (
-    CODEC_CFG_KEY,
-    CODEC_RECORD,
-    DOWNLINK_CFG_KEY,
-    decode_downlink,
-    encode_reply_arrays,
-    numpy_arrays,
-    parse_codec,
-)
+from fedenergy.codecs import decode_downlink, encode_reply_arrays, numpy_arrays, parse_codec
 from fedenergy.physics.flops import FlopCache
-from fedenergy.sim.fleet import OFFLINE_REASON
+from fedenergy.protocol import (
+    ARRAYS_RECORD,
+    CFG_ALPHA,
+    CFG_BATCH_SIZE,
+    CFG_CODEC,
+    CFG_DOWNLINK,
+    CFG_EPOCHS,
+    CFG_PARTITIONER,
+    CFG_SEED,
+    CFG_TASK,
+    CODEC_RECORD,
+    CONFIG_RECORD,
+    EVAL_ACC,
+    EVAL_LOSS,
+    METRICS_RECORD,
+    NUM_EXAMPLES,
+    NUM_PARTITIONS,
+    OFFLINE_REASON,
+    PARTITION_ID,
+    PROFILE_RECORD,
+    PROXIMAL_MU,
+    SERVER_ROUND,
+    TRAIN_LOSS,
+    WORK_KEY,
+)
 from fedenergy.sim.tasks import DataConfig, evaluate, get_task, train_epochs
 
 torch.set_num_threads(1)
@@ -46,7 +62,7 @@ app = ClientApp(mods=[energy_mod])
 
 
 def _config(msg: Message) -> ConfigRecord:
-    return msg.content.config_records.get("config", ConfigRecord())
+    return msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
 
 
 def _offline_reply(msg: Message) -> Message:
@@ -59,13 +75,13 @@ def _offline_reply(msg: Message) -> Message:
 
 def _data(msg: Message, context: Context):
     cfg = _config(msg)
-    task = get_task(str(cfg.get("fe-task", "digits")))
-    pid = int(context.node_config["partition-id"])
+    task = get_task(str(cfg.get(CFG_TASK, "digits")))
+    pid = int(context.node_config[PARTITION_ID])
     data_cfg = DataConfig(
-        num_partitions=int(context.node_config["num-partitions"]),
-        seed=int(cfg.get("fe-seed", 0)),
-        partitioner=str(cfg.get("fe-partitioner", "dirichlet")),
-        alpha=float(cfg.get("fe-alpha", 0.5)),
+        num_partitions=int(context.node_config[NUM_PARTITIONS]),
+        seed=int(cfg.get(CFG_SEED, 0)),
+        partitioner=str(cfg.get(CFG_PARTITIONER, "dirichlet")),
+        alpha=float(cfg.get(CFG_ALPHA, 0.5)),
     )
     train, test = task.client_data(pid, data_cfg)
     return task, train, test, cfg
@@ -78,27 +94,27 @@ def train(msg: Message, context: Context) -> Message:
     if simulated_offline(msg, context):
         return _offline_reply(msg)
     task, data, _, cfg = _data(msg, context)
-    spec = parse_codec(str(cfg.get(CODEC_CFG_KEY, "none")))
+    spec = parse_codec(str(cfg.get(CFG_CODEC, "none")))
     model = task.make_model()
-    global_arrays = msg.content["arrays"]
-    downlink = str(cfg.get(DOWNLINK_CFG_KEY, "none"))
+    global_arrays = msg.content[ARRAYS_RECORD]
+    downlink = str(cfg.get(CFG_DOWNLINK, "none"))
     if downlink != "none":  # the global model arrived encoded: decode it against our model
         template = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         base = decode_downlink(global_arrays, downlink, template)
         global_arrays = ArrayRecord({k: Array(v) for k, v in base.items()})
     model.load_state_dict(global_arrays.to_torch_state_dict())
-    epochs, batch = int(cfg.get("fe-epochs", 1)), int(cfg.get("fe-batch-size", 32))
-    seed = int(cfg.get("fe-seed", 0)) * 100003 + int(cfg.get("server-round", 0))
-    mu = float(cfg.get("proximal-mu", 0.0))  # set by Flower's FedProx
+    epochs, batch = int(cfg.get(CFG_EPOCHS, 1)), int(cfg.get(CFG_BATCH_SIZE, 32))
+    seed = int(cfg.get(CFG_SEED, 0)) * 100003 + int(cfg.get(SERVER_ROUND, 0))
+    mu = float(cfg.get(PROXIMAL_MU, 0.0))  # set by Flower's FedProx
     loss, _ = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed, mu)
     flops = FLOPS.training(model, data.x, len(data), batch, epochs)
     fail_p = simulated_failure_prob(msg, context)
     if fail_p > 0:
         key = [
-            int(cfg.get("fe-seed", 0)),
+            int(cfg.get(CFG_SEED, 0)),
             0xFA11,
-            int(cfg.get("server-round", 0)),
-            int(context.node_config["partition-id"]),
+            int(cfg.get(SERVER_ROUND, 0)),
+            int(context.node_config[PARTITION_ID]),
         ]
         if np.random.default_rng(key).random() < fail_p:
             # the device dies after training: an error reply, as Flower sends for a crashed app
@@ -108,24 +124,24 @@ def train(msg: Message, context: Context) -> Message:
             )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(model.state_dict()),
-            "metrics": MetricRecord({"train-loss": loss, "num-examples": len(data)}),
-            "fedenergy.work": work_record("train", flops),
+            ARRAYS_RECORD: ArrayRecord(model.state_dict()),
+            METRICS_RECORD: MetricRecord({TRAIN_LOSS: loss, NUM_EXAMPLES: len(data)}),
+            WORK_KEY: work_record("train", flops),
         }
     )
     if spec.name != "none":
         new = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
         rng = np.random.default_rng(
             [
-                int(cfg.get("fe-seed", 0)),
-                int(cfg.get("server-round", 0)),
-                int(context.node_config["partition-id"]),
+                int(cfg.get(CFG_SEED, 0)),
+                int(cfg.get(SERVER_ROUND, 0)),
+                int(context.node_config[PARTITION_ID]),
             ]
         )
         arrays, label = encode_reply_arrays(
             new, numpy_arrays(global_arrays), spec, context.state, rng
         )
-        content["arrays"], content[CODEC_RECORD] = arrays, label
+        content[ARRAYS_RECORD], content[CODEC_RECORD] = arrays, label
     return Message(content, reply_to=msg)
 
 
@@ -136,16 +152,16 @@ def evaluate_local(msg: Message, context: Context) -> Message:
         return _offline_reply(msg)
     task, _, data, _ = _data(msg, context)
     model = task.make_model()
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model.load_state_dict(msg.content[ARRAYS_RECORD].to_torch_state_dict())
     loss, acc = evaluate(model, data)
     flops = FLOPS.evaluation(model, data.x, len(data))
     return Message(
         RecordDict(
             {
-                "metrics": MetricRecord(
-                    {"eval-loss": loss, "eval-acc": acc, "num-examples": len(data)}
+                METRICS_RECORD: MetricRecord(
+                    {EVAL_LOSS: loss, EVAL_ACC: acc, NUM_EXAMPLES: len(data)}
                 ),
-                "fedenergy.work": work_record("evaluate", flops),
+                WORK_KEY: work_record("evaluate", flops),
             }
         ),
         reply_to=msg,
@@ -159,9 +175,9 @@ def query(msg: Message, context: Context) -> Message:
         k: v for k, v in context.node_config.items() if isinstance(v, (int, float, str, bool))
     }
     profile["device"], profile["link"] = resolve_profile(msg, context)
-    if "partition-id" in context.node_config and "num-partitions" in context.node_config:
-        profile["num-examples"] = len(_data(msg, context)[1])
+    if PARTITION_ID in context.node_config and NUM_PARTITIONS in context.node_config:
+        profile[NUM_EXAMPLES] = len(_data(msg, context)[1])
     return Message(
-        RecordDict({"profile": ConfigRecord(profile), "fedenergy.work": work_record("query", 0)}),
+        RecordDict({PROFILE_RECORD: ConfigRecord(profile), WORK_KEY: work_record("query", 0)}),
         reply_to=msg,
     )

@@ -27,9 +27,8 @@ from fedenergy.physics.network import (
     link_catalog,
     radio_energy,
 )
+from fedenergy.protocol import REPORT_SCHEMA_VERSION
 
-REPORT_KEY = "fedenergy.report"
-SCHEMA_VERSION = 1
 KINDS = ("train", "evaluate", "query")
 PHASES = ("train", "evaluate", "query", "download", "upload", "startup")
 NETWORK_PHASES = ("download", "upload")
@@ -119,7 +118,7 @@ class EnergyReport:
     compute_s: float  # modeled (simulated device) or measured wall seconds of the handler
     components: tuple[Component, ...] = field(default_factory=tuple)
     machine_j: float = 0.0  # measured nodes: whole machine/device energy over the call, beside
-    schema: int = SCHEMA_VERSION
+    schema: int = REPORT_SCHEMA_VERSION
 
     @property
     def total_j(self) -> float:
@@ -186,9 +185,9 @@ def validate_report(
 def _parse(rec: ConfigRecord) -> EnergyReport:
     get = _Reader(rec)
     schema = get.int("schema", lo=0)
-    if schema != SCHEMA_VERSION:
+    if schema != REPORT_SCHEMA_VERSION:
         raise ReportError(
-            f"unsupported report schema {schema} (this server reads {SCHEMA_VERSION})"
+            f"unsupported report schema {schema} (this server reads {REPORT_SCHEMA_VERSION})"
         )
     kind = get.text("kind")
     if kind not in KINDS:

@@ -11,7 +11,6 @@ from fedenergy.sim.tasks import get_task
 from fedenergy.sim.tasks.partition import PARTITIONERS
 
 # Keys of the per-message config the server sends to clients (prefixed to avoid collisions).
-CFG_PREFIX = "fe-"
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from client.app import train
 from fedenergy import codecs as C
 from fedenergy.cli import main
 from fedenergy.client.mod import energy_mod
-from fedenergy.codecs import CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY, numpy_arrays, template_of
+from fedenergy.codecs import numpy_arrays, template_of
 from fedenergy.ledger import Ledger
+from fedenergy.protocol import CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY
 from fedenergy.server import EnergyAwareStrategy, FixedPolicy, FleetState, NodeInfo
 from fedenergy.settings import Settings
 from fedenergy.sim.tasks import get_task

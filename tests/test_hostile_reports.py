@@ -24,22 +24,16 @@ from hypothesis import strategies as st
 
 from fedenergy import codecs as C
 from fedenergy.client.mod import build_report
-from fedenergy.codecs import (
-    CODEC_RECORD,
-    PAYLOAD_KEY,
-    encode_reply_arrays,
-    numpy_arrays,
-    template_of,
-)
+from fedenergy.codecs import encode_reply_arrays, numpy_arrays, template_of
 from fedenergy.ledger import Ledger
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import get_link
+from fedenergy.protocol import CODEC_RECORD, PAYLOAD_KEY, REPORT_KEY
 from fedenergy.report import (
     FIELDS,
     MAX_BYTES,
     MAX_CALL_S,
     MAX_JOULES,
-    REPORT_KEY,
     EnergyReport,
     Expected,
     ReportError,

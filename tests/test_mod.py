@@ -7,7 +7,8 @@ from client.app import train
 from fedenergy.client.mod import energy_mod
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
-from fedenergy.report import REPORT_KEY, EnergyReport
+from fedenergy.protocol import REPORT_KEY
+from fedenergy.report import EnergyReport
 from fedenergy.sim.tasks import get_task
 from fedenergy.wire import message_bytes
 

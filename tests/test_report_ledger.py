@@ -6,7 +6,8 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 
 from fedenergy.client.mod import build_report
 from fedenergy.ledger import Ledger, rows_from_report
-from fedenergy.report import REPORT_KEY, EnergyReport, ReportError
+from fedenergy.protocol import REPORT_KEY
+from fedenergy.report import EnergyReport, ReportError
 
 
 def _report(**kw):

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from flwr.app import Context, RecordDict
 
 from fedenergy.meters import Measurement, detect, startup_cost
+from fedenergy.protocol import STARTUP_STATE_KEY
 from fedenergy.report import Component
-
-STARTUP_STATE_KEY = "fedenergy.startup"
 
 
 @dataclass(frozen=True)

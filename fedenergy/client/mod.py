@@ -23,11 +23,23 @@ from flwr.common.serde import config_record_to_proto, message_to_proto
 from fedenergy.client.measured import MeasuredCall, measure_call, wants_measurement
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
-from fedenergy.report import REPORT_KEY, Component, EnergyReport
+from fedenergy.protocol import (
+    CFG_DEVICE,
+    CFG_FLEET,
+    CFG_INFRA_KWH_PER_GB,
+    CFG_LINK,
+    CFG_SEED,
+    CONFIG_RECORD,
+    NUM_PARTITIONS,
+    PARTITION_ID,
+    REPORT_KEY,
+    SERVER_ROUND,
+    WORK_KEY,
+)
+from fedenergy.report import Component, EnergyReport
 from fedenergy.sim.fleet import NodeProfile, is_online, load_fleet
 from fedenergy.wire import message_bytes
 
-WORK_KEY = "fedenergy.work"
 DEFAULT_DEVICE, DEFAULT_LINK = "laptop", "wifi"
 
 
@@ -40,16 +52,16 @@ def resolve_profile(msg: Message, ctx: Context) -> tuple[str, str]:
     """(device id, link id) of this node, in order of authority: the node's own config
     (deployment), the server's per-node config, the fleet assignment for this partition
     (simulation, from ``fe-fleet`` and ``fe-seed``), else the defaults."""
-    cfg = msg.content.config_records.get("config", ConfigRecord())
+    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
     device, link = ctx.node_config.get("device"), ctx.node_config.get("link")
-    device = device or cfg.get("fe-device")
-    link = link or cfg.get("fe-link")
-    if (not device or not link) and "fe-fleet" in cfg and "partition-id" in ctx.node_config:
+    device = device or cfg.get(CFG_DEVICE)
+    link = link or cfg.get(CFG_LINK)
+    if (not device or not link) and CFG_FLEET in cfg and PARTITION_ID in ctx.node_config:
         node = assigned_profile(
-            str(cfg["fe-fleet"]),
-            int(ctx.node_config["num-partitions"]),
-            int(cfg.get("fe-seed", 0)),
-            int(ctx.node_config["partition-id"]),
+            str(cfg[CFG_FLEET]),
+            int(ctx.node_config[NUM_PARTITIONS]),
+            int(cfg.get(CFG_SEED, 0)),
+            int(ctx.node_config[PARTITION_ID]),
         )
         device, link = device or node.device.id, link or node.link.id
     return str(device or DEFAULT_DEVICE), str(link or DEFAULT_LINK)
@@ -58,16 +70,16 @@ def resolve_profile(msg: Message, ctx: Context) -> tuple[str, str]:
 def simulated_profile(msg: Message, ctx: Context) -> NodeProfile | None:
     """This node's fleet profile when it is a simulated node (its message names a fleet and its
     node config a partition, not a device); None for deployed nodes and nodes without a fleet."""
-    cfg = msg.content.config_records.get("config", ConfigRecord())
-    if "device" in ctx.node_config or "fe-fleet" not in cfg:
+    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
+    if "device" in ctx.node_config or CFG_FLEET not in cfg:
         return None
-    if "partition-id" not in ctx.node_config or "num-partitions" not in ctx.node_config:
+    if PARTITION_ID not in ctx.node_config or NUM_PARTITIONS not in ctx.node_config:
         return None
     return assigned_profile(
-        str(cfg["fe-fleet"]),
-        int(ctx.node_config["num-partitions"]),
-        int(cfg.get("fe-seed", 0)),
-        int(ctx.node_config["partition-id"]),
+        str(cfg[CFG_FLEET]),
+        int(ctx.node_config[NUM_PARTITIONS]),
+        int(cfg.get(CFG_SEED, 0)),
+        int(ctx.node_config[PARTITION_ID]),
     )
 
 
@@ -84,8 +96,8 @@ def simulated_offline(msg: Message, ctx: Context) -> bool:
     node = simulated_profile(msg, ctx)
     if node is None:
         return False
-    cfg = msg.content.config_records.get("config", ConfigRecord())
-    seed, rnd = int(cfg.get("fe-seed", 0)), int(cfg.get("server-round", 0))
+    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
+    seed, rnd = int(cfg.get(CFG_SEED, 0)), int(cfg.get(SERVER_ROUND, 0))
     return not is_online(seed, rnd, node.partition_id, node.availability)
 
 
@@ -185,17 +197,17 @@ def energy_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Mess
         return reply
     work = reply.content[WORK_KEY]
     del reply.content[WORK_KEY]
-    cfg = msg.content.config_records.get("config", ConfigRecord())
+    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
     device_id, link_id = resolve_profile(msg, ctx)
     args = dict(
         kind=str(work["kind"]),
-        server_round=int(cfg.get("server-round", 0)),
-        partition_id=int(ctx.node_config.get("partition-id", -1)),
+        server_round=int(cfg.get(SERVER_ROUND, 0)),
+        partition_id=int(ctx.node_config.get(PARTITION_ID, -1)),
         device_id=device_id,
         link_id=link_id,
         flops=int(work["flops"]),
         bytes_down=bytes_down,
-        infra_kwh_per_gb=float(cfg.get("fe-infra-kwh-per-gb", 0.059)),
+        infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, 0.059)),
         measured=measured,
     )
     # The report's own size is part of the upload: settle the byte count by fixed point. The

@@ -26,11 +26,6 @@ from fedenergy.codecs.core import (
     uses_error_feedback,
 )
 from fedenergy.codecs.messages import (
-    CODEC_CFG_KEY,
-    CODEC_RECORD,
-    DOWNLINK_CFG_KEY,
-    PAYLOAD_KEY,
-    RESIDUAL_KEY,
     decode_downlink,
     decode_reply_content,
     encode_reply_arrays,
@@ -39,17 +34,12 @@ from fedenergy.codecs.messages import (
 )
 
 __all__ = [
-    "CODEC_CFG_KEY",
     "CODEC_NAMES",
-    "CODEC_RECORD",
     "CodecSpec",
-    "DOWNLINK_CFG_KEY",
     "EF_CODECS",
     "GLOBAL_CODECS",
     "MAX_QSGD_LEVELS",
-    "PAYLOAD_KEY",
     "PayloadError",
-    "RESIDUAL_KEY",
     "STC_CODECS",
     "decode",
     "decode_downlink",

@@ -19,12 +19,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
 from fedenergy.codecs import core as C
-
-CODEC_CFG_KEY = "fe-codec"  # server -> client, in the per-message config
-DOWNLINK_CFG_KEY = "fe-downlink"  # server -> client: codec of the global model in "arrays"
-CODEC_RECORD = "fedenergy.codec"  # client -> server, ConfigRecord {"codec": label}
-RESIDUAL_KEY = "fedenergy.residual"  # ArrayRecord in the node's context.state
-PAYLOAD_KEY = "payload"  # the single Array in the reply's "arrays" record
+from fedenergy.protocol import ARRAYS_RECORD, CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY
 
 
 def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
@@ -87,9 +82,9 @@ def decode_reply_content(
     if label != spec.label():
         raise C.PayloadError(f"codec label {label!r} does not match the requested {spec.label()!r}")
     records = content.array_records
-    if list(records) != ["arrays"]:
+    if list(records) != [ARRAYS_RECORD]:
         raise C.PayloadError(f"expected one ArrayRecord 'arrays', got {sorted(records)}")
-    arrays = records["arrays"]
+    arrays = records[ARRAYS_RECORD]
     if list(arrays.keys()) != [PAYLOAD_KEY]:
         raise C.PayloadError(f"expected one array {PAYLOAD_KEY!r}, got {sorted(arrays.keys())}")
     template = template_of(global_)
@@ -108,8 +103,8 @@ def decode_reply_content(
     for k, g in global_.items():
         dtype = g.dtype if np.issubdtype(g.dtype, np.floating) else np.float32
         full[k] = Array((np.asarray(g, dtype=np.float32) + update[k]).astype(dtype, copy=False))
-    out = RecordDict({k: v for k, v in content.items() if k not in ("arrays", CODEC_RECORD)})
-    out["arrays"] = ArrayRecord(full)
+    out = RecordDict({k: v for k, v in content.items() if k not in (ARRAYS_RECORD, CODEC_RECORD)})
+    out[ARRAYS_RECORD] = ArrayRecord(full)
     return out
 
 

@@ -40,6 +40,17 @@ from fedenergy.analysis.summary import summarize
 from fedenergy.codecs import parse_codec
 from fedenergy.ledger import Ledger
 from fedenergy.physics.flops import FlopCache
+from fedenergy.protocol import (
+    CFG_ALPHA,
+    CFG_BATCH_SIZE,
+    CFG_CODEC,
+    CFG_EPOCHS,
+    CFG_FLEET,
+    CFG_INFRA_KWH_PER_GB,
+    CFG_PARTITIONER,
+    CFG_SEED,
+    CFG_TASK,
+)
 from fedenergy.server import (
     EnergyAwareStrategy,
     FleetState,
@@ -106,15 +117,15 @@ def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
 def common_config(s: Settings) -> dict:
     """The per-message config every client needs to rebuild its data and profile."""
     return {
-        "fe-task": s.task,
-        "fe-seed": s.seed,
-        "fe-partitioner": s.partitioner,
-        "fe-alpha": s.dirichlet_alpha,
-        "fe-epochs": s.local_epochs,
-        "fe-batch-size": s.batch_size,
-        "fe-fleet": s.fleet,
-        "fe-infra-kwh-per-gb": s.infra_kwh_per_gb,
-        "fe-codec": parse_codec(s.codec).label(),
+        CFG_TASK: s.task,
+        CFG_SEED: s.seed,
+        CFG_PARTITIONER: s.partitioner,
+        CFG_ALPHA: s.dirichlet_alpha,
+        CFG_EPOCHS: s.local_epochs,
+        CFG_BATCH_SIZE: s.batch_size,
+        CFG_FLEET: s.fleet,
+        CFG_INFRA_KWH_PER_GB: s.infra_kwh_per_gb,
+        CFG_CODEC: parse_codec(s.codec).label(),
     }
 
 

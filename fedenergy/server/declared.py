@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 
 from fedenergy.physics.devices import device_catalog
 from fedenergy.physics.network import link_catalog
+from fedenergy.protocol import DECLARATION_PREFIX
 
 if TYPE_CHECKING:
     from flwr.serverapp import Grid
 
 log = logging.getLogger("fedenergy")
-PREFIX = "fe:"
 MAX_NAME_CHARS = 256  # a registration name longer than this is not read
 _COUNTRY = re.compile(r"^(?:[A-Z]{3}|WORLD)$")
 
@@ -51,7 +51,7 @@ class Declaration:
     def token(self) -> str:
         """The ``fe:DEVICE/LINK[/COUNTRY]`` token that declares this profile."""
         tail = f"/{self.country}" if self.country else ""
-        return f"{PREFIX}{self.device}/{self.link}{tail}"
+        return f"{DECLARATION_PREFIX}{self.device}/{self.link}{tail}"
 
 
 def parse_declaration(name: str | None) -> Declaration | None:
@@ -62,15 +62,16 @@ def parse_declaration(name: str | None) -> Declaration | None:
         return None
     if len(name) > MAX_NAME_CHARS:
         raise DeclarationError(f"name longer than {MAX_NAME_CHARS} characters")
-    tokens = [t for t in re.split(r"[\s,;]+", name) if t.lower().startswith(PREFIX)]
+    tokens = [t for t in re.split(r"[\s,;]+", name) if t.lower().startswith(DECLARATION_PREFIX)]
     if not tokens:
         return None
     if len(tokens) > 1:
-        raise DeclarationError(f"{len(tokens)} '{PREFIX}' tokens; declare one profile")
-    parts = tokens[0][len(PREFIX) :].split("/")
+        raise DeclarationError(f"{len(tokens)} '{DECLARATION_PREFIX}' tokens; declare one profile")
+    parts = tokens[0][len(DECLARATION_PREFIX) :].split("/")
     if len(parts) not in (2, 3) or not all(parts):
         raise DeclarationError(
-            f"{tokens[0][:60]!r} is not '{PREFIX}DEVICE/LINK' or '{PREFIX}DEVICE/LINK/COUNTRY'"
+            f"{tokens[0][:60]!r} is not '{DECLARATION_PREFIX}DEVICE/LINK' or "
+            f"'{DECLARATION_PREFIX}DEVICE/LINK/COUNTRY'"
         )
     device, link = parts[0].lower(), parts[1].lower()
     devices, links = device_catalog(), link_catalog()

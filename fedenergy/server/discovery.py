@@ -6,6 +6,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fedenergy.protocol import CONFIG_RECORD, NUM_EXAMPLES, PARTITION_ID, PROFILE_RECORD
 from fedenergy.server.declared import read_declarations
 from fedenergy.server.fleet_state import UNKNOWN_PARTITION, NodeInfo
 from fedenergy.server.strategy import EnergyAwareStrategy
@@ -52,7 +53,7 @@ def query_nodes(
     (round 0 at the start)."""
     msgs = [
         Message(
-            RecordDict({"config": ConfigRecord(dict(config))}),
+            RecordDict({CONFIG_RECORD: ConfigRecord(dict(config))}),
             message_type=MessageType.QUERY,
             dst_node_id=n,
         )
@@ -63,16 +64,16 @@ def query_nodes(
     infos = []
     replies = grid.send_and_receive(msgs, timeout=settings.round_timeout_s)
     for reply in strategy.take_reports(replies, "query", count=False):
-        if "profile" not in reply.content:
+        if PROFILE_RECORD not in reply.content:
             continue
-        prof = reply.content["profile"]
+        prof = reply.content[PROFILE_RECORD]
         infos.append(
             node_info(
                 reply.metadata.src_node_id,
-                int(prof.get("partition-id", -1)),
+                int(prof.get(PARTITION_ID, -1)),
                 str(prof["device"]),
                 str(prof["link"]),
-                int(prof.get("num-examples", 0)),
+                int(prof.get(NUM_EXAMPLES, 0)),
                 str(prof.get("country") or "") or None,
                 profiles,
             )

@@ -21,8 +21,6 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from fedenergy.codecs import (
-    CODEC_CFG_KEY,
-    DOWNLINK_CFG_KEY,
     CodecSpec,
     PayloadError,
     decode_reply_content,
@@ -33,18 +31,25 @@ from fedenergy.codecs import (
     template_of,
 )
 from fedenergy.ledger import EnergyRow, Ledger, rows_from_report
-from fedenergy.report import (
+from fedenergy.protocol import (
+    ARRAYS_RECORD,
+    CFG_CODEC,
+    CFG_DEVICE,
+    CFG_DOWNLINK,
+    CFG_LINK,
+    CONFIG_RECORD,
+    METRICS_RECORD,
+    NUM_EXAMPLES,
+    OFFLINE_REASON,
+    PAYLOAD_KEY,
     REPORT_KEY,
-    Component,
-    EnergyReport,
-    Expected,
-    ReportError,
-    validate_report,
+    SERVER_ROUND,
+    TRAIN_LOSS,
 )
+from fedenergy.report import Component, EnergyReport, Expected, ReportError, validate_report
 from fedenergy.server.fleet_state import UNKNOWN_PARTITION, FleetState, NodeInfo
 from fedenergy.server.policies import CompressionPolicy, FixedPolicy
 from fedenergy.server.selectors import RandomSelector, Selector
-from fedenergy.sim.fleet import OFFLINE_REASON
 from fedenergy.wire import message_bytes
 
 log = logging.getLogger("fedenergy")
@@ -172,7 +177,7 @@ class EnergyAwareStrategy(Strategy):
         if label not in self._downlink:
             template = template_of(self._global)
             blob = pack_payload(encode_global(self._global, spec), spec, template)
-            self._downlink[label] = ArrayRecord({"payload": Array(blob)})
+            self._downlink[label] = ArrayRecord({PAYLOAD_KEY: Array(blob)})
         return self._downlink[label]
 
     def _download_size(self, spec: CodecSpec) -> int:
@@ -181,12 +186,14 @@ class EnergyAwareStrategy(Strategy):
         if label not in self._download_bytes:
             cfg = ConfigRecord(dict(self._train_config or {}))
             cfg.update(self.common_config)
-            cfg[CODEC_CFG_KEY] = "none"
-            cfg[DOWNLINK_CFG_KEY] = label
+            cfg[CFG_CODEC] = "none"
+            cfg[CFG_DOWNLINK] = label
             encoded = self._downlink_arrays(spec)
             arrays = encoded if encoded is not None else self._global_record
             msg = Message(
-                RecordDict({"arrays": arrays, "config": cfg}), dst_node_id=0, message_type="train"
+                RecordDict({ARRAYS_RECORD: arrays, CONFIG_RECORD: cfg}),
+                dst_node_id=0,
+                message_type="train",
             )
             self._download_bytes[label] = message_bytes(msg)
         return self._download_bytes[label]
@@ -232,13 +239,13 @@ class EnergyAwareStrategy(Strategy):
             # an unknown node uses its own profile; so does a declared one until its first
             # reply (its report is checked against the declaration, not told it)
             if st.known and nid not in self.declared_pending:
-                cfg["fe-device"], cfg["fe-link"] = st.device.id, st.link.id
+                cfg[CFG_DEVICE], cfg[CFG_LINK] = st.device.id, st.link.id
             if call == "train":
                 spec = self.policy.codec_for(st, server_round)
                 self._codecs[nid] = spec
-                cfg[CODEC_CFG_KEY] = spec.label()
+                cfg[CFG_CODEC] = spec.label()
                 down = self.policy.downlink_for(st, server_round)
-                cfg[DOWNLINK_CFG_KEY] = down.label()
+                cfg[CFG_DOWNLINK] = down.label()
                 if (encoded := self._downlink_arrays(down)) is not None:
                     arrays_key = next(k for k, v in m.content.items() if isinstance(v, ArrayRecord))
                     content[arrays_key] = encoded
@@ -422,7 +429,7 @@ class EnergyAwareStrategy(Strategy):
             values = v if isinstance(v, list) else [v]
             if not all(_finite(x) for x in values):
                 raise PayloadError(f"metric {str(key)[:40]!r} is not a finite number")
-        n = rec.get("num-examples")
+        n = rec.get(NUM_EXAMPLES)
         if isinstance(n, list) or n is None or not 0 < n <= MAX_EXAMPLES:
             raise PayloadError(f"num-examples must be in (0, {MAX_EXAMPLES}], got {n!r:.40}")
         if call != "train":
@@ -496,7 +503,7 @@ class EnergyAwareStrategy(Strategy):
         for rec in msg.content.array_records.values():
             payload += sum(len(a.data) for a in rec.values())
         cfg = self._train_config if call == "train" else None
-        rnd = cfg.get("server-round") if cfg is not None else None
+        rnd = cfg.get(SERVER_ROUND) if cfg is not None else None
         return Expected(
             kind=call,
             server_round=rnd if call == "train" and isinstance(rnd, int) else None,
@@ -515,14 +522,14 @@ class EnergyAwareStrategy(Strategy):
         # aggregate in partition order, not arrival order: float sums then repeat run to run
         kept.sort(key=self._order_key)
         for msg in kept:
-            metrics = msg.content.metric_records.get("metrics")
-            loss = metrics.get("train-loss") if metrics is not None else None
+            metrics = msg.content.metric_records.get(METRICS_RECORD)
+            loss = metrics.get(TRAIN_LOSS) if metrics is not None else None
             nid = msg.metadata.src_node_id
             if nid in self.fleet:
                 self.fleet.observe_train(
                     nid, server_round, float(loss) if loss is not None else None
                 )
-                n = metrics.get("num-examples") if metrics is not None else None
+                n = metrics.get(NUM_EXAMPLES) if metrics is not None else None
                 if isinstance(n, (int, float)) and n > 0 and not self.fleet[nid].info.num_examples:
                     self.fleet.set_examples(nid, int(n))
         return self.base.aggregate_train(server_round, kept)

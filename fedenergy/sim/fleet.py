@@ -43,7 +43,6 @@ TOP_KEYS = {"name", "description", "group"}
 # The reason of the Error reply a simulated node sends when it is offline this round and a
 # coordinator that does not know it yet (lazy discovery) selected it anyway: the message never
 # reached the device, so nothing was spent (fedenergy.client.mod.simulated_offline).
-OFFLINE_REASON = "fedenergy: node offline"
 
 
 def is_online(seed: int, server_round: int, partition_id: int, availability: float) -> bool:
