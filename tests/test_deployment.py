@@ -437,7 +437,7 @@ def test_fab_ships_the_server_and_client_code():
     for path in (
         "server/app.py",
         "client/app.py",
-        "fedenergy/mod.py",
+        "fedenergy/client/mod.py",
         "fedenergy/data/devices.toml",
     ):
         assert path in names, path
