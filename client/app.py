@@ -39,6 +39,7 @@ from fedenergy.protocol import (
     NUM_EXAMPLES,
     NUM_PARTITIONS,
     PARTITION_ID,
+    PROFILE_KEYS,
     PROFILE_RECORD,
     PROXIMAL_MU,
     SERVER_ROUND,
@@ -139,9 +140,12 @@ def evaluate_local(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server who this node is: its node config (partition, device, link, ...)."""
+    """Tell the server who this node is: partition, device, link, data size and country (only
+    the keys the coordinator reads, ``PROFILE_KEYS``: a node config may hold paths or secrets)."""
     profile = {
-        k: v for k, v in context.node_config.items() if isinstance(v, (int, float, str, bool))
+        k: v
+        for k, v in context.node_config.items()
+        if k in PROFILE_KEYS and isinstance(v, (int, float, str, bool))
     }
     profile[NODE_DEVICE], profile[NODE_LINK] = resolve_profile(msg, context)
     if PARTITION_ID in context.node_config and NUM_PARTITIONS in context.node_config:
