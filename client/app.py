@@ -1,4 +1,5 @@
-"""The fedenergy ClientApp: train / evaluate / query handlers wrapped by the energy mod."""
+"""The fedenergy ClientApp: train / evaluate / query handlers wrapped by two mods, the
+simulation's faults (outermost: offline rounds, device failures) and the energy mod."""
 
 from __future__ import annotations
 
@@ -9,21 +10,13 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Context,
-    Error,
     Message,
     MetricRecord,
     RecordDict,
 )
 from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode
 
-from fedenergy.client.mod import (
-    energy_mod,
-    resolve_profile,
-    simulated_failure_prob,
-    simulated_offline,
-    work_record,
-)
+from fedenergy.client.mod import energy_mod, resolve_profile, work_record
 from fedenergy.codecs import decode_downlink, encode_reply_arrays, numpy_arrays, parse_codec
 from fedenergy.physics.flops import FlopCache
 from fedenergy.protocol import (
@@ -41,16 +34,19 @@ from fedenergy.protocol import (
     EVAL_ACC,
     EVAL_LOSS,
     METRICS_RECORD,
+    NODE_DEVICE,
+    NODE_LINK,
     NUM_EXAMPLES,
     NUM_PARTITIONS,
-    OFFLINE_REASON,
     PARTITION_ID,
+    PROFILE_KEYS,
     PROFILE_RECORD,
     PROXIMAL_MU,
     SERVER_ROUND,
     TRAIN_LOSS,
     WORK_KEY,
 )
+from fedenergy.sim.faults import simulated_faults
 from fedenergy.sim.tasks import DataConfig, evaluate, get_task, train_epochs
 
 torch.set_num_threads(1)
@@ -58,19 +54,11 @@ torch.set_num_threads(1)
 # FLOP counts are cached per model and input shape for the life of this process.
 FLOPS = FlopCache()
 
-app = ClientApp(mods=[energy_mod])
+app = ClientApp(mods=[simulated_faults, energy_mod])
 
 
 def _config(msg: Message) -> ConfigRecord:
     return msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
-
-
-def _offline_reply(msg: Message) -> Message:
-    """A simulated node that is offline this round: the message never reached the device."""
-    return Message(
-        Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{OFFLINE_REASON} this round"),
-        reply_to=msg,
-    )
 
 
 def _data(msg: Message, context: Context):
@@ -91,8 +79,6 @@ def _data(msg: Message, context: Context):
 def train(msg: Message, context: Context) -> Message:
     """Load the global model, train locally, return the new weights (or, with a codec, the
     encoded update new - global) and the work done."""
-    if simulated_offline(msg, context):
-        return _offline_reply(msg)
     task, data, _, cfg = _data(msg, context)
     spec = parse_codec(str(cfg.get(CFG_CODEC, "none")))
     model = task.make_model()
@@ -108,20 +94,6 @@ def train(msg: Message, context: Context) -> Message:
     mu = float(cfg.get(PROXIMAL_MU, 0.0))  # set by Flower's FedProx
     loss, _ = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed, mu)
     flops = FLOPS.training(model, data.x, len(data), batch, epochs)
-    fail_p = simulated_failure_prob(msg, context)
-    if fail_p > 0:
-        key = [
-            int(cfg.get(CFG_SEED, 0)),
-            0xFA11,
-            int(cfg.get(SERVER_ROUND, 0)),
-            int(context.node_config[PARTITION_ID]),
-        ]
-        if np.random.default_rng(key).random() < fail_p:
-            # the device dies after training: an error reply, as Flower sends for a crashed app
-            reason = f"simulated device failure (fleet failure_prob={fail_p:g})"
-            return Message(
-                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg
-            )
     content = RecordDict(
         {
             ARRAYS_RECORD: ArrayRecord(model.state_dict()),
@@ -148,8 +120,6 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate_local(msg: Message, context: Context) -> Message:
     """Evaluate the global model on this node's local test split."""
-    if simulated_offline(msg, context):
-        return _offline_reply(msg)
     task, _, data, _ = _data(msg, context)
     model = task.make_model()
     model.load_state_dict(msg.content[ARRAYS_RECORD].to_torch_state_dict())
@@ -170,11 +140,14 @@ def evaluate_local(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Tell the server who this node is: its node config (partition, device, link, ...)."""
+    """Tell the server who this node is: partition, device, link, data size and country (only
+    the keys the coordinator reads, ``PROFILE_KEYS``: a node config may hold paths or secrets)."""
     profile = {
-        k: v for k, v in context.node_config.items() if isinstance(v, (int, float, str, bool))
+        k: v
+        for k, v in context.node_config.items()
+        if k in PROFILE_KEYS and isinstance(v, (int, float, str, bool))
     }
-    profile["device"], profile["link"] = resolve_profile(msg, context)
+    profile[NODE_DEVICE], profile[NODE_LINK] = resolve_profile(msg, context)
     if PARTITION_ID in context.node_config and NUM_PARTITIONS in context.node_config:
         profile[NUM_EXAMPLES] = len(_data(msg, context)[1])
     return Message(

@@ -32,6 +32,9 @@ PAYLOAD_KEY = "payload"  # the single Array of an encoded update / global model
 # -- keys a node keeps in its context.state between calls --------------------------------------
 RESIDUAL_KEY = "fedenergy.residual"  # error-feedback residual of top-k / STC (ArrayRecord)
 STARTUP_STATE_KEY = "fedenergy.startup"  # the process whose start-up cost was charged
+# the node's own device/link as the simulation assigns it (ConfigRecord with the node-config
+# keys "device" and "link"), recorded by fedenergy.sim.faults for the energy mod
+NODE_PROFILE_STATE_KEY = "fedenergy.node-profile"
 
 # -- per-message config: coordinator -> node ---------------------------------------------------
 CFG_PREFIX = "fe-"

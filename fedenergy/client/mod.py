@@ -6,10 +6,13 @@ and joules with the node's device profile and bytes to joules with the node's li
 attaches the report to the reply as a ConfigRecord under ``REPORT_KEY``.
 
 Deployed nodes whose node config says ``meter="auto"`` report measured compute energy from the
-best meters of their host instead (see fedenergy/measured.py).
+best meters of their host instead (see :mod:`fedenergy.client.measured`).
 
-The node's device and link come from its node config (``device=...``, ``link=...``; deployment)
-or else from the per-message config the server sends (``fe-device``, ``fe-link``; simulation).
+The node's device and link come from its node config (``device=...``, ``link=...``; deployment),
+else from the per-message config the server sends (``fe-device``, ``fe-link``), else from the
+node's own profile in its ``context.state`` (``NODE_PROFILE_STATE_KEY``, which the simulation's
+fault mod records for a fleet node, :mod:`fedenergy.sim.faults`), else the defaults. The mod
+knows nothing of fleets or simulated faults.
 """
 
 from __future__ import annotations
@@ -25,19 +28,18 @@ from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
 from fedenergy.protocol import (
     CFG_DEVICE,
-    CFG_FLEET,
     CFG_INFRA_KWH_PER_GB,
     CFG_LINK,
-    CFG_SEED,
     CONFIG_RECORD,
-    NUM_PARTITIONS,
+    NODE_DEVICE,
+    NODE_LINK,
+    NODE_PROFILE_STATE_KEY,
     PARTITION_ID,
     REPORT_KEY,
     SERVER_ROUND,
     WORK_KEY,
 )
 from fedenergy.report import Component, EnergyReport
-from fedenergy.sim.fleet import NodeProfile, is_online, load_fleet
 from fedenergy.wire import message_bytes
 
 DEFAULT_DEVICE, DEFAULT_LINK = "laptop", "wifi"
@@ -48,67 +50,24 @@ def work_record(kind: str, flops: int) -> ConfigRecord:
     return ConfigRecord({"kind": kind, "flops": int(flops)})
 
 
+def configured_profile(msg: Message, ctx: Context) -> tuple[str | None, str | None]:
+    """(device id, link id) as configured for this node, each None where open: the node's own
+    config (deployment) first, then the server's per-message config (``fe-device``,
+    ``fe-link``)."""
+    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
+    device = ctx.node_config.get(NODE_DEVICE) or cfg.get(CFG_DEVICE)
+    link = ctx.node_config.get(NODE_LINK) or cfg.get(CFG_LINK)
+    return (str(device) if device else None), (str(link) if link else None)
+
+
 def resolve_profile(msg: Message, ctx: Context) -> tuple[str, str]:
     """(device id, link id) of this node, in order of authority: the node's own config
-    (deployment), the server's per-node config, the fleet assignment for this partition
-    (simulation, from ``fe-fleet`` and ``fe-seed``), else the defaults."""
-    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
-    device, link = ctx.node_config.get("device"), ctx.node_config.get("link")
-    device = device or cfg.get(CFG_DEVICE)
-    link = link or cfg.get(CFG_LINK)
-    if (not device or not link) and CFG_FLEET in cfg and PARTITION_ID in ctx.node_config:
-        node = assigned_profile(
-            str(cfg[CFG_FLEET]),
-            int(ctx.node_config[NUM_PARTITIONS]),
-            int(cfg.get(CFG_SEED, 0)),
-            int(ctx.node_config[PARTITION_ID]),
-        )
-        device, link = device or node.device.id, link or node.link.id
+    (deployment), the server's per-message config, the node's own profile recorded in its
+    ``context.state`` (by the simulation, :mod:`fedenergy.sim.faults`), else the defaults."""
+    device, link = configured_profile(msg, ctx)
+    own = ctx.state.config_records.get(NODE_PROFILE_STATE_KEY, ConfigRecord())
+    device, link = device or own.get(NODE_DEVICE), link or own.get(NODE_LINK)
     return str(device or DEFAULT_DEVICE), str(link or DEFAULT_LINK)
-
-
-def simulated_profile(msg: Message, ctx: Context) -> NodeProfile | None:
-    """This node's fleet profile when it is a simulated node (its message names a fleet and its
-    node config a partition, not a device); None for deployed nodes and nodes without a fleet."""
-    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
-    if "device" in ctx.node_config or CFG_FLEET not in cfg:
-        return None
-    if PARTITION_ID not in ctx.node_config or NUM_PARTITIONS not in ctx.node_config:
-        return None
-    return assigned_profile(
-        str(cfg[CFG_FLEET]),
-        int(ctx.node_config[NUM_PARTITIONS]),
-        int(cfg.get(CFG_SEED, 0)),
-        int(ctx.node_config[PARTITION_ID]),
-    )
-
-
-def simulated_failure_prob(msg: Message, ctx: Context) -> float:
-    """A simulated node's fleet failure probability (0 for deployed nodes, whose failures are
-    real, and for nodes without a fleet)."""
-    node = simulated_profile(msg, ctx)
-    return node.failure_prob if node is not None else 0.0
-
-
-def simulated_offline(msg: Message, ctx: Context) -> bool:
-    """Whether this simulated node is offline in the message's round by its fleet availability
-    (the same draw the coordinator makes for the nodes it knows); deployed nodes never are."""
-    node = simulated_profile(msg, ctx)
-    if node is None:
-        return False
-    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
-    seed, rnd = int(cfg.get(CFG_SEED, 0)), int(cfg.get(SERVER_ROUND, 0))
-    return not is_online(seed, rnd, node.partition_id, node.availability)
-
-
-@lru_cache(maxsize=8)
-def _assignment(fleet: str, num_nodes: int, seed: int) -> tuple:
-    return tuple(load_fleet(fleet).assign(num_nodes, seed))
-
-
-def assigned_profile(fleet: str, num_nodes: int, seed: int, partition_id: int) -> NodeProfile:
-    """The fleet's profile for one partition (assignment cached per fleet, size and seed)."""
-    return _assignment(fleet, num_nodes, seed)[partition_id]
 
 
 @lru_cache(maxsize=64)
