@@ -123,15 +123,17 @@ class TreeSampler:
 
 # -- the plain Flower side -------------------------------------------------------------------------
 def plain_client_app(with_mod: bool):
-    """fedenergy's own handlers in a ClientApp with ``mods=[energy_mod]`` or no mods at all.
-    (Without the mod the handlers' small work record stays in the reply: a ConfigRecord of
-    about 30 bytes that FedAvg ignores.)"""
+    """fedenergy's own handlers in a ClientApp with ``mods=[simulated_faults, energy_mod]`` or
+    with the simulated faults only (the same fleet behaviour in both arms; without the energy
+    mod the handlers' small work record stays in the reply: a ConfigRecord of about 30 bytes
+    that FedAvg ignores)."""
     from flwr.clientapp import ClientApp
 
     import client.app as ca
     from fedenergy.client.mod import energy_mod
+    from fedenergy.sim.faults import simulated_faults
 
-    app = ClientApp(mods=[energy_mod] if with_mod else [])
+    app = ClientApp(mods=[simulated_faults, energy_mod] if with_mod else [simulated_faults])
     app.train()(ca.train)
     app.evaluate()(ca.evaluate_local)
     app.query()(ca.query)

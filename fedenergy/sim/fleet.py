@@ -40,10 +40,6 @@ OPTIONAL_GROUP_KEYS = {
 TOP_KEYS = {"name", "description", "group"}
 
 
-# The reason of the Error reply a simulated node sends when it is offline this round and a
-# coordinator that does not know it yet (lazy discovery) selected it anyway: the message never
-# reached the device, so nothing was spent (fedenergy.client.mod.simulated_offline).
-
 
 def is_online(seed: int, server_round: int, partition_id: int, availability: float) -> bool:
     """Whether a simulated node with ``availability`` is online in ``server_round``: one seeded
