@@ -40,7 +40,6 @@ OPTIONAL_GROUP_KEYS = {
 TOP_KEYS = {"name", "description", "group"}
 
 
-
 def is_online(seed: int, server_round: int, partition_id: int, availability: float) -> bool:
     """Whether a simulated node with ``availability`` is online in ``server_round``: one seeded
     draw per (seed, round, partition), the same on the server and on the node itself."""
