@@ -12,9 +12,19 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fedenergy.codecs import (
+    CODEC_NAMES,
+    GLOBAL_CODECS,
     MAX_QSGD_LEVELS,
+    Codec,
     CodecSpec,
+    Fp16,
+    Int8,
     PayloadError,
+    Qsgd,
+    Stc,
+    StcB,
+    TopK,
+    Uncompressed,
     decode,
     decode_global,
     encode,
@@ -108,18 +118,18 @@ def test_label_roundtrip(text):
 
 
 def test_parse_aliases_and_defaults():
-    assert parse_codec(" INT8 ") == CodecSpec("int8")
-    assert parse_codec("int8:tensor") == CodecSpec("int8")
-    assert parse_codec("int8:channel") == CodecSpec("int8", per_channel=True)
-    assert parse_codec("topk") == CodecSpec("topk", fraction=0.01)
-    assert parse_codec("STC") == CodecSpec("stc", fraction=0.01)
+    assert parse_codec(" INT8 ") == Int8()
+    assert parse_codec("int8:tensor") == Int8()
+    assert parse_codec("int8:channel") == Int8(per_channel=True)
+    assert parse_codec("topk") == TopK(fraction=0.01)
+    assert parse_codec("STC") == Stc(fraction=0.01)
     assert parse_codec("stc:0.09").label() == "stc:0.09"
-    assert parse_codec("STCB") == CodecSpec("stcb", fraction=0.01)
+    assert parse_codec("STCB") == StcB(fraction=0.01)
     assert parse_codec("stcb:0.02").label() == "stcb:0.02"
-    assert parse_codec("stcb:2e-2") == CodecSpec("stcb", fraction=0.02)
-    assert parse_codec("qsgd") == CodecSpec("qsgd", levels=16)
+    assert parse_codec("stcb:2e-2") == StcB(fraction=0.02)
+    assert parse_codec("qsgd") == Qsgd(levels=16)
     assert parse_codec("topk:1e-3").fraction == 0.001
-    assert CodecSpec("topk", fraction=1).label() == "topk:1.0"
+    assert TopK(fraction=1).label() == "topk:1.0"
 
 
 @pytest.mark.parametrize(
@@ -159,40 +169,57 @@ def test_parse_non_string():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "cls, kwargs",
     [
-        {"name": "zip"},
-        {"name": "topk", "fraction": 0.0},
-        {"name": "topk", "fraction": 2.0},
-        {"name": "topk", "fraction": float("inf")},
-        {"name": "topk", "fraction": True},
-        {"name": "qsgd", "levels": 0},
-        {"name": "qsgd", "levels": 128},
-        {"name": "qsgd", "levels": 2.0},
-        {"name": "fp16", "per_channel": True},
-        {"name": "int8", "fraction": 0.5},
-        {"name": "stc", "fraction": 0.0},
-        {"name": "stc", "levels": 4},
-        {"name": "stcb", "fraction": 1.5},
-        {"name": "stcb", "per_channel": True},
-        {"name": "fp16", "levels": 4},
-        {"name": "int8", "per_channel": "yes"},
+        (TopK, {"fraction": 0.0}),
+        (TopK, {"fraction": 2.0}),
+        (TopK, {"fraction": float("inf")}),
+        (TopK, {"fraction": True}),
+        (Qsgd, {"levels": 0}),
+        (Qsgd, {"levels": 128}),
+        (Qsgd, {"levels": 2.0}),
+        (Stc, {"fraction": 0.0}),
+        (StcB, {"fraction": 1.5}),
+        (Int8, {"per_channel": "yes"}),
     ],
 )
-def test_spec_validation(kwargs):
+def test_spec_validation(cls, kwargs):
     with pytest.raises(ValueError):
-        CodecSpec(**kwargs)
+        cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [
+        (Fp16, {"per_channel": True}),
+        (Int8, {"fraction": 0.5}),
+        (Stc, {"levels": 4}),
+        (StcB, {"per_channel": True}),
+        (Fp16, {"levels": 4}),
+        (Uncompressed, {"fraction": 0.5}),
+    ],
+)
+def test_codecs_take_only_their_own_parameters(cls, kwargs):
+    with pytest.raises(TypeError):
+        cls(**kwargs)
+
+
+def test_codec_spec_is_the_codec_type():
+    assert CodecSpec is Codec
+    with pytest.raises(TypeError):
+        CodecSpec("int8")  # abstract: a codec is one of the concrete classes
+    assert all(isinstance(parse_codec(t), CodecSpec) for t in ALL_LABELS)
 
 
 @given(st.floats(min_value=1e-9, max_value=1.0, exclude_min=False))
 def test_topk_label_roundtrip_property(f):
-    spec = CodecSpec("topk", fraction=f)
+    spec = TopK(fraction=f)
     assert parse_codec(spec.label()) == spec
 
 
 @given(st.integers(1, MAX_QSGD_LEVELS))
 def test_qsgd_label_roundtrip_property(s):
-    spec = CodecSpec("qsgd", levels=s)
+    spec = Qsgd(levels=s)
     assert parse_codec(spec.label()) == spec
 
 
@@ -202,6 +229,19 @@ def test_uses_error_feedback():
     assert uses_error_feedback(parse_codec("stcb:0.02"))
     for t in ("none", "fp16", "int8", "int8:channel", "qsgd:16"):
         assert not uses_error_feedback(parse_codec(t))
+
+
+def test_codec_declarations():
+    downlink = {s.label() for s in ALL_SPECS if s.downlink}
+    assert downlink == {"none", "fp16", "int8", "int8:channel"}
+    assert set(GLOBAL_CODECS) == {"none", "fp16", "int8"} and set(CODEC_NAMES) >= set(GLOBAL_CODECS)
+    for spec in ALL_SPECS:
+        assert spec.error_feedback == uses_error_feedback(spec)
+        assert spec.name in CODEC_NAMES and spec.label().split(":")[0] == spec.name
+        bound = spec.error_bound()
+        assert isinstance(bound, str) and bound
+        assert (bound == "exact") == (spec.label() == "none")  # only none is lossless
+    assert "/4" in parse_codec("qsgd:4").error_bound()
 
 
 def test_topk_count():
@@ -314,7 +354,7 @@ def test_fp16_bound(name):
 @pytest.mark.parametrize("name", list(EDGE))
 def test_int8_bound(name, per_channel):
     x = EDGE[name]
-    spec = CodecSpec("int8", per_channel=per_channel)
+    spec = Int8(per_channel=per_channel)
     payload, _ = encode({"t": x}, spec)
     out = decode(payload, spec, {"t": x.shape})["t"]
     assert out.dtype == np.float32 and out.shape == x.shape
@@ -344,7 +384,7 @@ def test_int8_per_channel_tighter():
 @pytest.mark.parametrize("name", list(EDGE))
 def test_topk_roundtrip_and_ef_identity(name, fraction):
     x = EDGE[name]
-    spec = CodecSpec("topk", fraction=fraction)
+    spec = TopK(fraction=fraction)
     rng = np.random.default_rng(3)
     old_res = (rng.standard_normal(x.shape) * 1e-3).astype(np.float32)
     if name in ("huge", "fmax"):
@@ -379,7 +419,7 @@ def test_topk_roundtrip_and_ef_identity(name, fraction):
 @pytest.mark.parametrize("name", list(EDGE))
 def test_qsgd_bound(name, levels):
     x = EDGE[name]
-    spec = CodecSpec("qsgd", levels=levels)
+    spec = Qsgd(levels=levels)
     payload, res = encode({"t": x}, spec, rng=np.random.default_rng(7))
     assert res is None
     out = decode(payload, spec, {"t": x.shape})["t"]
@@ -394,7 +434,7 @@ def test_qsgd_bound(name, levels):
 @pytest.mark.parametrize("levels", [1, 4, 16])
 def test_qsgd_unbiased(levels):
     x = np.array([0.3, -0.7, 1.0, 0.05, 0.0, -0.001, 0.5, 0.99], np.float32)
-    spec = CodecSpec("qsgd", levels=levels)
+    spec = Qsgd(levels=levels)
     rng = np.random.default_rng(11)
     draws = 4000
     total = np.zeros(x.size)
@@ -408,7 +448,7 @@ def test_qsgd_unbiased(levels):
 def test_qsgd_default_rng_and_packing_padding():
     x = np.linspace(-1, 1, 7).astype(np.float32)  # odd length -> padding nibble
     for levels in (1, 5):
-        spec = CodecSpec("qsgd", levels=levels)
+        spec = Qsgd(levels=levels)
         payload, _ = encode({"t": x}, spec)  # rng=None -> fresh default generator
         assert payload["t.lvl"].dtype == np.uint8
         out = decode(payload, spec, {"t": (7,)})["t"]
@@ -890,7 +930,7 @@ def test_stc_exact_sizes():
 @pytest.mark.parametrize("name", list(EDGE))
 def test_stc_roundtrip_and_ef_identity(name, fraction):
     x = EDGE[name]
-    spec = CodecSpec("stc", fraction=fraction)
+    spec = Stc(fraction=fraction)
     rng = np.random.default_rng(3)
     old_res = (rng.standard_normal(x.shape) * 1e-3).astype(np.float32)
     if name in ("huge", "fmax"):
@@ -1070,7 +1110,7 @@ def test_stcb_budget_property(sizes, fraction):
         assert (0 if n == 0 else 1) <= k <= n
     nbytes = sum(stc_tensor_bytes(n, k) for n, k in zip(sizes, counts, strict=True))
     template = {f"t{i}": (n,) for i, n in enumerate(sizes)}
-    assert expected_nbytes(CodecSpec("stcb", fraction=fraction), template) == nbytes
+    assert expected_nbytes(StcB(fraction=fraction), template) == nbytes
     budget = stcb_budget(sum(sizes), fraction)
     minimum = sum(stc_tensor_bytes(n, min(n, 1)) for n in sizes)
     assert nbytes <= max(budget, minimum)

@@ -18,7 +18,18 @@ from collections.abc import Mapping
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
-from fedenergy.codecs import core as C
+from fedenergy.codecs.api import (
+    decode,
+    decode_global,
+    encode,
+    expected_nbytes,
+    pack_payload,
+    unpack_payload,
+    uses_error_feedback,
+)
+from fedenergy.codecs.base import Codec
+from fedenergy.codecs.checks import PayloadError
+from fedenergy.codecs.registry import parse_codec
 from fedenergy.protocol import ARRAYS_RECORD, CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY
 
 
@@ -28,6 +39,7 @@ def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
 
 
 def template_of(arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of ``arrays``: the template a payload is decoded against."""
     return {k: tuple(int(d) for d in np.shape(v)) for k, v in arrays.items()}
 
 
@@ -49,7 +61,7 @@ def _load_residual(state: RecordDict, update: Mapping[str, np.ndarray]):
 def encode_reply_arrays(
     new: Mapping[str, np.ndarray],
     global_: Mapping[str, np.ndarray],
-    spec: C.CodecSpec,
+    spec: Codec,
     state: RecordDict,
     rng: np.random.Generator | None = None,
 ) -> tuple[ArrayRecord, ConfigRecord]:
@@ -60,11 +72,11 @@ def encode_reply_arrays(
         k: np.asarray(new[k], dtype=np.float32) - np.asarray(global_[k], dtype=np.float32)
         for k in global_
     }
-    residual = _load_residual(state, update) if C.uses_error_feedback(spec) else None
-    payload, new_residual = C.encode(update, spec, residual, rng)
+    residual = _load_residual(state, update) if uses_error_feedback(spec) else None
+    payload, new_residual = encode(update, spec, residual, rng)
     if new_residual is not None:
         state[RESIDUAL_KEY] = ArrayRecord({k: Array(v) for k, v in new_residual.items()})
-    blob = C.pack_payload(payload, spec, template_of(update))
+    blob = pack_payload(payload, spec, template_of(update))
     return (
         ArrayRecord({PAYLOAD_KEY: Array(blob)}),
         ConfigRecord({"codec": spec.label()}),
@@ -72,7 +84,7 @@ def encode_reply_arrays(
 
 
 def decode_reply_content(
-    content: RecordDict, spec: C.CodecSpec, global_: Mapping[str, np.ndarray]
+    content: RecordDict, spec: Codec, global_: Mapping[str, np.ndarray]
 ) -> RecordDict:
     """Return a copy of a reply's content whose ``"arrays"`` are the full float32 weights
     ``global_ + decode(payload)`` and without the codec label; :class:`PayloadError` (with the
@@ -80,25 +92,25 @@ def decode_reply_content(
     rec = content.config_records.get(CODEC_RECORD)
     label = None if rec is None else rec.get("codec")
     if label != spec.label():
-        raise C.PayloadError(f"codec label {label!r} does not match the requested {spec.label()!r}")
+        raise PayloadError(f"codec label {label!r} does not match the requested {spec.label()!r}")
     records = content.array_records
     if list(records) != [ARRAYS_RECORD]:
-        raise C.PayloadError(f"expected one ArrayRecord 'arrays', got {sorted(records)}")
+        raise PayloadError(f"expected one ArrayRecord 'arrays', got {sorted(records)}")
     arrays = records[ARRAYS_RECORD]
     if list(arrays.keys()) != [PAYLOAD_KEY]:
-        raise C.PayloadError(f"expected one array {PAYLOAD_KEY!r}, got {sorted(arrays.keys())}")
+        raise PayloadError(f"expected one array {PAYLOAD_KEY!r}, got {sorted(arrays.keys())}")
     template = template_of(global_)
-    expected = C.expected_nbytes(spec, template)
+    expected = expected_nbytes(spec, template)
     item = arrays[PAYLOAD_KEY]
     if item.dtype != "uint8" or tuple(item.shape) != (expected,):
-        raise C.PayloadError(
+        raise PayloadError(
             f"payload blob must be uint8 of shape ({expected},), got {item.dtype} {item.shape}"
         )
     try:
         blob = item.numpy()
     except Exception as err:  # a malformed .npy buffer
-        raise C.PayloadError(f"unreadable payload array ({type(err).__name__})") from None
-    update = C.decode(C.unpack_payload(blob, spec, template), spec, template)
+        raise PayloadError(f"unreadable payload array ({type(err).__name__})") from None
+    update = decode(unpack_payload(blob, spec, template), spec, template)
     full = {}
     for k, g in global_.items():
         dtype = g.dtype if np.issubdtype(g.dtype, np.floating) else np.float32
@@ -112,9 +124,9 @@ def decode_downlink(
     arrays: ArrayRecord, label: str, template: Mapping[str, tuple[int, ...]]
 ) -> dict[str, np.ndarray]:
     """Client side: the float32 global model from a downlink-encoded ``arrays`` record
-    (one uint8 blob, see ``compression.pack_payload``); PayloadError for anything wrong."""
-    spec = C.parse_codec(label)
+    (one uint8 blob, see ``pack_payload``); PayloadError for anything wrong."""
+    spec = parse_codec(label)
     if list(arrays.keys()) != [PAYLOAD_KEY]:
-        raise C.PayloadError(f"expected one array {PAYLOAD_KEY!r}, got {sorted(arrays.keys())}")
+        raise PayloadError(f"expected one array {PAYLOAD_KEY!r}, got {sorted(arrays.keys())}")
     blob = arrays[PAYLOAD_KEY].numpy()
-    return C.decode_global(C.unpack_payload(blob, spec, template), spec, template)
+    return decode_global(unpack_payload(blob, spec, template), spec, template)

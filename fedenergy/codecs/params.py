@@ -1,0 +1,40 @@
+"""Checks and parsers for codec parameters (shared by the codecs that take the same kind)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DEFAULT_FRACTION = 0.01
+
+
+def check_fraction(value: object) -> float:
+    """A real number in (0, 1] as a float; ``ValueError`` otherwise (bools are not numbers)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise ValueError(f"fraction must be a real number, got {value!r}")
+    frac = float(value)
+    if not (math.isfinite(frac) and 0.0 < frac <= 1.0):
+        raise ValueError(f"fraction must be in (0, 1], got {value!r}")
+    return frac
+
+
+def parse_fraction(name: str, arg: str | None) -> float:
+    """The fraction in ``name:<arg>`` (``DEFAULT_FRACTION`` without a parameter)."""
+    if arg is None:
+        return DEFAULT_FRACTION
+    try:
+        frac = float(arg)
+    except ValueError:
+        raise ValueError(f"{name} fraction {arg!r} is not a number") from None
+    if not (math.isfinite(frac) and 0.0 < frac <= 1.0):
+        raise ValueError(f"{name} fraction must be in (0, 1], got {arg!r}")
+    return frac
+
+
+def no_parameter(name: str, arg: str | None) -> None:
+    """``ValueError`` unless the codec text had no ``:`` part."""
+    if arg is not None:
+        raise ValueError(f"{name} takes no parameter")
