@@ -9,7 +9,6 @@ from flwr.serverapp.strategy import FedProx
 
 import fedenergy.sim.fleet as fleet_module
 import fedenergy.sim.tasks as tasks_module
-from fedenergy.codecs import CodecSpec, parse_codec
 from fedenergy.plan import RunPlan, plan_run
 from fedenergy.protocol import CFG_CODEC, CFG_FLEET, CFG_SEED, CFG_TASK
 from fedenergy.server.declared import Declaration, parse_declaration
@@ -62,7 +61,7 @@ def test_plan_holds_the_resolved_objects(fleet_file):
     assert plan.task is get_task("digits")
     assert plan.fleet.name == "two" and plan.fleet.source == str(fleet_file)
     assert plan.profiles == tuple(load_fleet(str(fleet_file)).assign(6, 4))
-    assert plan.uplink == parse_codec("topk:0.05") and plan.downlink == CodecSpec("int8")
+    assert (plan.uplink.label(), plan.downlink.label()) == ("topk:0.05", "int8")
     assert plan.data == DataConfig(6, 4, "dirichlet", 0.5)
     cfg = plan.message_config
     assert cfg[CFG_TASK] == "digits" and cfg[CFG_SEED] == 4 and cfg[CFG_FLEET] == str(fleet_file)
