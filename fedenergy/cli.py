@@ -79,19 +79,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         infra_kwh_per_gb=args.infra_kwh_per_gb,
         codec=args.codec,
         **strategy_settings(args),
+        checkpoint_keep=args.checkpoint_keep,
         out=args.out,
     )
+    from fedenergy.plan import plan_run
+
     console = Console(stderr=False)
     run = None
-    try:
+    try:  # the edge of the run: its settings are resolved here, once
         if args.resume:
             from fedenergy.sim.resume import load_run
 
-            settings, run = load_run(args.resume)
-        settings.validate()
+            plan, run = load_run(args.resume)
+        else:
+            plan = plan_run(settings)
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
+    settings = plan.settings
     from fedenergy.sim.engine import simulate
 
     if run is not None:
@@ -122,12 +127,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
 
     try:
-        if run is not None:
-            from fedenergy.sim.resume import resume_run
-
-            summary = resume_run(settings, run, on_round=progress, verbose=args.verbose)
-        else:
-            summary = simulate(settings, on_round=progress, verbose=args.verbose)
+        summary = simulate(plan, on_round=progress, verbose=args.verbose)
     except Exception as err:  # a failed run: say why, keep the ledger
         console.print(f"[red]run failed:[/red] {err}")
         return 1
@@ -217,11 +217,12 @@ def _table_comparison(console: Console, comp: dict) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from fedenergy.analysis.compare import compare_run, write_comparison
     from fedenergy.analysis.htmlreport import write_report
+    from fedenergy.plan import plan_run
 
     console = Console()
     settings = _settings_from_args(args)
     try:
-        settings.validate()
+        plan = plan_run(settings)
         if args.target_accuracy is not None and not 0 < args.target_accuracy <= 1:
             raise ValueError(f"target-accuracy must be in (0, 1], got {args.target_accuracy!r}")
         if args.max_epochs <= 0:
@@ -256,7 +257,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             console.print(f"  round {o.server_round}: acc {acc}  total {cumulative[0]:8.4g} J")
 
         try:
-            simulate(settings, on_round=progress, verbose=args.verbose)
+            simulate(plan, on_round=progress, verbose=args.verbose)
         except Exception as err:
             console.print(f"[red]run failed:[/red] {err}")
             return 1
@@ -390,6 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stc:0.09, stcb:0.02 (these three with error feedback), qsgd:16",
     )
     add_strategy_options(s, d)
+    s.add_argument(
+        "--checkpoint-keep",
+        type=int,
+        default=d.checkpoint_keep,
+        help="keep the model checkpoints of the last N committed rounds, for --resume "
+        f"(OUT/checkpoints/; 0 keeps all; default {d.checkpoint_keep})",
+    )
     s.add_argument("--out", default=d.out, help="output directory (ledger.sqlite, summary.json)")
     s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     s.add_argument(

@@ -1,16 +1,29 @@
-"""Run settings shared by the CLI, the ServerApp and the ClientApp, validated before any run."""
+"""Run settings shared by the CLI, the ServerApp and the ClientApp, validated before any run.
+
+Settings are raw values (names, numbers). :meth:`Settings.check` validates the values alone;
+:meth:`Settings.resolve` turns the names into objects (task, fleet, codecs) once, with errors
+naming the setting. A run resolves them once, at its edge, into a plan (:mod:`fedenergy.plan`).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
-from fedenergy.codecs import parse_codec
-from fedenergy.sim.fleet import load_fleet
-from fedenergy.sim.tasks import get_task
+from fedenergy.codecs import CodecSpec, parse_codec
+from fedenergy.sim.fleet import Fleet, load_fleet
+from fedenergy.sim.tasks import Task, get_task
 from fedenergy.sim.tasks.partition import PARTITIONERS
 
-# Keys of the per-message config the server sends to clients (prefixed to avoid collisions).
+
+class Resolved(NamedTuple):
+    """The objects a run's names stand for: task, fleet, uplink and downlink codec."""
+
+    task: Task
+    fleet: Fleet
+    uplink: CodecSpec
+    downlink: CodecSpec
 
 
 @dataclass(frozen=True)
@@ -55,10 +68,36 @@ class Settings:
     # in a row the run stops as failed, naming the cause
     min_nodes: int = 1
     max_short_rounds: int = 3
+    # model checkpoints (OUT/checkpoints/, apart from the ledger): keep those of the last N
+    # committed rounds (0: keep all); a resume starts from the last committed round's
+    checkpoint_keep: int = 2
     out: str = "runs/latest"
 
     def validate(self) -> Settings:
-        """Raise ValueError naming the first bad setting; return self when all are good."""
+        """Raise ValueError naming the first bad setting, its names (task, fleet, codecs)
+        included; return self when all are good. A run resolves its names once instead, with
+        :meth:`check` and :meth:`resolve` (see :func:`fedenergy.plan.plan_run`)."""
+        self.check()
+        self.resolve()
+        return self
+
+    def resolve(self) -> Resolved:
+        """Look the task, the fleet (its file read and validated) and the codecs up; raise
+        ValueError naming the setting whose name does not resolve."""
+        task = get_task(self.task)
+        fleet = load_fleet(self.fleet)
+        specs = []
+        for name in ("codec", "downlink"):
+            text = getattr(self, name)
+            try:
+                specs.append(parse_codec(text))
+            except ValueError as err:
+                raise ValueError(f"invalid {name} {text!r}: {err}") from None
+        return Resolved(task, fleet, *specs)
+
+    def check(self) -> Settings:
+        """Raise ValueError naming the first bad value (types, ranges, choices); names of a
+        task, fleet or codec are checked by :meth:`resolve`. Return self when all are good."""
         for f in fields(self):
             v = getattr(self, f.name)
             if isinstance(f.default, float) and (
@@ -67,8 +106,6 @@ class Settings:
                 raise ValueError(f"{f.name.replace('_', '-')} must be a finite number, got {v!r}")
             if isinstance(f.default, str) and not isinstance(v, str):
                 raise ValueError(f"{f.name.replace('_', '-')} must be a string, got {v!r}")
-        get_task(self.task)
-        load_fleet(self.fleet)
         if self.partitioner not in PARTITIONERS:
             raise ValueError(
                 f"unknown partitioner {self.partitioner!r}; choose {', '.join(PARTITIONERS)}"
@@ -89,12 +126,6 @@ class Settings:
                 )
         if self.infra_kwh_per_gb < 0:
             raise ValueError(f"infra-kwh-per-gb must be >= 0, got {self.infra_kwh_per_gb!r}")
-        if not isinstance(self.codec, str):
-            raise ValueError(f"codec must be a string, got {self.codec!r}")
-        try:
-            parse_codec(self.codec)
-        except ValueError as err:
-            raise ValueError(f"invalid codec {self.codec!r}: {err}") from None
         choices = {
             "selector": ("random", "greedy", "utility"),
             "compression": ("fixed", "per-link", "accuracy-aware"),
@@ -122,6 +153,11 @@ class Settings:
             raise ValueError("round-timeout-s must be > 0")
         if isinstance(self.max_staleness, bool) or self.max_staleness < 1:
             raise ValueError("max-staleness must be a positive integer")
+        keep = self.checkpoint_keep
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ValueError(
+                f"checkpoint-keep must be a non-negative integer (0: keep all), got {keep!r}"
+            )
         return self
 
     def as_dict(self) -> dict:

@@ -1,6 +1,7 @@
 """The fedenergy ServerApp (the coordinator), for `flwr run .`.
 
-Reads ``[tool.flwr.app.config]`` / ``--run-config`` into Settings and runs the federation;
+The edge of a deployed run: reads ``[tool.flwr.app.config]`` / ``--run-config`` into Settings,
+plans the run once (:func:`fedenergy.plan.plan_run`) and runs the federation with that plan;
 the ledger and summary land in the ``out`` directory of the run config.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedenergy.plan import plan_run
 from fedenergy.server.coordinator import run_federation, settled_node_count
 from fedenergy.settings import Settings
 
@@ -21,9 +23,9 @@ def main(grid: Grid, context: Context) -> None:
     config = dict(context.run_config)
     if not config.get("nodes") and "num-supernodes" not in config:
         config["nodes"] = settled_node_count(grid)
-    settings = Settings.from_run_config(config)
-    summary = run_federation(grid, settings)
+    plan = plan_run(Settings.from_run_config(config))
+    summary = run_federation(grid, plan)
     print(
         f"[fedenergy] total {summary['total_j']:.3f} J over {summary['rounds']} rounds, "
-        f"final accuracy {summary['final_accuracy']}; ledger in {settings.out}"
+        f"final accuracy {summary['final_accuracy']}; ledger in {plan.settings.out}"
     )

@@ -177,9 +177,10 @@ def run_plain(settings: Settings, with_mod: bool, num_cpus: int, evaluate: bool 
     from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    from fedenergy.server.coordinator import common_config, server_evaluator, wait_for_nodes
-    from fedenergy.sim.tasks import get_task
+    from fedenergy.plan import plan_run
+    from fedenergy.server.coordinator import server_evaluator, wait_for_nodes
 
+    plan = plan_run(settings)
     n = settings.nodes
     k_train = max(1, int(settings.fraction * n + 1e-9))
     k_eval = int(settings.fraction_evaluate * n + 1e-9)
@@ -195,7 +196,7 @@ def run_plain(settings: Settings, with_mod: bool, num_cpus: int, evaluate: bool 
             out["ready_at"] = time.monotonic()
             random.seed(settings.seed)
             torch.manual_seed(settings.seed)
-            cfg = common_config(settings)
+            cfg = dict(plan.message_config)
             strategy = FedAvg(
                 fraction_train=settings.fraction,
                 fraction_evaluate=settings.fraction_evaluate,
@@ -206,12 +207,16 @@ def run_plain(settings: Settings, with_mod: bool, num_cpus: int, evaluate: bool 
             t0 = time.monotonic()
             strategy.start(
                 grid=grid,
-                initial_arrays=ArrayRecord(get_task(settings.task).make_model().state_dict()),
+                initial_arrays=ArrayRecord(plan.task.make_model().state_dict()),
                 num_rounds=settings.rounds,
                 timeout=settings.round_timeout_s,
                 train_config=ConfigRecord({"lr": settings.lr, **cfg}),
                 evaluate_config=ConfigRecord(dict(cfg)),
-                evaluate_fn=server_evaluator(settings) if evaluate else None,
+                evaluate_fn=(
+                    server_evaluator(plan.task, plan.task.server_test_data(plan.data))
+                    if evaluate
+                    else None
+                ),
             )
             out["federation_s"] = time.monotonic() - t0
         except BaseException as err:  # surfaced after the engine stops
@@ -277,8 +282,7 @@ def _setup_in_process(settings: Settings):
     from flwr.supercore.task_identity import TaskIdentity
 
     import client.app as ca
-    from fedenergy.server.coordinator import common_config
-    from fedenergy.sim.tasks import get_task
+    from fedenergy.plan import plan_run
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 42, 1
     ctx = Context(
@@ -288,9 +292,10 @@ def _setup_in_process(settings: Settings):
         state=RecordDict(),
         run_config={},
     )
-    model = get_task(settings.task).make_model()
+    plan = plan_run(settings)
+    model = plan.task.make_model()
     arrays = ArrayRecord(model.state_dict())
-    cfg = {**common_config(settings), "lr": settings.lr, "server-round": 1}
+    cfg = {**plan.message_config, "lr": settings.lr, "server-round": 1}
     cfg.update({"fe-device": "rpi4", "fe-link": "wifi"})  # as EnergyAwareStrategy sends it
 
     def message(kind: str, with_arrays: bool) -> Message:

@@ -72,7 +72,7 @@ def test_centralized_totals_recomputed_from_the_models(compared):
     task = get_task(s.task)
     cfg = DataConfig(NODES, s.seed, s.partitioner, s.dirichlet_alpha)
     pooled = task.pooled_train_data(cfg)
-    sizes = node_upload_samples(s)
+    sizes = node_upload_samples(task, cfg)
     assert sum(n for n, _ in sizes) == len(pooled) == cen["samples"]
     assert [b for _, b in sizes] == [n * (64 * 4 + 8) for n, _ in sizes]  # float32 x 64 + int64
     radio = sum(

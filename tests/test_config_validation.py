@@ -8,6 +8,7 @@ import pytest
 
 from fedenergy.cli import main
 from fedenergy.ledger import Ledger
+from fedenergy.plan import plan_run
 from fedenergy.settings import Settings
 from fedenergy.sim.fleet import load_fleet
 
@@ -34,11 +35,17 @@ from fedenergy.sim.fleet import load_fleet
         ),
         ({"energy-weight": -1.0}, "energy-weight must be in [0, 10]"),
         ({"fleet": "nowhere"}, "unknown fleet 'nowhere'"),
+        ({"downlink": "zip"}, "invalid downlink 'zip'"),
+        ({"checkpoint-keep": -1}, "checkpoint-keep must be a non-negative integer"),
+        ({"checkpoint-keep": True}, "run-config key 'checkpoint-keep' must be int, got True"),
     ],
 )
 def test_run_config_errors_name_the_key(config, message):
     with pytest.raises(ValueError) as err:
         Settings.from_run_config(config).validate()
+    assert message in str(err.value)
+    with pytest.raises(ValueError) as err:  # the same message at a run's edge
+        plan_run(Settings.from_run_config(config))
     assert message in str(err.value)
 
 
@@ -85,6 +92,7 @@ def test_fleet_file_errors_name_the_key(tmp_path, body, message, capsys):
         (["--max-short-rounds", "0"], "max-short-rounds must be a positive integer"),
         (["--lr", "nan"], "lr must be a finite number"),
         (["--round-timeout-s", "inf"], "round-timeout-s must be a finite number"),
+        (["--checkpoint-keep", "-2"], "checkpoint-keep must be a non-negative integer"),
     ],
 )
 def test_cli_refuses_bad_robustness_settings(tmp_path, args, message, capsys):

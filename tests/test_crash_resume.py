@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from fedenergy.cli import main
-from fedenergy.ledger import Ledger
+from fedenergy.ledger import CheckpointStore, Ledger
 from fedenergy.server import RoundOutcome
 from fedenergy.server.coordinator import RoundHealth, RunStopped
 from fedenergy.settings import Settings
@@ -128,9 +128,14 @@ def test_sigkill_mid_run_leaves_a_readable_ledger_and_resume_completes_it(tmp_pa
     for rnd, joules in conn.execute("SELECT round, joules FROM rounds"):
         rows_j = conn.execute("SELECT SUM(joules) FROM energy WHERE round=?", (rnd,)).fetchone()[0]
         assert rows_j == pytest.approx(joules)
-    models = [r for (r,) in conn.execute("SELECT round FROM models ORDER BY round")]
-    assert models == rounds
+    tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "models" not in tables  # the models are checkpoints apart from the ledger
     conn.close()
+    # the checkpoints of the last two committed rounds (checkpoint-keep 2), and at most the one
+    # of the round in flight (written before its commit)
+    kept = CheckpointStore.for_run(out, run_id).rounds()
+    assert [r for r in kept if r <= killed_at] == rounds[-2:]
+    assert [r for r in kept if r > killed_at] in ([], [killed_at + 1])
 
     # `fedenergy report` works on it
     capsys.readouterr()
@@ -161,7 +166,8 @@ def test_sigkill_mid_run_leaves_a_readable_ledger_and_resume_completes_it(tmp_pa
         rows = ledger.energy_rows(run_id)
         # the resumed session's profile query is accounted in its first round
         assert {r["round"] for r in rows if r["call"] == "query"} == {0, killed_at + 1}
-        assert ledger.last_round(run_id) == ROUNDS and ledger.model(run_id, ROUNDS) is not None
+        assert ledger.last_round(run_id) == ROUNDS
+        assert CheckpointStore.for_run(out, run_id).rounds() == [ROUNDS - 1, ROUNDS]
         total = ledger.totals(run_id)["total_j"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == ROUNDS and summary["status"] == "completed"

@@ -157,7 +157,7 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
     ``per_round_facility_j`` (round -> J with PUE).
     """
     run = next(r for r in ledger.runs() if r["run_id"] == run_id)
-    countries = node_countries(run)
+    countries: dict[int, str] | None = None  # from the fleet file, read only if needed
     stored: dict[str, str] = {}  # the country each node reported (or its fleet group's)
     nodes = {}
     for n, p, d, c in ledger.conn.execute(
@@ -184,11 +184,11 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
             split["infrastructure_j"] += c["joules"]
             per_round[c["round"]] += c["joules"]
         else:
-            out.add(
-                c["joules"],
-                stored.get(str(c["node_id"])) or countries.get(pid, WORLD),
-                devices[dev_id],
-            )
+            country = stored.get(str(c["node_id"]))
+            if not country and pid is not None:
+                countries = node_countries(run) if countries is None else countries
+                country = countries.get(pid)
+            out.add(c["joules"], country or WORLD, devices[dev_id])
             split["radio_j" if c["domain"] == "radio" else "compute_j"] += c["joules"]
             per_round[c["round"]] += c["joules"] * facility_factor(devices[dev_id])
     return {**out.as_dict(), **split, "per_round_facility_j": dict(per_round)}

@@ -22,9 +22,8 @@ from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, facility_factor
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache
 from fedenergy.physics.network import infrastructure_energy_j, radio_energy
-from fedenergy.settings import Settings
-from fedenergy.sim.fleet import load_fleet
-from fedenergy.sim.tasks import DataConfig, evaluate, get_task, train_epochs
+from fedenergy.plan import RunPlan
+from fedenergy.sim.tasks import DataConfig, Task, evaluate, train_epochs
 
 DEFAULT_DATACENTER = "gpu-server"
 DEFAULT_COUNTRY = "USA"
@@ -36,17 +35,16 @@ def _split_bytes(split) -> int:
     return int(split.x.numel()) * split.x.element_size() + len(split) * LABEL_BYTES
 
 
-def node_upload_samples(settings: Settings) -> list[tuple[int, int]]:
-    """(samples, raw bytes) every partition uploads so that the server holds the pooled data.
+def node_upload_samples(task: Task, cfg: DataConfig) -> list[tuple[int, int]]:
+    """(samples, raw bytes) every partition of ``task``'s data split ``cfg`` uploads so that
+    the server holds the pooled data.
 
     A partition's data is its train split plus its local test split (when distinct). If the
     pooled set is only the union of the train splits (``synthetic``: the local test splits form
     the server's test set), only the train split is uploaded.
     """
-    task = get_task(settings.task)
-    cfg = DataConfig(settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha)
     pooled = len(task.pooled_train_data(cfg))
-    parts = [task.client_data(p, cfg) for p in range(settings.nodes)]
+    parts = [task.client_data(p, cfg) for p in range(cfg.num_partitions)]
     train_only = [(len(tr), _split_bytes(tr)) for tr, _ in parts]
     both = []
     for tr, te in parts:
@@ -100,28 +98,27 @@ def measure_host(train_fn):
 
 
 def run_centralized(
-    settings: Settings,
+    plan: RunPlan,
     target_accuracy: float,
     device: str = DEFAULT_DATACENTER,
     country: str = DEFAULT_COUNTRY,
     max_epochs: int = DEFAULT_MAX_EPOCHS,
     measure: bool = True,
 ) -> dict:
-    """Train the pooled data centrally until ``target_accuracy``; return the energy record."""
-    settings.validate()
+    """Train the pooled data centrally until ``target_accuracy``, with the task, data, fleet and
+    hyperparameters of the federated run ``plan``; return the energy record."""
+    settings = plan.settings
     dc = get_device(device)
     if dc.kind != "datacenter":
         raise ValueError(f"device {device!r} is not a datacenter profile (kind {dc.kind!r})")
     if max_epochs <= 0:
         raise ValueError(f"max-epochs must be a positive integer, got {max_epochs!r}")
-    task = get_task(settings.task)
-    cfg = DataConfig(settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha)
+    task, cfg = plan.task, plan.data
     carbon = Carbon()
 
     # 1. every node uploads its raw data once over its own link
-    profiles = load_fleet(settings.fleet).assign(settings.nodes, settings.seed)
     uploads, radio_j, infra_j, up_s = [], 0.0, 0.0, 0.0
-    for prof, (n, nbytes) in zip(profiles, node_upload_samples(settings), strict=True):
+    for prof, (n, nbytes) in zip(plan.profiles, node_upload_samples(task, cfg), strict=True):
         e = radio_energy(prof.link, 0, nbytes, gap_s=0.0)
         inf = infrastructure_energy_j(nbytes, settings.infra_kwh_per_gb)
         carbon.add(e.upload_j, prof.country, prof.device)

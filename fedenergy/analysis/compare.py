@@ -20,6 +20,7 @@ from fedenergy.analysis.centralized import (
 )
 from fedenergy.ledger import NETWORK_PHASES, Ledger
 from fedenergy.physics.network import get_link
+from fedenergy.plan import plan_run
 from fedenergy.settings import Settings
 
 COMPARISON_FILE = "comparison.json"
@@ -174,7 +175,8 @@ def compare_run(
         else:
             target, source = float(target_accuracy), "--target-accuracy"
         fed = federated_side(ledger, run["run_id"], target)
-    cen = run_centralized(settings, target, datacenter, country, max_epochs, measure=measure)
+    plan = plan_run(settings)
+    cen = run_centralized(plan, target, datacenter, country, max_epochs, measure=measure)
     meta = {
         "settings": settings.as_dict(),
         "datacenter": {"device": datacenter, "country": cen["country"]},

@@ -1,5 +1,12 @@
-"""Persistence: the SQLite energy ledger."""
+"""Persistence: the SQLite energy ledger and, apart from it, the model checkpoints."""
 
+from fedenergy.ledger.checkpoints import (
+    CHECKPOINT_DIR,
+    CheckpointStore,
+    committed_model,
+    model_from_npz,
+    model_to_npz,
+)
 from fedenergy.ledger.store import (
     ADDED_COLUMNS,
     MAX_REASON,
@@ -7,18 +14,19 @@ from fedenergy.ledger.store import (
     SCHEMA,
     EnergyRow,
     Ledger,
-    model_from_npz,
-    model_to_npz,
     rows_from_report,
 )
 
 __all__ = [
     "ADDED_COLUMNS",
+    "CHECKPOINT_DIR",
+    "CheckpointStore",
     "EnergyRow",
     "Ledger",
     "MAX_REASON",
     "NETWORK_PHASES",
     "SCHEMA",
+    "committed_model",
     "model_from_npz",
     "model_to_npz",
     "rows_from_report",

@@ -12,16 +12,17 @@ Tables (documented in the README):
   rejections  one row per rejected reply (run, round, node, call, reason): a report or an update
               payload that failed validation (docs/robustness.md)
   flags       one row per outlier of an ACCEPTED report (run, round, node, call, flag)
-  models      the global model after each committed round (float32 arrays, .npz bytes), so a
-              run can be resumed from its last committed round
   resumes     one row per resume of a run: when, and from which committed round
-A round (its energy rows, rejections, flags, model and rounds row) is committed in one
-transaction; a crash, SIGKILL included, loses at most the round in flight.
+A round (its energy rows, rejections, flags and rounds row) is committed in one transaction; a
+crash, SIGKILL included, loses at most the round in flight.
+
+The global models are not in the ledger: they are checkpoints apart from it
+(:mod:`fedenergy.ledger.checkpoints`). Ledgers written before that kept them in a ``models``
+table; :meth:`Ledger.legacy_model` still reads it, so such a run can be resumed.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedenergy.ledger.checkpoints import model_from_npz
 from fedenergy.report import EnergyReport
 
 MAX_REASON = 1000  # characters of a rejection reason or flag kept in the ledger
@@ -60,8 +62,6 @@ CREATE TABLE IF NOT EXISTS rejections (
 CREATE TABLE IF NOT EXISTS flags (
   run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
   flag TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS models (
-  run_id TEXT NOT NULL, round INTEGER NOT NULL, npz BLOB NOT NULL, PRIMARY KEY (run_id, round));
 CREATE TABLE IF NOT EXISTS resumes (
   run_id TEXT NOT NULL, resumed_at REAL NOT NULL, from_round INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS components_key ON components (run_id, round, node_id, call, phase);
@@ -175,12 +175,9 @@ class Ledger:
         failed: int,
         rejections: Iterable[tuple] = (),
         flags: Iterable[tuple] = (),
-        model: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Write a round's rows, its rejections ``(node_id, call, reason)``, its flags
-        ``(node_id, call, flag)``, the global model after it (``model``: name -> array, stored
-        as float32 .npz) and its summary in ONE transaction."""
-        blob = model_to_npz(model) if model is not None else None
+        ``(node_id, call, flag)`` and its summary in ONE transaction."""
         with self.conn:
             self.conn.executemany(
                 "INSERT INTO rejections VALUES (?,?,?,?,?)",
@@ -190,10 +187,6 @@ class Ledger:
                 "INSERT INTO flags VALUES (?,?,?,?,?)",
                 [(run_id, server_round, str(n), c, str(t)[:MAX_REASON]) for n, c, t in flags],
             )
-            if blob is not None:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO models VALUES (?,?,?)", (run_id, server_round, blob)
-                )
             for r in rows:
                 self.conn.execute(
                     "INSERT OR REPLACE INTO energy VALUES (?,?,?,?,?,?,?,?,?)",
@@ -312,8 +305,14 @@ class Ledger:
         ).fetchone()
         return None if row[0] is None else int(row[0])
 
-    def model(self, run_id: str, server_round: int) -> dict[str, np.ndarray] | None:
-        """The global model committed with ``server_round`` (None if none was saved)."""
+    def legacy_model(self, run_id: str, server_round: int) -> dict[str, np.ndarray] | None:
+        """The global model a ledger written before checkpoints were kept apart committed with
+        ``server_round`` (its ``models`` table); None if there is no such table or row."""
+        has = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='models'"
+        ).fetchone()
+        if has is None:
+            return None
         row = self.conn.execute(
             "SELECT npz FROM models WHERE run_id=? AND round=?", (run_id, server_round)
         ).fetchone()
@@ -331,15 +330,3 @@ class Ledger:
             "network_j": network,
             "by_phase": by_phase,
         }
-
-
-def model_to_npz(arrays: dict[str, np.ndarray]) -> bytes:
-    """The model's arrays (float32 for the shipped tasks, dtypes kept) as .npz bytes, in order."""
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    return buf.getvalue()
-
-
-def model_from_npz(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}

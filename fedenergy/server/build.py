@@ -1,16 +1,23 @@
-"""Build a strategy's parts (aggregator, selector, compression policy) from Settings."""
+"""Build a strategy's parts (aggregator, selector, compression policy); the run plan
+(:func:`fedenergy.plan.plan_run`) calls these once per run."""
 
 from __future__ import annotations
 
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
-from fedenergy.codecs import parse_codec
-from fedenergy.server.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
+from fedenergy.codecs import CodecSpec
+from fedenergy.server.policies import (
+    AccuracyAwarePolicy,
+    CompressionPolicy,
+    FixedPolicy,
+    PerLinkPolicy,
+)
 from fedenergy.server.selectors import (
     BatteryAwareSelector,
     BudgetSelector,
     EnergyGreedySelector,
     RandomSelector,
+    Selector,
     UtilityPerJouleSelector,
 )
 
@@ -28,8 +35,9 @@ def make_aggregator(name: str, proximal_mu: float = 0.01) -> Strategy:
     raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
 
 
-def make_selector(settings):
-    """The train selector named in ``settings``, wrapped by battery floor and budget."""
+def make_selector(settings) -> Selector:
+    """The train selector named in ``settings`` (a :class:`fedenergy.settings.Settings`),
+    wrapped by battery floor and budget."""
     name = settings.selector
     if name == "random":
         sel = RandomSelector(settings.seed, 0)
@@ -51,15 +59,14 @@ def make_selector(settings):
     return sel
 
 
-def make_policy(settings):
-    """The compression policy named in ``settings``."""
-    if settings.compression == "fixed":
-        return FixedPolicy(parse_codec(settings.codec), parse_codec(settings.downlink))
-    if settings.compression == "per-link":
+def make_policy(name: str, uplink: CodecSpec, downlink: CodecSpec) -> CompressionPolicy:
+    """The compression policy ``name``; ``fixed`` uses ``uplink`` and ``downlink`` for all."""
+    if name == "fixed":
+        return FixedPolicy(uplink, downlink)
+    if name == "per-link":
         return PerLinkPolicy()
-    if settings.compression == "accuracy-aware":
+    if name == "accuracy-aware":
         return AccuracyAwarePolicy(PerLinkPolicy())
     raise ValueError(
-        f"unknown compression policy {settings.compression!r}; "
-        "choose fixed, per-link or accuracy-aware"
+        f"unknown compression policy {name!r}; choose fixed, per-link or accuracy-aware"
     )

@@ -1,16 +1,19 @@
 """The coordinator's job for one run, shared by the ServerApp (`flwr run .`) and the CLI.
 
-1. wait until the expected nodes are registered (Flower samples from nodes connected *now*);
-2. QUERY every node for its partition, device and link (round 0 of the ledger) — or, with
-   ``discovery="lazy"``, start knowing only node ids and learn each node's profile from the
+It takes a run plan (:mod:`fedenergy.plan`: the settings resolved once, at the run's edge) and
+1. waits until the expected nodes are registered (Flower samples from nodes connected *now*);
+2. QUERIES every node for its partition, device and link (round 0 of the ledger) — or, with
+   ``discovery="lazy"``, starts knowing only node ids and learns each node's profile from the
    energy report of its first reply (no up-front message), or, with ``discovery="declared"``,
-   read the profile each SuperNode declared in its registration name and learn only its
+   reads the profile each SuperNode declared in its registration name and learns only its
    partition from its first reply (docs/strategies.md);
-3. run the rounds with EnergyAwareStrategy around Flower's FedAvg, evaluating the global model
-   on the server's held-out data each round and committing each round to the ledger;
-4. write ``summary.json`` next to ``ledger.sqlite``.
+3. runs the rounds with EnergyAwareStrategy around the plan's Flower strategy, evaluating the
+   global model on the server's held-out data each round and committing each round to the
+   ledger;
+4. writes ``summary.json`` next to ``ledger.sqlite``.
 
-Each committed round carries the global model after it (the ledger's ``models`` table), so a run
+The global model after each round is checkpointed apart from the ledger
+(:mod:`fedenergy.ledger.checkpoints`), written before the ledger commits the round, so a run
 killed mid-way resumes from its last committed round (:mod:`fedenergy.sim.resume`). A run whose
 rounds keep failing stops as failed with the cause (``min_nodes``, ``max_short_rounds``; see
 docs/robustness.md).
@@ -37,47 +40,21 @@ from flwr.app import (
 from flwr.serverapp import Grid
 
 from fedenergy.analysis.summary import summarize
-from fedenergy.codecs import parse_codec
-from fedenergy.ledger import Ledger
+from fedenergy.ledger import CheckpointStore, Ledger, committed_model
 from fedenergy.physics.flops import FlopCache
-from fedenergy.protocol import (
-    CFG_ALPHA,
-    CFG_BATCH_SIZE,
-    CFG_CODEC,
-    CFG_EPOCHS,
-    CFG_FLEET,
-    CFG_INFRA_KWH_PER_GB,
-    CFG_PARTITIONER,
-    CFG_SEED,
-    CFG_TASK,
-)
-from fedenergy.server import (
-    EnergyAwareStrategy,
-    FleetState,
-    NodeInfo,
-    RandomSelector,
-    RoundOutcome,
-)
-from fedenergy.server.build import make_aggregator, make_policy, make_selector
+from fedenergy.plan import RunPlan
+from fedenergy.server import EnergyAwareStrategy, FleetState, NodeInfo, RoundOutcome
 from fedenergy.server.discovery import declared_nodes, node_info, query_nodes
 from fedenergy.settings import Settings
-from fedenergy.sim.fleet import load_fleet
-from fedenergy.sim.tasks import DataConfig, evaluate, get_task
+from fedenergy.sim.fleet import Fleet
+from fedenergy.sim.tasks import Split, Task, evaluate
 
 log = logging.getLogger("fedenergy")
 REGISTRATION_TIMEOUT_S = 120.0
-# out directory (resolved) -> run id to resume there; set by fedenergy.sim.resume before the engine
-# starts, taken by the next run_federation on that directory (the ServerApp runs in-process)
-_PENDING_RESUMES: dict[str, str] = {}
 
 
 class RunStopped(RuntimeError):
     """The run cannot go on: too few usable replies, or no node online, for too long."""
-
-
-def resume_next(out: str | Path, run_id: str) -> None:
-    """Make the next run_federation writing to ``out`` resume ``run_id`` there."""
-    _PENDING_RESUMES[str(Path(out).resolve())] = run_id
 
 
 class RoundHealth:
@@ -114,18 +91,14 @@ def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in arrays.items()}
 
 
-def common_config(s: Settings) -> dict:
-    """The per-message config every client needs to rebuild its data and profile."""
+def fleet_record(fleet: Fleet) -> dict:
+    """The fleet as the ledger records it (``runs.fleet_json``)."""
     return {
-        CFG_TASK: s.task,
-        CFG_SEED: s.seed,
-        CFG_PARTITIONER: s.partitioner,
-        CFG_ALPHA: s.dirichlet_alpha,
-        CFG_EPOCHS: s.local_epochs,
-        CFG_BATCH_SIZE: s.batch_size,
-        CFG_FLEET: s.fleet,
-        CFG_INFRA_KWH_PER_GB: s.infra_kwh_per_gb,
-        CFG_CODEC: parse_codec(s.codec).label(),
+        "name": fleet.name,
+        "source": fleet.source,
+        "groups": [
+            {"device": g.device.id, "link": g.link.id, "fraction": g.fraction} for g in fleet.groups
+        ],
     }
 
 
@@ -157,12 +130,8 @@ def settled_node_count(grid: Grid, quiet_s: float = 3.0, timeout_s: float = 60.0
     return count
 
 
-def server_evaluator(settings: Settings) -> Callable[[int, ArrayRecord], MetricRecord]:
-    """Evaluate the global model on the task's server-side held-out data."""
-    task = get_task(settings.task)
-    data = task.server_test_data(
-        DataConfig(settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha)
-    )
+def server_evaluator(task: Task, data: Split) -> Callable[[int, ArrayRecord], MetricRecord]:
+    """Evaluate the global model on ``data``, the task's server-side held-out set."""
     model = task.make_model()
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -171,6 +140,13 @@ def server_evaluator(settings: Settings) -> Callable[[int, ArrayRecord], MetricR
         return MetricRecord({"accuracy": acc, "loss": loss})
 
     return evaluate_fn
+
+
+def training_flops_per_example(task: Task, sample: Split, batch_size: int, epochs: int) -> float:
+    """FLOPs of one example's local training (``epochs`` passes), counted on ``sample``'s
+    feature shape for the task's model (a fresh model, never the live one)."""
+    per_batch = FlopCache().training(task.make_model(), sample.x, batch_size, batch_size, 1)
+    return per_batch / batch_size * epochs
 
 
 def versions() -> dict:
@@ -189,64 +165,58 @@ def versions() -> dict:
 
 def run_federation(
     grid: Grid,
-    settings: Settings,
+    plan: RunPlan,
     on_round: Callable[[RoundOutcome], None] | None = None,
     run_id: str | None = None,
 ) -> dict:
-    """Run one energy-accounted federation on ``grid``; return the summary (also written).
-
-    If :func:`resume_next` named a run for ``settings.out``, that run goes on from its last
-    committed round under the same run id (its earlier rounds stay as they are)."""
-    settings.validate()
+    """Run one energy-accounted federation on ``grid`` as ``plan`` says; return the summary
+    (also written). A plan with ``resume_run_id`` continues that run from its last committed
+    round under the same run id (its earlier rounds stay as they are)."""
+    settings = plan.settings
     torch.manual_seed(settings.seed)
-    fleet = load_fleet(settings.fleet)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    resumed = _PENDING_RESUMES.pop(str(out.resolve()), None)
+    resumed = plan.resume_run_id
     run_id = resumed or run_id or uuid.uuid4().hex[:12]
     ledger = Ledger(out / "ledger.sqlite")
+    checkpoints = CheckpointStore.for_run(out, run_id, settings.checkpoint_keep)
     last, saved = None, None
     if resumed is not None:
         last = ledger.last_round(run_id)
-        if last is not None and (saved := ledger.model(run_id, last)) is None:
+        checkpoints.discard_after(last)  # written for a round whose commit never happened
+        saved = None if last is None else committed_model(ledger, checkpoints, run_id, last)
+        if last is not None and saved is None:
             ledger.close()
             raise RuntimeError(
-                f"run {run_id}: round {last} has no saved model (a ledger written before "
-                "models were saved per round): cannot resume"
+                f"run {run_id}: round {last} has no checkpoint in {checkpoints.directory} (nor "
+                "in the ledger's models table): cannot resume"
             )
     try:
-        fleet_doc = {
-            "name": fleet.name,
-            "source": fleet.source,
-            "groups": [
-                {"device": g.device.id, "link": g.link.id, "fraction": g.fraction}
-                for g in fleet.groups
-            ],
-        }
         if resumed is None:
-            ledger.start_run(run_id, settings.as_dict(), fleet_doc, settings.seed, versions())
+            ledger.start_run(
+                run_id, settings.as_dict(), fleet_record(plan.fleet), settings.seed, versions()
+            )
         else:
             ledger.reopen_run(run_id, -1 if last is None else last)
-        config = common_config(settings)
+        config = plan.message_config
         fleet_state = FleetState([], settings.seed, settings.infra_kwh_per_gb)
-        task = get_task(settings.task)
         ask_first = settings.discovery == "query"  # an up-front QUERY of every node
-        profiles = fleet.assign(settings.nodes, settings.seed)
+        profiles = list(plan.profiles)
 
         def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
             return query_nodes(g, ids, strategy, config, settings, profiles)
 
         strategy = EnergyAwareStrategy(
-            make_aggregator(settings.aggregator, settings.proximal_mu),
+            plan.aggregator,
             fleet_state,
             ledger,
             run_id,
             config,
             fraction_train=settings.fraction,
             fraction_evaluate=settings.fraction_evaluate,
-            selector=make_selector(settings),
-            eval_selector=RandomSelector(settings.seed, 1),
-            policy=make_policy(settings),
+            selector=plan.selector,
+            eval_selector=plan.eval_selector,
+            policy=plan.policy,
             query_fn=query if ask_first else None,
             learn_fn=lambda nid, r: node_info(
                 nid, r.partition_id, r.device, r.link, 0, None, profiles
@@ -268,18 +238,14 @@ def run_federation(
                     len(node_ids),
                 )
         else:
-            for info in query_nodes(grid, node_ids, strategy, config, settings, profiles):
+            for info in query(grid, node_ids):
                 fleet_state.add(info)
         if not fleet_state.nodes:
             raise RuntimeError("no node answered the profile query")
-        model = task.make_model()
-        sample = task.server_test_data(
-            DataConfig(
-                settings.nodes, settings.seed, settings.partitioner, settings.dirichlet_alpha
-            )
-        ).x
-        per_batch = FlopCache().training(model, sample, settings.batch_size, settings.batch_size, 1)
-        fleet_state.flops_per_example = per_batch / settings.batch_size * settings.local_epochs
+        test_data = plan.task.server_test_data(plan.data)
+        fleet_state.flops_per_example = training_flops_per_example(
+            plan.task, test_data, settings.batch_size, settings.local_epochs
+        )
         if ask_first:  # (declared and learned nodes are recorded by the strategy)
             ledger.add_nodes(
                 run_id,
@@ -289,20 +255,23 @@ def run_federation(
                     if i.known
                 ],
             )
-        evaluate_fn = server_evaluator(settings)
+        evaluate_fn = server_evaluator(plan.task, test_data)
         health = RoundHealth(settings, strategy)
 
         def evaluate_and_keep(rnd: int, arrays: ArrayRecord) -> MetricRecord:
-            strategy.model_to_save = _numpy(arrays)  # committed with the round
+            # the checkpoint first: the round loop commits the round after evaluating it, so the
+            # ledger's last committed round always has its checkpoint on disk
+            checkpoints.save(rnd, _numpy(arrays))
             return evaluate_fn(rnd, arrays)
 
         def round_done(o: RoundOutcome) -> None:
+            checkpoints.retain(o.server_round)  # the round is committed
             if on_round is not None:
                 on_round(o)
             health(o)
 
         if saved is None:
-            initial = ArrayRecord(get_task(settings.task).make_model().state_dict())
+            initial = ArrayRecord(plan.task.make_model().state_dict())
             acc0 = evaluate_and_keep(0, initial)
             round_done(strategy.commit_round(0, acc0["accuracy"], acc0["loss"]))
         else:

@@ -599,7 +599,6 @@ class EnergyAwareStrategy(Strategy):
             **counts,
             rejections=self._rejections,
             flags=self._flags,
-            model=self.model_to_save,
         )
         self.fleet.observe_rows(rows, {n: s.label() for n, s in self._codecs.items()})
         self.fleet.recharge()

@@ -1,4 +1,8 @@
-"""Run a simulated federation in this process with Flower's Simulation Engine (Ray)."""
+"""Run a simulated federation in this process with Flower's Simulation Engine (Ray).
+
+:func:`simulate` is an edge of a run: given Settings it plans the run (:func:`fedenergy.plan.
+plan_run`) once; given a plan it runs that plan as it is.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable
 
+from fedenergy.plan import RunPlan, plan_run
 from fedenergy.server import RoundOutcome
 from fedenergy.settings import Settings
 from fedenergy.sim.hooks import declared_node_names, seeded_node_ids
@@ -28,30 +33,26 @@ def prepare_environment() -> None:
     os.environ.setdefault("FLWR_HOME", tempfile.mkdtemp(prefix="fedenergy-flwr-"))
 
 
-def simulated_names(settings: Settings) -> list[str]:
+def simulated_names(plan: RunPlan | Settings) -> list[str]:
     """Registration names of the virtual SuperNodes: each declares its fleet profile
-    (``sim-node-<partition> fe:DEVICE/LINK/COUNTRY``)."""
-    from fedenergy.server.declared import Declaration
-    from fedenergy.sim.fleet import load_fleet
-
-    profiles = load_fleet(settings.fleet).assign(settings.nodes, settings.seed)
-    return [
-        f"sim-node-{i} " + Declaration(p.device.id, p.link.id, p.country).token()
-        for i, p in enumerate(profiles)
-    ]
+    (``sim-node-<partition> fe:DEVICE/LINK/COUNTRY``). Settings are planned first."""
+    return list((plan if isinstance(plan, RunPlan) else plan_run(plan)).node_names)
 
 
 def simulate(
-    settings: Settings,
+    plan: RunPlan | Settings,
     on_round: Callable[[RoundOutcome], None] | None = None,
     verbose: bool = False,
     num_cpus: int | None = None,
 ) -> dict:
-    """Validate ``settings`` and run the federation on ``settings.nodes`` virtual SuperNodes.
+    """Run the federation ``plan`` describes (Settings are validated and planned first) on
+    ``settings.nodes`` virtual SuperNodes.
 
     Returns the run summary. Exceptions raised by the coordinator are re-raised here.
     """
-    settings.validate()
+    if not isinstance(plan, RunPlan):
+        plan = plan_run(plan)
+    settings = plan.settings
     prepare_environment()
     import warnings
 
@@ -72,12 +73,12 @@ def simulate(
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            outcome["summary"] = run_federation(grid, settings, on_round=on_round)
+            outcome["summary"] = run_federation(grid, plan, on_round=on_round)
         except BaseException as err:  # surfaced to the caller after the engine stops
             outcome["error"] = err
 
     cpus = num_cpus or os.cpu_count() or 1
-    names = simulated_names(settings) if settings.discovery == "declared" else []
+    names = simulated_names(plan) if settings.discovery == "declared" else []
     with seeded_node_ids(settings.seed), declared_node_names(names):
         _run(run_simulation, server_app, client_app, settings, cpus, verbose)
     if "error" in outcome:
