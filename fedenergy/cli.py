@@ -9,57 +9,9 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from fedenergy.analysis.console import print_comparison, print_summary
 from fedenergy.settings import Settings
-
-
-def _table_summary(console: Console, s: dict) -> None:
-    t = Table(title=f"Energy of run {s['run_id']} ({s['status']})")
-    for col in ("", "joules", "share"):
-        t.add_column(col, justify="right" if col else "left")
-    total = s["total_j"] or 1.0
-    t.add_row("total", f"{s['total_j']:.4g}", "100 %")
-    t.add_row("compute", f"{s['compute_j']:.4g}", f"{100 * s['compute_j'] / total:.1f} %")
-    t.add_row("network", f"{s['network_j']:.4g}", f"{100 * s['network_j'] / total:.1f} %")
-    if s.get("wasted_j"):
-        share = f"{100 * s['wasted_j'] / total:.1f} %"
-        t.add_row("  wasted (failed calls)", f"{s['wasted_j']:.4g}", share)
-    for dom, j in sorted(s["by_domain"].items()):
-        t.add_row(f"  by domain: {dom}", f"{j:.4g}", f"{100 * j / total:.1f} %")
-    for phase, j in sorted(s["by_phase"].items()):
-        t.add_row(f"  by phase: {phase}", f"{j:.4g}", f"{100 * j / total:.1f} %")
-    console.print(t)
-    d = Table(title="Per device class (device/link)")
-    for col in ("class", "compute J", "network J", "total J"):
-        d.add_column(col, justify="left" if col == "class" else "right")
-    for k, v in s["per_device_class"].items():
-        d.add_row(k, f"{v['compute_j']:.4g}", f"{v['network_j']:.4g}", f"{v['total_j']:.4g}")
-    console.print(d)
-    r = Table(title="Per round")
-    for col in ("round", "accuracy", "joules", "trained", "failed"):
-        r.add_column(col, justify="right")
-    for row in s["per_round"]:
-        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-        r.add_row(
-            str(row["round"]),
-            acc,
-            f"{row['joules']:.4g}",
-            str(row["succeeded"]),
-            str(row["failed"]),
-        )
-    console.print(r)
-    prov = ", ".join(f"{k} {v:.4g} J" for k, v in s["by_provenance"].items())
-    console.print(f"provenance: {prov}")
-    if s.get("rejections") or s.get("flags"):
-        console.print(
-            f"validation: {s.get('rejections', 0)} replies rejected, {s.get('flags', 0)} accepted "
-            "reports flagged as outliers (ledger tables rejections, flags)",
-            soft_wrap=True,
-        )
-    if s.get("resumes"):
-        rounds = ", ".join(str(x["from_round"]) for x in s["resumes"])
-        console.print(f"resumed after round(s): {rounds}")
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -131,7 +83,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except Exception as err:  # a failed run: say why, keep the ledger
         console.print(f"[red]run failed:[/red] {err}")
         return 1
-    _table_summary(console, summary)
+    print_summary(console, summary)
     console.print(
         f"ledger: {Path(settings.out) / 'ledger.sqlite'}   "
         f"summary: {Path(settings.out) / 'summary.json'}   "
@@ -158,7 +110,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        _table_summary(Console(), summary)
+        print_summary(Console(), summary)
     if not args.no_files:
         from fedenergy.analysis.htmlreport import write_report
 
@@ -184,34 +136,6 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
             if getattr(args, SETTINGS_ARGS.get(f.name, f.name), None) is not None
         }
     )
-
-
-def _table_comparison(console: Console, comp: dict) -> None:
-    from fedenergy.analysis.compare import side_table
-
-    t = Table(
-        title=f"Federated vs centralized to accuracy {comp['target_accuracy']:.4f} "
-        f"({comp['target_source']})"
-    )
-    for col in ("", "federated", "centralized"):
-        t.add_column(col, justify="right" if col else "left")
-    for row in side_table(comp):
-        t.add_row(*row)
-    console.print(t)
-    r, cen = comp["ratio"], comp["centralized"]
-    fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
-    console.print(
-        f"federated / centralized: energy x{fmt(r['energy'])}, CO2e x{fmt(r['co2e'])} "
-        f"(centralized on {cen['device']}, PUE {cen['pue']:g}, {cen['country']})"
-    )
-    m = cen.get("measured_host", {})
-    if "machine_j" in m:
-        console.print(
-            f"centralized training on this host: {m['machine_j']:.4g} J, {m['provenance']} "
-            "(information only, not added)"
-        )
-    for n in comp.get("notes", []):
-        console.print(f"note: {n}", soft_wrap=True)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -275,7 +199,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(comp, indent=2))
         return 0
-    _table_comparison(console, comp)
+    print_comparison(console, comp)
     console.print(
         f"comparison: {out / 'comparison.json'}   report: {written['html']}   "
         f"ledger: {ledger_path}",

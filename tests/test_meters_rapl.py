@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from fedenergy.meters.base import POLLER
 from fedenergy.meters.rapl import ASSUMED_MAX_POWER_W, UNKNOWN_RANGE_POLL_S, RaplMeter
+from fedenergy.meters.window import POLLER
 from tests.fakes.sysfs import (
     UNREADABLE,
     FakeClock,

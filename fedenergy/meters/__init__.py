@@ -5,8 +5,9 @@ returning a ``Measurement``. See docs/meters.md.
 """
 
 from fedenergy.meters.attribution import StartupCost, startup_cost
-from fedenergy.meters.base import Availability, Component, Domain, Measurement, Meter
+from fedenergy.meters.base import Meter
 from fedenergy.meters.detect import MeterSet, detect
+from fedenergy.meters.records import Availability, Component, Domain, Measurement
 
 __all__ = [
     "Availability",

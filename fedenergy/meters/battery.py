@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass
 
 from fedenergy.meters.attribution import CpuAccounting
-from fedenergy.meters.base import Availability, Clock, Domain, Meter
+from fedenergy.meters.base import Meter
+from fedenergy.meters.records import Availability, Clock, Domain
 from fedenergy.meters.sysfs import read_number, read_optional, resolve_root, root_path
 
 DEFAULT_POLL_S = 1.0  # 1 Hz (notes §12); the fuel gauge itself updates about that often

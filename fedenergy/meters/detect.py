@@ -15,22 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedenergy.meters.attribution import CpuAccounting, default_accounting
-from fedenergy.meters.base import (
-    POLLER,
-    Clock,
-    Component,
-    Measurement,
-    Meter,
-    Snapshot,
-    Windowed,
-    make_measurement,
-)
+from fedenergy.meters.base import Meter, make_measurement
 from fedenergy.meters.battery import BatteryMeter
 from fedenergy.meters.jetson import JetsonMeter
 from fedenergy.meters.model import CpuTdpModelMeter, RpiModelMeter
 from fedenergy.meters.nvml import NvmlMeter
 from fedenergy.meters.rapl import RaplMeter
+from fedenergy.meters.records import Clock, Component, Measurement, Snapshot
 from fedenergy.meters.sysfs import resolve_root
+from fedenergy.meters.window import POLLER, Windowed
 
 
 @dataclass

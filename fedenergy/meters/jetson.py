@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedenergy.meters.attribution import CpuAccounting
-from fedenergy.meters.base import Availability, Clock, Domain, Meter
+from fedenergy.meters.base import Meter
+from fedenergy.meters.records import Availability, Clock, Domain
 from fedenergy.meters.sysfs import read_number, read_optional, resolve_root, root_path
 
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")

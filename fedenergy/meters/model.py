@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedenergy.meters.attribution import CpuAccounting, CpuTicks
-from fedenergy.meters.base import Availability, Clock, Domain, Meter, Snapshot
+from fedenergy.meters.base import Meter
+from fedenergy.meters.records import Availability, Clock, Domain, Snapshot
 from fedenergy.meters.sysfs import read_optional, resolve_root, root_path
 
 DEFAULT_POLL_S = 1.0

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedenergy.meters.attribution import CpuAccounting
-from fedenergy.meters.base import Availability, Clock, Component, Domain, Meter, Snapshot
+from fedenergy.meters.base import Meter
+from fedenergy.meters.records import Availability, Clock, Component, Domain, Snapshot
 
 # Counter unchanged over a window shorter than this → estimate power × duration (notes §12:
 # "for windows < 0.5 s"; the counter itself updates every 20–100 ms).

@@ -28,7 +28,8 @@ import re
 from dataclasses import dataclass
 
 from fedenergy.meters.attribution import CpuAccounting
-from fedenergy.meters.base import Availability, Clock, Domain, Meter
+from fedenergy.meters.base import Meter
+from fedenergy.meters.records import Availability, Clock, Domain
 from fedenergy.meters.sysfs import Opener, SysfsFile, read_optional, resolve_root, root_path
 
 ZONE_RE = re.compile(r"^(intel-rapl(?:-mmio)?):(\d+)(?::(\d+))?$")
