@@ -29,14 +29,14 @@ x N / that count. A linear extrapolation, neither bound: it was meant for the qu
 cost grows faster than linearly; with lazy discovery there is no reason left to project.
 
 Selection part (``selection_ms_100k``): a FleetState of 100,000 NodeInfo (the mixed fleet's
-devices and links, Dirichlet-sized data), a real EnergyAwareStrategy (its ``forecast``, with the
-digits model as this round's global model) and the selectors: ``fleet.online(round)`` (the
+devices and links, Dirichlet-sized data), a real EnergyAwareStrategy (its ``forecaster()``, with
+the digits model as this round's global model) and the selectors: ``fleet.online(round)`` (the
 candidate list), ``RandomSelector`` and ``UtilityPerJouleSelector`` picking 100, in round 1 (no
 history: every node is unexplored) and round 5 (after 4 rounds of history on 400 nodes).
 ``selection_ms_100k`` is the slowest selector's select() plus online() (its first call in a
 round, with the node order recomputed as after ``add``), each the median of --sel-reps.
 As a cross-check the utility selection is also run once with a forecast the selectors cannot
-vectorise (one EnergyAwareStrategy.forecast call per node) and must choose the same nodes.
+vectorise (one forecast call per node) and must choose the same nodes.
 
     python simulations/bench_scale.py [--nodes 1000 10000] [--per-round 100] [--rounds 3]
         [--discovery lazy|query] [--sel-nodes 100000] [--no-federation] [--profile DIR]
@@ -73,7 +73,6 @@ def build_strategy(n: int, seed: int = 0):
     # Messages built outside a Flower run need a task identity (forecasts size one).
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedenergy.codecs import numpy_arrays
     from fedenergy.ledger import Ledger
     from fedenergy.server import EnergyAwareStrategy, FleetState, NodeInfo
     from fedenergy.server.build import make_aggregator
@@ -115,9 +114,8 @@ def build_strategy(n: int, seed: int = 0):
         make_aggregator("fedavg"), fleet, Ledger(tmp / "ledger.sqlite"), "bench", {}
     )
     arrays = ArrayRecord(get_task("digits").make_model().state_dict())
-    strategy._global = numpy_arrays(arrays)  # what configure_train sets before selecting
-    strategy._global_record = arrays
-    strategy._train_config = ConfigRecord({"lr": 0.1})
+    # what configure_train does before selecting: this round's model and its message sizes
+    strategy.outbox.begin_round(arrays, ConfigRecord({"lr": 0.1}))
     return strategy, fleet, build_s, fleet_mb
 
 
@@ -128,8 +126,10 @@ def time_selection(n: int, k: int, reps: int) -> dict:
     selectors = {"random": RandomSelector(0, 0), "utility": UtilityPerJouleSelector(seed=0)}
     out: dict = {"nodes": n, "k": k, "fleet_build_s": build_s, "fleet_mb": fleet_mb}
 
+    forecaster = strategy.forecaster()  # what configure_train hands the selectors
+
     def per_node(nid: int):  # the same forecast, but opaque: selectors call it once per node
-        return strategy.forecast(nid)
+        return forecaster.forecast(nid)
 
     def timed(fn, reps=reps):
         times, result = [], None
@@ -156,9 +156,7 @@ def time_selection(n: int, k: int, reps: int) -> dict:
         out[f"round{rnd}"] = {"online_ms": online_ms, "candidates": len(cands)}
         for name, sel in selectors.items():
             ms, chosen = timed(
-                lambda sel=sel, rnd=rnd, cands=cands: sel.select(
-                    rnd, cands, k, fleet, strategy.forecast
-                )
+                lambda sel=sel, rnd=rnd, cands=cands: sel.select(rnd, cands, k, fleet, forecaster)
             )
             out[f"round{rnd}"][f"{name}_ms"] = ms
             assert len(chosen) == k
@@ -177,7 +175,7 @@ def time_selection(n: int, k: int, reps: int) -> dict:
     out["random_selection_ms"] = max(
         out[r]["random_ms"] + out[r]["online_ms"] for r in ("round1", "round5")
     )
-    fc_ms, _ = timed(lambda: [strategy.forecast(nid) for nid in list(fleet.nodes)[:1000]])
+    fc_ms, _ = timed(lambda: [forecaster.forecast(nid) for nid in list(fleet.nodes)[:1000]])
     out["forecast_us_per_node"] = fc_ms  # ms per 1000 calls == µs per call
     return out
 
@@ -193,7 +191,7 @@ def profile_selection(n: int, k: int, path: Path) -> str:
     prof = cProfile.Profile()
     prof.enable()
     cands = fleet.online(1)
-    UtilityPerJouleSelector(seed=0).select(1, cands, k, fleet, strategy.forecast)
+    UtilityPerJouleSelector(seed=0).select(1, cands, k, fleet, strategy.forecaster())
     prof.disable()
     prof.dump_stats(str(path))
     buf = io.StringIO()

@@ -140,8 +140,8 @@ def test_strategy_decodes_updates_and_rejects_hostile_payloads(tmp_path, global_
     # node 43: claims another codec
     by_node[43].content[CODEC_RECORD] = ConfigRecord({"codec": "int8"})
     arrays, metrics = strategy.aggregate_train(1, replies)
-    assert strategy._counts == {"selected": 3, "succeeded": 1, "failed": 2}
-    reasons = dict(strategy._rejected)
+    assert strategy.collector.counts == {"selected": 3, "succeeded": 1, "failed": 2}
+    reasons = dict(strategy.collector.rejected)
     assert "out of range" in reasons[42] and "codec label" in reasons[43]
     assert metrics is not None
     out = numpy_arrays(arrays)

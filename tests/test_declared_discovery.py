@@ -18,7 +18,8 @@ from fedenergy.server.declared import (
     parse_declaration,
     read_declarations,
 )
-from fedenergy.server.fleet_state import UNKNOWN_PARTITION, FleetState, NodeInfo
+from fedenergy.server.fleet_state import FleetState
+from fedenergy.server.node import UNKNOWN_PARTITION, NodeInfo
 from fedenergy.settings import Settings
 from fedenergy.sim.fleet import load_fleet
 from tests.test_strategy_simulation import OBVIOUS  # half 3G phones: the answer is obvious

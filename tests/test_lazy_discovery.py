@@ -7,7 +7,8 @@ import pytest
 
 from fedenergy.cli import main
 from fedenergy.ledger import Ledger
-from fedenergy.server.fleet_state import PRIOR_PROFILE, FleetState, NodeInfo
+from fedenergy.server.fleet_state import FleetState
+from fedenergy.server.node import PRIOR_PROFILE, NodeInfo
 from fedenergy.server.policies import PerLinkPolicy
 from fedenergy.sim.fleet import is_online, load_fleet
 

@@ -26,8 +26,11 @@ from fedenergy.server import (
     NodeInfo,
     RandomSelector,
     UtilityPerJouleSelector,
+    fixed_forecaster,
 )
-from fedenergy.server.fleet_state import PRIOR_PROFILE, Forecast, _profiles
+from fedenergy.server.forecast import Forecast, TrainCall
+from fedenergy.server.forecasters import PlannedForecaster
+from fedenergy.server.node import PRIOR_PROFILE, profiles
 from fedenergy.server.selectors import explore_slots
 from fedenergy.sim.fleet import is_online
 
@@ -204,21 +207,18 @@ def give_history(fleet: FleetState, rng: np.random.Generator, server_round: int)
 
 
 def forecasts(fleet: FleetState) -> dict:
-    """Forecast functions of several kinds, each with whether selectors may vectorise it."""
+    """Forecasters of several kinds (the selectors vectorise all but the plain function)."""
     by_link = {"lte": ("topk:0.05", 700), "3g": ("topk:0.05", 700), "ethernet": ("fp16", 5_000)}
 
-    def strategy_like(nid):  # codec, payload and download size by link, as EnergyAwareStrategy
-        st = fleet[nid]
+    def plan(st):  # codec, payload and download size by link, as EnergyAwareStrategy's policies
         label, payload = by_link.get(st.link.id, ("int8", 2_500)) if st.known else ("int8", 2_500)
-        fleet.download_bytes = 4_000 if label == "int8" else 9_000
-        return fleet.forecast(nid, label, payload)
+        return TrainCall(label, payload, 4_000 if label == "int8" else 9_000)
 
-    strategy_like.per_link = True
     return {
-        "forecaster": fleet.forecaster("none", 9_640),
-        "forecaster-int8": fleet.forecaster("int8", 2_500),
-        "per-link": strategy_like,
-        "plain": lambda nid: fleet.forecast(nid, "none", 9_640),  # not marked: per node
+        "forecaster": fixed_forecaster(fleet, "none", 9_640),
+        "forecaster-int8": fixed_forecaster(fleet, "int8", 2_500),
+        "per-link": PlannedForecaster(fleet, plan, per_link=True),
+        "plain": lambda nid: fleet.forecast(nid, "none", 9_640),  # a function: per node
     }
 
 
@@ -286,27 +286,25 @@ def test_prior_without_known_nodes_and_unknown_only_fleets():
     for nid in (7, 3, 11):
         fleet.add_unknown(nid)
     assert fleet.ordered() == [3, 7, 11] == _reference_ordered(fleet)
-    fc = fleet.forecaster("none", 1_000)
+    fc = fixed_forecaster(fleet, "none", 1_000)
     for sname, make in SELECTORS.items():
         assert make().select(1, fleet.online(1), 2, fleet, fc) == _reference(
             make(), 1, fleet.online(1), 2, fleet, fc
         ), sname
-    device, link = _profiles(*PRIOR_PROFILE)
+    device, link = profiles(*PRIOR_PROFILE)
     assert fleet.forecast(3, "none", 1_000) == fleet.prior_forecast("none", 1_000)
     assert device.id, link.id
 
 
 def test_energy_aware_strategy_forecast_is_vectorised_and_exact():
-    """EnergyAwareStrategy.forecast with the per-link policy (codecs and downlink by link)."""
+    """EnergyAwareStrategy's forecaster with the per-link policy (codecs and downlink by link)."""
     pytest.importorskip("torch")
     from flwr.app import ArrayRecord, ConfigRecord
     from flwr.supercore.task_identity import TaskIdentity
 
-    from fedenergy.codecs import numpy_arrays
     from fedenergy.ledger import Ledger
     from fedenergy.server import EnergyAwareStrategy, PerLinkPolicy
     from fedenergy.server.build import make_aggregator
-    from fedenergy.server.selectors import _per_link
     from fedenergy.sim.tasks import get_task
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
@@ -324,13 +322,13 @@ def test_energy_aware_strategy_forecast_is_vectorised_and_exact():
         policy=PerLinkPolicy(),
     )
     arrays = ArrayRecord(get_task("digits").make_model().state_dict())
-    strategy._global, strategy._global_record = numpy_arrays(arrays), arrays
-    strategy._train_config = ConfigRecord({"lr": 0.1})
-    assert _per_link(strategy.forecast, fleet)
+    strategy.outbox.begin_round(arrays, ConfigRecord({"lr": 0.1}))
+    fc = strategy.forecaster()
+    assert isinstance(fc, PlannedForecaster) and fc.per_link
     rng = np.random.default_rng(0)
     for rnd in range(1, 4):
         online = fleet.online(rnd)
         for sname, make in SELECTORS.items():
-            fast = make().select(rnd, online, 20, fleet, strategy.forecast)
-            assert fast == _reference(make(), rnd, online, 20, fleet, strategy.forecast), sname
+            fast = make().select(rnd, online, 20, fleet, fc)
+            assert fast == _reference(make(), rnd, online, 20, fleet, fc), sname
         give_history(fleet, rng, rnd)

@@ -14,6 +14,7 @@ from fedenergy.server import (
     PerLinkPolicy,
     RandomSelector,
     UtilityPerJouleSelector,
+    fixed_forecaster,
 )
 from fedenergy.server.policies import DEFAULT_PER_LINK
 
@@ -31,7 +32,7 @@ def fleet(n=40, seed=0, **kw):
 def fc(st):
     """The forecast the selectors get: per-link, so they vectorise it (the per-node path is
     compared with the vectorised one in test_selection_speedpath.py)."""
-    return st.forecaster("none", 9_640)
+    return fixed_forecaster(st, "none", 9_640)
 
 
 ALL = [

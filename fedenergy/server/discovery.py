@@ -8,7 +8,7 @@ from flwr.serverapp import Grid
 
 from fedenergy.protocol import CONFIG_RECORD, NUM_EXAMPLES, PARTITION_ID, PROFILE_RECORD
 from fedenergy.server.declared import read_declarations
-from fedenergy.server.fleet_state import UNKNOWN_PARTITION, NodeInfo
+from fedenergy.server.node import UNKNOWN_PARTITION, NodeInfo
 from fedenergy.server.strategy import EnergyAwareStrategy
 from fedenergy.settings import Settings
 
@@ -59,8 +59,7 @@ def query_nodes(
         )
         for n in node_ids
     ]
-    for m in msgs:
-        strategy._sent[(m.metadata.dst_node_id, "query")] = 0
+    strategy.record_sent(msgs, "query")
     infos = []
     replies = grid.send_and_receive(msgs, timeout=settings.round_timeout_s)
     for reply in strategy.take_reports(replies, "query", count=False):

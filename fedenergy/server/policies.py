@@ -1,12 +1,18 @@
-"""Compression policies: which uplink codec each chosen node uses this round."""
+"""Compression policies: which uplink codec each chosen node uses this round.
+
+A policy whose codecs depend on the node only through ``node.known`` and ``node.link`` (and on
+the round) says so with ``per_link = True``: the strategy then forecasts whole candidate lists
+at once, one forecast per (known, link) class (:mod:`fedenergy.server.forecasters`). A policy
+without it is asked once per node.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from fedenergy.codecs import CodecSpec, parse_codec
-from fedenergy.server.fleet_state import NodeState
+from fedenergy.server.columns import NodeState
 
 POLICIES = ("fixed", "per-link", "accuracy-aware")
 
@@ -37,6 +43,9 @@ DEFAULT_DOWNLINK = {
 
 
 class CompressionPolicy(Protocol):
+    """``codec_for``/``downlink_for``: the uplink and downlink codec of ``node`` this round;
+    ``observe``: the global accuracy after a round. Optional ``per_link`` (see above)."""
+
     def codec_for(self, node: NodeState, server_round: int) -> CodecSpec: ...
 
     def downlink_for(self, node: NodeState, server_round: int) -> CodecSpec: ...
@@ -48,6 +57,7 @@ class CompressionPolicy(Protocol):
 class FixedPolicy:
     """Every node uses the same codec."""
 
+    per_link: ClassVar[bool] = True
     codec: CodecSpec = field(default_factory=lambda: parse_codec("none"))
     downlink: CodecSpec = field(default_factory=lambda: parse_codec("none"))
 
@@ -65,6 +75,8 @@ class FixedPolicy:
 class PerLinkPolicy:
     """A codec per link id (expensive links compress harder); ``default`` (uplink) and
     ``default_downlink`` for other links and for nodes whose link is not known yet."""
+
+    per_link: ClassVar[bool] = True
 
     by_link: dict[str, CodecSpec] = field(
         default_factory=lambda: {k: parse_codec(v) for k, v in DEFAULT_PER_LINK.items()}
@@ -100,6 +112,11 @@ class AccuracyAwarePolicy:
     min_gain: float = 0.005
     history: list[float] = field(default_factory=list)
     relaxing: bool = False
+
+    @property
+    def per_link(self) -> bool:
+        """Per-link when ``inner`` is (``relaxed`` is one codec for every node)."""
+        return bool(getattr(self.inner, "per_link", False))
 
     def codec_for(self, node: NodeState, server_round: int) -> CodecSpec:
         return self.relaxed if self.relaxing else self.inner.codec_for(node, server_round)

@@ -3,29 +3,24 @@
 All selectors are deterministic for a seed (no global random state). Candidates arrive in a
 run-independent order (by partition id).
 
-Selections over 100,000 nodes are vectorised on FleetState's columns (``FleetState.rows``,
-``column``, ``forecast_many``) and choose exactly what a per-node loop would (the same ids in the
-same order; tests/test_selection_speedpath.py compares them with the plain implementations).
-Forecasts of a whole candidate list take one ``forecast`` call per (known, link) class plus one
-``forecast_many`` when the forecast is *per-link*: it returns ``fleet.forecast(node, codec,
-payload)`` with the codec, payload and ``fleet.download_bytes`` depending on the node only
-through its known flag and link. That holds for EnergyAwareStrategy.forecast with the shipped
-policies (fixed, per-link, accuracy-aware) and for ``FleetState.forecaster``; any other
-forecast is called once per candidate.
+A selector is handed the fleet and a Forecaster (:mod:`fedenergy.server.forecasters`; a plain
+function of a node id is called once per node). Selections over 100,000 nodes are vectorised on
+FleetState's columns (``FleetState.rows``, ``column``) and the forecaster's
+``forecast_columns``, and choose exactly what a per-node loop would (the same ids in the same
+order; tests/test_selection_speedpath.py compares them with the plain implementations).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from fedenergy.server.fleet_state import FleetState, Forecast
-
-ForecastFn = Callable[[int], Forecast]
+from fedenergy.server.fleet_state import FleetState
+from fedenergy.server.forecasters import Forecaster, ForecastFn, as_forecaster
 
 
 class Selector(Protocol):
@@ -35,7 +30,7 @@ class Selector(Protocol):
         candidates: Sequence[int],
         k: int,
         fleet: FleetState,
-        forecast: ForecastFn,
+        forecast: Forecaster | ForecastFn,
     ) -> list[int]:
         """Choose at most ``k`` node ids among ``candidates`` for ``server_round``."""
         ...
@@ -76,65 +71,12 @@ def _smallest(values: np.ndarray, m: int) -> np.ndarray:
     return idx[np.argsort(values[idx], kind="stable")][:m]
 
 
-def _per_link(forecast: ForecastFn, fleet: FleetState) -> bool:
-    """Whether ``forecast`` is per-link (see the module docstring)."""
-    if getattr(forecast, "per_link", False):
-        return getattr(forecast, "fleet", fleet) is fleet
-    owner = getattr(forecast, "__self__", None)
-    if owner is None:
-        return False
-    from fedenergy.server.policies import AccuracyAwarePolicy, FixedPolicy, PerLinkPolicy
-    from fedenergy.server.strategy import EnergyAwareStrategy
-
-    def shipped(policy) -> bool:
-        if type(policy) is AccuracyAwarePolicy:
-            return shipped(policy.inner)
-        return type(policy) in (FixedPolicy, PerLinkPolicy)
-
-    return (
-        type(owner) is EnergyAwareStrategy
-        and getattr(forecast, "__func__", None) is EnergyAwareStrategy.forecast
-        and owner.fleet is fleet
-        and shipped(owner.policy)
-    )
-
-
 def forecast_columns(
-    candidates: list[int], rows: np.ndarray, fleet: FleetState, forecast: ForecastFn
+    candidates: list[int], rows: np.ndarray, fleet: FleetState, forecast: Forecaster | ForecastFn
 ) -> tuple[np.ndarray, np.ndarray]:
     """Forecast total_j and device_j of every candidate (``rows``: their FleetState rows), as
     arrays aligned with ``candidates``: the floats ``forecast(c)`` gives."""
-    n = len(candidates)
-    total, device = np.empty(n), np.empty(n)
-    if n == 0:
-        return total, device
-    loose = np.ones(n, dtype=bool)  # still to forecast one by one
-    if _per_link(forecast, fleet):
-        known = fleet.column("known", rows)
-        klass = np.where(known, fleet.column("link", rows), -1)
-        for cls in np.flatnonzero(np.bincount(klass + 1)) - 1:
-            pos = np.flatnonzero(klass == cls)
-            rep = candidates[int(pos[0])]
-            fleet._last_call = None
-            f = forecast(rep)
-            call = fleet._last_call
-            if call is None or call[0] != rep or call[3] != fleet.download_bytes:
-                continue  # not a fleet forecast of this node: one by one
-            comp, dl, ul, dev = fleet.forecast_many(rows[pos], call[1], call[2])
-            if (comp[0], dl[0], ul[0], dev[0]) != (
-                f.compute_j,
-                f.download_j,
-                f.upload_j,
-                f.device_j,
-            ):
-                continue
-            total[pos] = comp + dl + ul  # Forecast.total_j's sum, in its order
-            device[pos] = dev
-            loose[pos] = False
-    for i in np.flatnonzero(loose).tolist():
-        f = forecast(candidates[i])
-        total[i], device[i] = f.total_j, f.device_j
-    return total, device
+    return as_forecaster(forecast, fleet).forecast_columns(candidates, rows)
 
 
 @dataclass(frozen=True)

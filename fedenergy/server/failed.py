@@ -1,0 +1,51 @@
+"""The energy of a failed or silent call: what the node still spent, as the server estimates
+it (the download it was sent and, for a train call, the forecast compute), marked failed."""
+
+from __future__ import annotations
+
+from fedenergy.ledger import EnergyRow
+from fedenergy.physics.network import infrastructure_energy_j, radio_energy
+from fedenergy.report import Component
+from fedenergy.server.columns import NodeState
+from fedenergy.server.forecast import Forecast
+
+FAILED_SOURCE = "server estimate of a failed call: forecast download + compute (modeled)"
+
+
+def failed_call_rows(
+    node: NodeState,
+    call: str,
+    reason: str,
+    bytes_sent: int,
+    forecast: Forecast | None,
+    infra_kwh_per_gb: float,
+) -> list[EnergyRow]:
+    """Rows of a ``call`` of ``node`` that failed for ``reason``: the download of the
+    ``bytes_sent`` it was sent (radio and infrastructure) and, with the forecast of a train
+    call, the forecast compute (it may have trained before failing)."""
+    nid = str(node.node_id)
+    radio = radio_energy(node.link, bytes_sent, 0, gap_s=0.0)
+    infra = infrastructure_energy_j(bytes_sent, infra_kwh_per_gb)
+    src = f"{FAILED_SOURCE}; {reason[:120]}"
+    if not node.known:
+        src += f"; link unknown, prior {node.link.id}"
+    dl = (
+        Component("download", "radio", radio.download_j, "modeled", src),
+        Component("download", "infrastructure", infra, "modeled", src),
+    )
+    rows = [
+        EnergyRow(
+            nid,
+            call,
+            "download",
+            radio.download_j + infra,
+            bytes_sent,
+            radio.download_s,
+            "failed",
+            dl,
+        )
+    ]
+    if forecast is not None:
+        comp = (Component(call, "compute", forecast.compute_j, "modeled", src),)
+        rows.append(EnergyRow(nid, call, call, forecast.compute_j, 0, 0.0, "failed", comp))
+    return rows
