@@ -1,1 +1,2 @@
-"""analysis"""
+"""Reading results: summaries, carbon, the centralized baseline and the comparison, plots,
+terminal tables and the HTML report, all rebuilt from a ledger."""
