@@ -246,9 +246,7 @@ class EnergyAwareStrategy(Strategy):
         target_accuracy: float | None = None,
         first_round: int = 1,
     ) -> Result:
-        """Flower's round loop (train, evaluate, server-side evaluation), committing every round
-        to the ledger before the next begins and reporting it to ``on_round``; stops early once
-        the server-side accuracy reaches ``target_accuracy`` (``num_rounds`` is then a cap)."""
+        """Run the rounds of :func:`fedenergy.server.rounds.run_rounds` with this strategy."""
         return run_rounds(
             self,
             grid,
