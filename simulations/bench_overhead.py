@@ -9,11 +9,12 @@ Two measurements, both printed and (with ``--json``) written:
    fixed point on the reply size). Done for train, evaluate and query messages. Beside it, a
    real train handler with and without the mod, interleaved (``in_process_train_ratio``).
 2. **Federation, A/B interleaved** (``wall_ratio``, ``cpu_ratio``): Flower's Simulation Engine,
-   the same handlers (``client/app.py``) in a ClientApp *with* ``mods=[energy_mod]`` and one
-   *without* mods, both driven by Flower's plain FedAvg ServerApp (our EnergyAwareStrategy
-   rejects replies without reports), same seed, same sampled nodes (Python's ``random`` is
-   seeded before every run, FedAvg samples with it), same train/evaluate config, same server
-   evaluation. The only difference is the mod. Runs alternate plain/mod/plain/mod...
+   the same handlers (``fedenergy/sim/clientapp.py``) in a ClientApp *with*
+   ``mods=[energy_mod]`` and one *without* mods, both driven by Flower's plain FedAvg ServerApp
+   (our EnergyAwareStrategy rejects replies without reports), same seed, same sampled nodes
+   (Python's ``random`` is seeded before every run, FedAvg samples with it), same
+   train/evaluate config, same server evaluation. The only difference is the mod. Runs
+   alternate plain/mod/plain/mod...
    ``wall_ratio`` is the median over pairs of the federation phase (ServerApp main after all
    nodes registered: rounds, client calls, aggregation); ``total_wall_ratio`` includes Ray's
    start-up and shutdown; ``cpu_ratio`` is the CPU time of the whole process tree (driver, Ray
@@ -129,7 +130,7 @@ def plain_client_app(with_mod: bool):
     that FedAvg ignores)."""
     from flwr.clientapp import ClientApp
 
-    import client.app as ca
+    import fedenergy.sim.clientapp as ca
     from fedenergy.client.mod import energy_mod
     from fedenergy.sim.faults import simulated_faults
 
@@ -281,7 +282,7 @@ def _setup_in_process(settings: Settings):
     from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
 
-    import client.app as ca
+    import fedenergy.sim.clientapp as ca
     from fedenergy.plan import plan_run
 
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 42, 1

@@ -287,11 +287,11 @@ SECTIONS = {
 
 NOTES = """## How to read these figures
 
-- **Overhead**: the same handlers (`client/app.py`) in a ClientApp with `mods=[energy_mod]` and
-  one without mods, both driven by Flower's plain FedAvg ServerApp (same seed, same sampled
-  nodes, same config and server evaluation), runs alternating. The per-call CPU is measured
-  in-process: `energy_mod` around a stub handler that returns a real-shaped reply, minus the
-  stub alone, interleaved blocks.
+- **Overhead**: the same handlers (`fedenergy/sim/clientapp.py`) in a ClientApp with
+  `mods=[energy_mod]` and one without mods, both driven by Flower's plain FedAvg ServerApp (same
+  seed, same sampled nodes, same config and server evaluation), runs alternating. The per-call CPU
+  is measured in-process: `energy_mod` around a stub handler that returns a real-shaped reply, minus
+  the stub alone, interleaved blocks.
 - **Scale**: fedenergy (`simulate`: mod, EnergyAwareStrategy with the random selector, ledger)
   against the same handlers without the mod under Flower's FedAvg, 100 nodes per round.
   fedenergy uses lazy discovery (`--discovery lazy`): no profile query of every node before

@@ -10,8 +10,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import app as _app  # noqa: F401  (registers handlers)
-from client.app import train
 from fedenergy import codecs as C
 from fedenergy.cli import main
 from fedenergy.client.mod import energy_mod
@@ -20,6 +18,8 @@ from fedenergy.ledger import Ledger
 from fedenergy.protocol import CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY
 from fedenergy.server import EnergyAwareStrategy, FixedPolicy, FleetState, NodeInfo
 from fedenergy.settings import Settings
+from fedenergy.sim.clientapp import app as _app  # noqa: F401  (registers handlers)
+from fedenergy.sim.clientapp import train
 from fedenergy.sim.tasks import get_task
 
 NODES, ROUNDS = 6, 3

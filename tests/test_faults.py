@@ -6,7 +6,6 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import app, evaluate_local, train
 from fedenergy.client.mod import energy_mod
 from fedenergy.protocol import (
     FAILURE_REASON,
@@ -16,6 +15,7 @@ from fedenergy.protocol import (
     RESIDUAL_KEY,
 )
 from fedenergy.report import EnergyReport
+from fedenergy.sim.clientapp import app, evaluate_local, train
 from fedenergy.sim.faults import simulated_faults
 from fedenergy.sim.fleet import is_online, load_fleet
 from fedenergy.sim.tasks import get_task

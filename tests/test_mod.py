@@ -2,13 +2,13 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import app as _app  # noqa: F401  (registers handlers; module under test below)
-from client.app import train
 from fedenergy.client.mod import energy_mod
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
 from fedenergy.protocol import REPORT_KEY
 from fedenergy.report import EnergyReport
+from fedenergy.sim.clientapp import app as _app  # noqa: F401  (registers handlers; module under test below)
+from fedenergy.sim.clientapp import train
 from fedenergy.sim.tasks import get_task
 from fedenergy.wire import message_bytes
 

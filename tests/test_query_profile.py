@@ -4,9 +4,9 @@
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from client.app import app
 from fedenergy.protocol import PROFILE_KEYS, PROFILE_RECORD, REPORT_KEY
 from fedenergy.report import EnergyReport
+from fedenergy.sim.clientapp import app
 from fedenergy.wire import message_bytes
 
 

@@ -60,8 +60,8 @@ def simulate(
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
-    from client.app import app as client_app
     from fedenergy.server.coordinator import run_federation
+    from fedenergy.sim.clientapp import app as client_app
 
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)

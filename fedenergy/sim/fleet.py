@@ -111,8 +111,10 @@ class Fleet:
 
 
 def fleet_dirs() -> list[Path]:
-    """Where named fleets are looked up: the working directory's simulations/fleets, the
-    project's own simulations/fleets (source checkout or Flower app dir) and the wheel copy."""
+    """Where named fleets are looked up, first match wins: the working directory's
+    simulations/fleets, the project's own simulations/fleets (source checkout or Flower app dir)
+    and the installed package's copy, ``fedenergy/fleets`` (the wheel carries the project's
+    simulations/fleets there: pyproject's ``force-include``)."""
     here = Path(__file__).resolve().parents[1]  # the fedenergy package
     return [
         Path.cwd() / "simulations" / "fleets",
