@@ -35,23 +35,28 @@ def make_aggregator(name: str, proximal_mu: float = 0.01) -> Strategy:
     raise ValueError(f"unknown aggregator {name!r}; choose one of {', '.join(AGGREGATORS)}")
 
 
+def named_selector(name: str, seed: int = 0, **utility) -> Selector:
+    """The train selector ``name``: ``random`` (seeded), ``greedy`` or ``utility`` (utility per
+    joule; ``utility``: its keyword arguments, e.g. ``exploration``, else its defaults)."""
+    if name == "random":
+        return RandomSelector(seed, 0)
+    if name == "greedy":
+        return EnergyGreedySelector()
+    if name == "utility":
+        return UtilityPerJouleSelector(seed=seed, **utility)
+    raise ValueError(f"unknown selector {name!r}; choose random, greedy or utility")
+
+
 def make_selector(settings) -> Selector:
     """The train selector named in ``settings`` (a :class:`fedenergy.settings.Settings`),
     wrapped by battery floor and budget."""
-    name = settings.selector
-    if name == "random":
-        sel = RandomSelector(settings.seed, 0)
-    elif name == "greedy":
-        sel = EnergyGreedySelector()
-    elif name == "utility":
-        sel = UtilityPerJouleSelector(
-            seed=settings.seed,
-            exploration=settings.exploration,
-            max_staleness=settings.max_staleness,
-            energy_weight=settings.energy_weight,
-        )
-    else:
-        raise ValueError(f"unknown selector {name!r}; choose random, greedy or utility")
+    sel = named_selector(
+        settings.selector,
+        settings.seed,
+        exploration=settings.exploration,
+        max_staleness=settings.max_staleness,
+        energy_weight=settings.energy_weight,
+    )
     if settings.battery_floor > 0:
         sel = BatteryAwareSelector(sel, settings.battery_floor)
     if settings.round_budget_j > 0:

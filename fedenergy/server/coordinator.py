@@ -12,6 +12,10 @@ It takes a run plan (:mod:`fedenergy.plan`: the settings resolved once, at the r
    ledger;
 4. writes ``summary.json`` next to ``ledger.sqlite``.
 
+Steps 1-3 are the wiring every run shares with the public wrapper
+(:mod:`fedenergy.server.session`); what is the built-in task's (its data, model, FLOP count and
+server-side evaluation, the fleet spec, checkpoints, resume, the run's health) is here.
+
 The global model after each round is checkpointed apart from the ledger
 (:mod:`fedenergy.ledger.checkpoints`), written before the ledger commits the round, so a run
 killed mid-way resumes from its last committed round (:mod:`fedenergy.sim.resume`). A run whose
@@ -24,11 +28,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import flwr
 import numpy as np
 import torch
 from flwr.app import (
@@ -43,14 +46,21 @@ from fedenergy.analysis.summary import summarize
 from fedenergy.ledger import CheckpointStore, Ledger, committed_model
 from fedenergy.physics.flops import FlopCache
 from fedenergy.plan import RunPlan
-from fedenergy.server import EnergyAwareStrategy, FleetState, NodeInfo, RoundOutcome
-from fedenergy.server.discovery import declared_nodes, node_info, query_nodes
+from fedenergy.server import EnergyAwareStrategy, RoundOutcome
+from fedenergy.server.session import (
+    admit_fleet,
+    base_versions,
+    commit_round_zero,
+    energy_strategy,
+    ledger_run,
+    new_run_id,
+    wait_for_nodes,
+)
 from fedenergy.settings import Settings
 from fedenergy.sim.fleet import Fleet
 from fedenergy.sim.tasks import Split, Task, evaluate
 
 log = logging.getLogger("fedenergy")
-REGISTRATION_TIMEOUT_S = 120.0
 
 
 class RunStopped(RuntimeError):
@@ -102,20 +112,6 @@ def fleet_record(fleet: Fleet) -> dict:
     }
 
 
-def wait_for_nodes(
-    grid: Grid, expected: int, timeout_s: float = REGISTRATION_TIMEOUT_S
-) -> list[int]:
-    """Block until ``expected`` nodes are registered (bounded); return their ids."""
-    deadline = time.monotonic() + timeout_s
-    while len(ids := list(grid.get_node_ids())) < expected:
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"only {len(ids)} of {expected} nodes registered after {timeout_s:.0f} s"
-            )
-        time.sleep(0.2)
-    return ids
-
-
 def settled_node_count(grid: Grid, quiet_s: float = 3.0, timeout_s: float = 60.0) -> int:
     """Number of registered nodes once it has not changed for ``quiet_s`` (bounded wait); used
     when the run config does not say how many nodes to expect."""
@@ -150,17 +146,25 @@ def training_flops_per_example(task: Task, sample: Split, batch_size: int, epoch
 
 
 def versions() -> dict:
+    """Versions of the packages a built-in run depends on (the task's torch and scikit-learn
+    besides every run's)."""
     import sklearn
 
-    from fedenergy import __version__
+    return {**base_versions(), "torch": torch.__version__, "scikit-learn": sklearn.__version__}
 
-    return {
-        "fedenergy": __version__,
-        "flwr": flwr.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
+
+@contextmanager
+def written_summary(ledger: Ledger, run_id: str, out: Path) -> Iterator[dict]:
+    """When the block ends, even by an exception (a failed run's summary says so): summarize
+    ``run_id``, close ``ledger``, write ``out/summary.json``; the summary lands in the yielded
+    dict under ``"summary"``."""
+    kept: dict = {}
+    try:
+        yield kept
+    finally:
+        kept["summary"] = summary = summarize(ledger, run_id)
+        ledger.close()
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def run_federation(
@@ -177,7 +181,7 @@ def run_federation(
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
     resumed = plan.resume_run_id
-    run_id = resumed or run_id or uuid.uuid4().hex[:12]
+    run_id = resumed or run_id or new_run_id()
     ledger = Ledger(out / "ledger.sqlite")
     checkpoints = CheckpointStore.for_run(out, run_id, settings.checkpoint_keep)
     last, saved = None, None
@@ -191,70 +195,34 @@ def run_federation(
                 f"run {run_id}: round {last} has no checkpoint in {checkpoints.directory} (nor "
                 "in the ledger's models table): cannot resume"
             )
-    try:
+    with written_summary(ledger, run_id, out) as kept, ledger_run(ledger, run_id):
         if resumed is None:
             ledger.start_run(
                 run_id, settings.as_dict(), fleet_record(plan.fleet), settings.seed, versions()
             )
         else:
             ledger.reopen_run(run_id, -1 if last is None else last)
-        config = plan.message_config
-        fleet_state = FleetState([], settings.seed, settings.infra_kwh_per_gb)
-        ask_first = settings.discovery == "query"  # an up-front QUERY of every node
-        profiles = list(plan.profiles)
-
-        def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
-            return query_nodes(g, ids, strategy, config, settings, profiles)
-
-        strategy = EnergyAwareStrategy(
+        strategy = energy_strategy(
             plan.aggregator,
-            fleet_state,
             ledger,
             run_id,
-            config,
+            plan.message_config,
+            discovery=settings.discovery,
+            seed=settings.seed,
+            infra_kwh_per_gb=settings.infra_kwh_per_gb,
+            query_timeout=settings.round_timeout_s,
+            profiles=plan.profiles,
             fraction_train=settings.fraction,
             fraction_evaluate=settings.fraction_evaluate,
             selector=plan.selector,
             eval_selector=plan.eval_selector,
             policy=plan.policy,
-            query_fn=query if ask_first else None,
-            learn_fn=lambda nid, r: node_info(
-                nid, r.partition_id, r.device, r.link, 0, None, profiles
-            ),
-            declare_fn=(
-                (lambda g, ids: declared_nodes(g, ids, profiles))
-                if settings.discovery == "declared"
-                else None
-            ),
         )
-        node_ids = wait_for_nodes(grid, settings.nodes)
-        if not ask_first:
-            strategy.admit_without_query(grid, node_ids)
-            if settings.discovery == "declared":
-                log.info(
-                    "%d of %d nodes declared their profile at registration; the others are "
-                    "learned from their first reply",
-                    len(strategy.declared_pending),
-                    len(node_ids),
-                )
-        else:
-            for info in query(grid, node_ids):
-                fleet_state.add(info)
-        if not fleet_state.nodes:
-            raise RuntimeError("no node answered the profile query")
+        admit_fleet(strategy, grid, wait_for_nodes(grid, settings.nodes))
         test_data = plan.task.server_test_data(plan.data)
-        fleet_state.flops_per_example = training_flops_per_example(
+        strategy.fleet.flops_per_example = training_flops_per_example(
             plan.task, test_data, settings.batch_size, settings.local_epochs
         )
-        if ask_first:  # (declared and learned nodes are recorded by the strategy)
-            ledger.add_nodes(
-                run_id,
-                [
-                    (i.info.node_id, i.info.partition_id, i.device.id, i.link.id, i.info.country)
-                    for i in fleet_state.nodes.values()
-                    if i.known
-                ],
-            )
         evaluate_fn = server_evaluator(plan.task, test_data)
         health = RoundHealth(settings, strategy)
 
@@ -272,8 +240,7 @@ def run_federation(
 
         if saved is None:
             initial = ArrayRecord(plan.task.make_model().state_dict())
-            acc0 = evaluate_and_keep(0, initial)
-            round_done(strategy.commit_round(0, acc0["accuracy"], acc0["loss"]))
+            commit_round_zero(strategy, initial, evaluate_and_keep, round_done)
         else:
             # the profile query of this (resumed) session is accounted in its first round
             initial = ArrayRecord({k: Array(v) for k, v in saved.items()})
@@ -289,12 +256,4 @@ def run_federation(
             target_accuracy=settings.target_accuracy or None,
             first_round=1 if last is None else last + 1,
         )
-        ledger.finish_run(run_id, "completed")
-    except BaseException:
-        ledger.finish_run(run_id, "failed")
-        raise
-    finally:  # a failed run's summary too (its status says failed)
-        summary = summarize(ledger, run_id)
-        ledger.close()
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return kept["summary"]

@@ -10,7 +10,6 @@ from fedenergy.protocol import CONFIG_RECORD, NUM_EXAMPLES, PARTITION_ID, PROFIL
 from fedenergy.server.declared import read_declarations
 from fedenergy.server.node import UNKNOWN_PARTITION, NodeInfo
 from fedenergy.server.strategy import EnergyAwareStrategy
-from fedenergy.settings import Settings
 
 
 def node_info(
@@ -44,13 +43,13 @@ def query_nodes(
     node_ids: list[int],
     strategy: EnergyAwareStrategy,
     config: dict,
-    settings: Settings,
+    timeout: float,
     profiles: list,
 ) -> list[NodeInfo]:
     """Ask nodes who they are (partition, device, link, data size); in simulation their fleet
     behaviour (availability, failures, battery) comes from ``profiles``, the fleet spec's
     assignment by partition. The replies' energy reports go into the current round's rows
-    (round 0 at the start)."""
+    (round 0 at the start). Replies are awaited up to ``timeout`` seconds."""
     msgs = [
         Message(
             RecordDict({CONFIG_RECORD: ConfigRecord(dict(config))}),
@@ -61,7 +60,7 @@ def query_nodes(
     ]
     strategy.record_sent(msgs, "query")
     infos = []
-    replies = grid.send_and_receive(msgs, timeout=settings.round_timeout_s)
+    replies = grid.send_and_receive(msgs, timeout=timeout)
     for reply in strategy.take_reports(replies, "query", count=False):
         if PROFILE_RECORD not in reply.content:
             continue

@@ -2,7 +2,8 @@
 
 The wrapped strategy keeps its own configuration and aggregation; this wrapper decides WHO
 participates (a Selector fed by per-node energy forecasts) and HOW each update is compressed
-(a CompressionPolicy). It is the composition of parts with one job each:
+(a CompressionPolicy). With ``base_samples`` the wrapped strategy samples the nodes itself, its
+sampling fields untouched (accounting only). It is the composition of parts with one job each:
 
 - :class:`~fedenergy.server.admission.Admission`: which nodes the fleet holds (query, declared,
   lazy discovery; late joiners; profiles learned from first reports);
@@ -73,8 +74,12 @@ class EnergyAwareStrategy(Strategy):
         query_fn: QueryFn | None = None,
         learn_fn: LearnFn | None = None,
         declare_fn: QueryFn | None = None,
+        base_samples: bool = False,
     ) -> None:
         self.base = base
+        # the wrapped strategy chooses the nodes itself (its own fractions and sampling, left
+        # as they are); the selectors and fractions here are then unused (accounting only)
+        self.base_samples = base_samples
         self.fleet = fleet
         self.ledger = ledger
         self.run_id = run_id
@@ -87,16 +92,16 @@ class EnergyAwareStrategy(Strategy):
         self.admission = Admission(fleet, ledger, run_id, query_fn, learn_fn, declare_fn)
         self.outbox = Outbox(common_config)
         self.collector = Collector(fleet, self.outbox, self.admission.learn, self.forecast)
-        # Let the wrapped strategy "sample" all of the nodes we hand it.
-        for attr, value in (
-            ("fraction_train", 1.0),
-            ("fraction_evaluate", 1.0),
-            ("min_train_nodes", 1),
-            ("min_evaluate_nodes", 1),
-            ("min_available_nodes", 1),
-        ):
-            if hasattr(base, attr):
-                setattr(base, attr, value)
+        if not base_samples:  # let the wrapped strategy "sample" all of the nodes we hand it
+            for attr, value in (
+                ("fraction_train", 1.0),
+                ("fraction_evaluate", 1.0),
+                ("min_train_nodes", 1),
+                ("min_evaluate_nodes", 1),
+                ("min_available_nodes", 1),
+            ):
+                if hasattr(base, attr):
+                    setattr(base, attr, value)
 
     # -- nodes -----------------------------------------------------------------------------------
     @property
@@ -141,17 +146,40 @@ class EnergyAwareStrategy(Strategy):
             server_round, online, self._k(fraction), self.fleet, self.forecaster()
         )
 
+    def _chosen(
+        self, call: str, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        """The wrapped strategy's ``call`` messages to this round's chosen nodes: those the
+        selector picks, or with ``base_samples`` those the wrapped strategy samples from the
+        grid itself. A train call counts the chosen nodes as the round's selected."""
+        train = call == "train"
+        configure = self.base.configure_train if train else self.base.configure_evaluate
+        if self.base_samples:
+            msgs = list(configure(server_round, arrays, config, grid))
+            if any(m.metadata.dst_node_id not in self.fleet for m in msgs):
+                self.admission.admit_new(grid)  # registered since this round's admission
+            chosen = len(msgs)
+        else:
+            selector, fraction = (
+                (self.selector, self.fraction_train)
+                if train
+                else (self.eval_selector, self.fraction_evaluate)
+            )
+            ids = self._select(selector, server_round, fraction)
+            grid_view = _SelectedGrid(grid, ids)
+            msgs = list(configure(server_round, arrays, config, grid_view)) if ids else []
+            chosen = len(ids)
+        if train:
+            self.collector.selected(chosen)
+        return msgs
+
     # -- Flower's hooks --------------------------------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self.admission.admit_new(grid)
         self.outbox.begin_round(arrays, config)
-        chosen = self._select(self.selector, server_round, self.fraction_train)
-        self.collector.selected(len(chosen))
-        if not chosen:
-            return []
-        msgs = self.base.configure_train(server_round, arrays, config, _SelectedGrid(grid, chosen))
+        msgs = self._chosen("train", server_round, arrays, config, grid)
         return self.outbox.address(
             msgs, "train", server_round, self.fleet, self.policy, self.declared_pending
         )
@@ -159,12 +187,7 @@ class EnergyAwareStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        chosen = self._select(self.eval_selector, server_round, self.fraction_evaluate)
-        if not chosen:
-            return []
-        msgs = self.base.configure_evaluate(
-            server_round, arrays, config, _SelectedGrid(grid, chosen)
-        )
+        msgs = self._chosen("evaluate", server_round, arrays, config, grid)
         return self.outbox.address(
             msgs, "evaluate", server_round, self.fleet, self.policy, self.declared_pending
         )

@@ -1,0 +1,198 @@
+"""EnergyAware: the public server-side API, energy accounting around any Flower strategy.
+
+``EnergyAware(strategy, ...)`` takes any Flower Message-API strategy (FedAvg, FedProx, FedAdam,
+FedAvgM, a user's own subclass) and a few keyword arguments, each with a default; its
+``start`` takes the arguments of Flower's ``Strategy.start`` and returns the same ``Result``,
+while every call of the run goes into an energy ledger. By default it only accounts: the
+wrapped strategy samples and aggregates exactly as it would alone. A ``selector`` chooses who
+trains each round by forecast energy instead; a ``compression`` policy gives each chosen node
+its codecs. The wiring is the one the built-in run uses (:mod:`fedenergy.server.session`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+
+from fedenergy.codecs import parse_codec
+from fedenergy.ledger import Ledger
+from fedenergy.physics.network import INFRA_KWH_PER_GB
+from fedenergy.protocol import CFG_INFRA_KWH_PER_GB
+from fedenergy.server.build import make_policy, named_selector
+from fedenergy.server.policies import POLICIES, CompressionPolicy
+from fedenergy.server.selectors import Selector
+from fedenergy.server.session import (
+    admit_fleet,
+    base_versions,
+    check_discovery,
+    commit_round_zero,
+    energy_strategy,
+    ledger_run,
+    new_run_id,
+    wait_for_nodes,
+)
+
+log = logging.getLogger("fedenergy")
+DEFAULT_LEDGER = "runs/fedenergy/ledger.sqlite"
+
+
+def _label(part: object) -> str | None:
+    """How the ledger's run record names a selector or policy given by name or object."""
+    return part if part is None or isinstance(part, str) else type(part).__name__
+
+
+class EnergyAware:
+    """Energy accounting (and, if asked, energy-aware selection and compression) around
+    ``strategy``, any Flower Message-API strategy.
+
+    ``ledger``: the SQLite ledger file (created with its folder; each ``start`` is one run in
+    it). ``selector``: None (the wrapped strategy samples, its fractions untouched), or
+    ``"random"``, ``"greedy"``, ``"utility"`` or a Selector object choosing
+    ``fraction_train``/``fraction_evaluate`` of the nodes (read from ``strategy``). ``compression``:
+    None, ``"per-link"``, ``"accuracy-aware"``, a codec label every node encodes its update with
+    (e.g. ``"int8"``, ``"topk:0.05"``) or a CompressionPolicy object; the ClientApp must then
+    honour it (:mod:`fedenergy.client.compression`). ``discovery``: how each node's device and
+    link are learned: ``"declared"`` (a ``fe:DEVICE/LINK`` token in its SuperNode name, else as
+    lazy), ``"lazy"`` (its first energy report) or ``"query"`` (a QUERY message to every node
+    before round 1). ``seed``: of the selectors' random draws. ``infra_kwh_per_gb``: the network
+    infrastructure's energy per byte.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        *,
+        ledger: str | Path = DEFAULT_LEDGER,
+        selector: str | Selector | None = None,
+        compression: str | CompressionPolicy | None = None,
+        discovery: str = "declared",
+        seed: int = 0,
+        infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
+    ) -> None:
+        self.strategy = strategy
+        self.ledger_path = Path(ledger)
+        self.selector, self.compression = selector, compression
+        self.discovery = check_discovery(discovery)
+        self.seed, self.infra_kwh_per_gb = seed, infra_kwh_per_gb
+        self.run_id: str | None = None  # the run of the latest ``start``
+        self._parts()  # a bad name fails here, not at the start of a run
+
+    @property
+    def accounting_only(self) -> bool:
+        """True when the wrapped strategy samples and nothing is compressed."""
+        return self.selector is None and self.compression is None
+
+    def _parts(self) -> tuple[Selector | None, CompressionPolicy | None]:
+        """The selector and policy of one run: built afresh from names (they keep state from
+        round to round), objects as given."""
+        sel, pol = self.selector, self.compression
+        if isinstance(sel, str):
+            sel = named_selector(sel, self.seed)
+        if isinstance(pol, str):
+            none = parse_codec("none")
+            if pol in POLICIES and pol != "fixed":
+                pol = make_policy(pol, none, none)
+            else:
+                try:
+                    pol = make_policy("fixed", parse_codec(pol), none)
+                except ValueError as err:
+                    raise ValueError(
+                        "compression must be None, 'per-link', 'accuracy-aware', a codec label "
+                        f"or a CompressionPolicy; {err}"
+                    ) from None
+        return sel, pol
+
+    def _record(self, num_rounds: int, timeout: float) -> dict:
+        """The run's settings as the ledger's ``runs.config_json`` keeps them."""
+        base = self.strategy
+        return {
+            "api": "EnergyAware",
+            "strategy": type(base).__name__,
+            "selector": _label(self.selector),
+            "compression": _label(self.compression),
+            "discovery": self.discovery,
+            "rounds": num_rounds,
+            "fraction": getattr(base, "fraction_train", None),
+            "fraction_evaluate": getattr(base, "fraction_evaluate", None),
+            "seed": self.seed,
+            "infra_kwh_per_gb": self.infra_kwh_per_gb,
+            "round_timeout_s": timeout,
+        }
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Run the wrapped strategy for ``num_rounds`` rounds as Flower's ``Strategy.start``
+        does (same arguments, same Result: ``evaluate_fn`` before round 1 and after each),
+        with every call's energy committed to the ledger round by round. Before round 1 it
+        waits (up to ``timeout``) until the wrapped strategy's ``min_available_nodes`` are
+        registered. The run's id is ``self.run_id``. ``evaluate_fn``'s ``accuracy`` and
+        ``loss``, when it returns them, go into the ledger's rounds table too."""
+        base = self.strategy
+        selector, policy = self._parts()
+        self.run_id = run_id = new_run_id()
+        before, forced = dict(getattr(base, "__dict__", {})), {}
+        ledger = Ledger(self.ledger_path)
+        try:
+            with ledger_run(ledger, run_id):
+                ledger.start_run(
+                    run_id,
+                    self._record(num_rounds, timeout),
+                    {"name": "grid", "groups": []},
+                    self.seed,
+                    base_versions(),
+                )
+                strategy = energy_strategy(
+                    base,
+                    ledger,
+                    run_id,
+                    {CFG_INFRA_KWH_PER_GB: self.infra_kwh_per_gb},
+                    discovery=self.discovery,
+                    seed=self.seed,
+                    infra_kwh_per_gb=self.infra_kwh_per_gb,
+                    query_timeout=timeout,
+                    fraction_train=getattr(base, "fraction_train", 1.0),
+                    fraction_evaluate=getattr(base, "fraction_evaluate", 1.0),
+                    selector=selector,
+                    policy=policy,
+                    base_samples=selector is None,
+                )
+                # what selection set on the wrapped strategy (its sampling) goes back after
+                forced = {k: v for k, v in before.items() if getattr(base, k, v) is not v}
+                wanted = max(int(before.get("min_available_nodes", 1)), 1)
+                admit_fleet(strategy, grid, wait_for_nodes(grid, wanted, timeout))
+                log.info(
+                    "%s with energy accounting: run %s in %s",
+                    type(base).__name__,
+                    run_id,
+                    self.ledger_path,
+                )
+                first = commit_round_zero(strategy, initial_arrays, evaluate_fn)
+                result = strategy.start(
+                    grid,
+                    initial_arrays,
+                    num_rounds,
+                    timeout,
+                    train_config,
+                    evaluate_config,
+                    evaluate_fn,
+                )
+        finally:
+            ledger.close()
+            for key, value in forced.items():
+                setattr(base, key, value)
+        if first is not None:
+            result.evaluate_metrics_serverapp = {0: first, **result.evaluate_metrics_serverapp}
+        return result
