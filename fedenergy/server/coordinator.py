@@ -15,8 +15,11 @@ It takes a run plan (:mod:`fedenergy.plan`: the settings resolved once, at the r
 The global model after each round is checkpointed apart from the ledger
 (:mod:`fedenergy.ledger.checkpoints`), written before the ledger commits the round, so a run
 killed mid-way resumes from its last committed round (:mod:`fedenergy.sim.resume`). A run whose
-rounds keep failing stops as failed with the cause (``min_nodes``, ``max_short_rounds``; see
-docs/robustness.md).
+rounds keep failing stops as failed with the cause (``min_nodes``, ``max_short_rounds``), and a
+run in which no round produced a usable update ends failed, not completed (:func:`trained_nothing`);
+the ledger keeps the reason (``runs.reason``; docs/robustness.md). Nodes that answer the profile
+query with no profile (a stock Flower app has no query handler) are admitted unknown, with the
+prior profile, and learned from their first energy report if one ever comes.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class RoundHealth:
                 f"only {o.succeeded} of {o.selected} selected nodes returned a usable update "
                 f"(min-nodes {s.min_nodes}; {o.failed} failed or were rejected)"
             )
+            if o.rejected:
+                cause += f"; first rejection: {o.rejected[0][1]}"
         else:
             self.short = 0
             return
@@ -85,6 +90,23 @@ class RoundHealth:
                 f"run stopped after round {o.server_round}: {self.short} short round(s) in a row "
                 f"(max-short-rounds {s.max_short_rounds}); last cause: {cause}"
             )
+
+
+def trained_nothing(ledger: Ledger, run_id: str) -> str | None:
+    """Why the run must end failed: no train round (round 1 on) of its ledger produced a usable
+    update; None when one did. The reason counts the train replies rejected and gives the first
+    rejection's reason (else the failed calls, or that nobody was selected)."""
+    rounds = [r for r in ledger.rounds(run_id) if r["round"] > 0]
+    if any(r["succeeded"] > 0 for r in rounds):
+        return None
+    rejected = [x for x in ledger.rejections(run_id) if x["call"] == "train"]
+    if rejected:
+        detail = f"{len(rejected)} replies rejected: {rejected[0]['reason']}"
+    elif any(r["selected"] for r in rounds):
+        detail = f"{sum(r['failed'] for r in rounds)} train calls failed"
+    else:
+        detail = "no node was selected"
+    return f"no round produced a usable update ({detail})"
 
 
 def _numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
@@ -204,7 +226,19 @@ def run_federation(
         profiles = list(plan.profiles)
 
         def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
-            return query_nodes(g, ids, strategy, config, settings, profiles)
+            infos = query_nodes(g, ids, strategy, config, settings, profiles)
+            silent = sorted(set(ids) - {i.node_id for i in infos})
+            if silent:
+                log.warning(
+                    "%d of %d nodes gave no profile to the query (no reply or an error reply: "
+                    "a Flower app without a query handler?); admitted as unknown nodes with the "
+                    "prior profile, learned from their first energy report if one comes",
+                    len(silent),
+                    len(ids),
+                )
+            for n in silent:
+                fleet_state.add_unknown(n)
+            return infos
 
         strategy = EnergyAwareStrategy(
             plan.aggregator,
@@ -226,6 +260,7 @@ def run_federation(
                 if settings.discovery == "declared"
                 else None
             ),
+            strict_reports=settings.strict_reports,
         )
         node_ids = wait_for_nodes(grid, settings.nodes)
         if not ask_first:
@@ -289,9 +324,12 @@ def run_federation(
             target_accuracy=settings.target_accuracy or None,
             first_round=1 if last is None else last + 1,
         )
+        if (reason := trained_nothing(ledger, run_id)) is not None:
+            raise RunStopped(reason)
         ledger.finish_run(run_id, "completed")
-    except BaseException:
-        ledger.finish_run(run_id, "failed")
+    except BaseException as err:
+        why = str(err) if isinstance(err, RunStopped) else f"{type(err).__name__}: {err}"
+        ledger.finish_run(run_id, "failed", why)
         raise
     finally:  # a failed run's summary too (its status says failed)
         summary = summarize(ledger, run_id)
