@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from fedenergy.analysis.console import print_comparison, print_summary
 from fedenergy.settings import Settings
@@ -31,6 +32,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         infra_kwh_per_gb=args.infra_kwh_per_gb,
         codec=args.codec,
         **strategy_settings(args),
+        strict_reports=args.strict_reports,
         checkpoint_keep=args.checkpoint_keep,
         out=args.out,
     )
@@ -80,8 +82,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     try:
         summary = simulate(plan, on_round=progress, verbose=args.verbose)
-    except Exception as err:  # a failed run: say why, keep the ledger
-        console.print(f"[red]run failed:[/red] {err}")
+    except Exception as err:  # a failed run: say why (the ledger keeps the reason), exit 1
+        console.print(f"[red]run failed:[/red] {escape(str(err))}", soft_wrap=True)
+        console.print(f"ledger: {Path(settings.out) / 'ledger.sqlite'}", soft_wrap=True)
         return 1
     print_summary(console, summary)
     console.print(
@@ -315,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
         "stc:0.09, stcb:0.02 (these three with error feedback), qsgd:16",
     )
     add_strategy_options(s, d)
+    s.add_argument(
+        "--strict-reports",
+        action="store_true",
+        default=d.strict_reports,
+        help="refuse replies without an energy report (default: a stock Flower app's replies "
+        "are accepted, their network energy modeled from bytes, their compute unmetered)",
+    )
     s.add_argument(
         "--checkpoint-keep",
         type=int,

@@ -4,7 +4,9 @@ A report travels in the reply as a Flower ``ConfigRecord`` under the key ``REPOR
 MetricRecord: FedAvg accepts exactly one MetricRecord per reply and averages it). Components are
 stored as parallel lists so the record stays flat. ``from_record`` validates everything it
 reads and raises :class:`ReportError` with a reason; it never trusts the sender (see
-docs/robustness.md for the trust model and the bounds).
+docs/robustness.md for the trust model and the bounds). Every component is ``measured``,
+``modeled`` or ``unmetered``: a compute part the node could not count, carried as 0 J and never
+summed as energy (the ledger stores its joules as NULL).
 
 Validation has two outcomes besides acceptance: a **rejection** (:class:`ReportError`: the
 report is malformed, or physically impossible for the node's device and link and the call's
@@ -33,7 +35,10 @@ KINDS = ("train", "evaluate", "query")
 PHASES = ("train", "evaluate", "query", "download", "upload", "startup")
 NETWORK_PHASES = ("download", "upload")
 NETWORK_DOMAINS = ("radio", "infrastructure")
-PROVENANCES = ("measured", "modeled")
+# unmetered: the node does not know what this part of the call spent (e.g. compute on a node
+# without a meter or a model); its joules are 0 on the wire and are never summed as energy
+UNMETERED = "unmetered"
+PROVENANCES = ("measured", "modeled", UNMETERED)
 FIELDS = (
     "schema",
     "kind",
@@ -98,9 +103,9 @@ class Component:
 
     phase: str  # one of PHASES
     domain: str  # "compute", "radio", "infrastructure", or a sensor domain e.g. "rapl:package-0"
-    joules: float
-    provenance: str  # "measured" | "modeled"
-    source: str  # sensor id, or model id with its constants
+    joules: float  # 0 for an unmetered component: not a figure, and never summed as energy
+    provenance: str  # "measured" | "modeled" | "unmetered"
+    source: str  # sensor id, or model id with its constants (unmetered: why it is not known)
 
 
 @dataclass(frozen=True)
@@ -205,12 +210,17 @@ def _parse(rec: ConfigRecord) -> EnergyReport:
         if phases[i] not in PHASES:
             raise ReportError(f"component {i}: unknown phase {phases[i][:40]!r}")
         if provs[i] not in PROVENANCES:
-            raise ReportError(f"component {i}: provenance must be measured or modeled")
+            raise ReportError(f"component {i}: provenance must be measured, modeled or unmetered")
         if not math.isfinite(joules[i]) or not 0 <= joules[i] <= MAX_JOULES:
             raise ReportError(f"component {i}: joules {joules[i]!r} not in [0, {MAX_JOULES:g}]")
         if not domains[i] or not sources[i]:
             raise ReportError(f"component {i}: empty domain or source")
         network = phases[i] in NETWORK_PHASES
+        if provs[i] == UNMETERED and (network or joules[i] != 0):
+            raise ReportError(
+                f"component {i}: an unmetered component is compute and carries 0 J "
+                f"(got {phases[i]!r}, {joules[i]!r} J)"
+            )
         if network != (domains[i] in NETWORK_DOMAINS):
             raise ReportError(
                 f"component {i}: domain {domains[i][:40]!r} does not belong to phase {phases[i]!r}"

@@ -68,6 +68,10 @@ class Settings:
     # in a row the run stops as failed, naming the cause
     min_nodes: int = 1
     max_short_rounds: int = 3
+    # replies without an energy report (a stock Flower app, an older client): False accounts
+    # them from the coordinator's side (network from bytes, compute unmetered) and aggregates
+    # them; True refuses them, as replies with an invalid report (docs/robustness.md)
+    strict_reports: bool = False
     # model checkpoints (OUT/checkpoints/, apart from the ledger): keep those of the last N
     # committed rounds (0: keep all); a resume starts from the last committed round's
     checkpoint_keep: int = 2
@@ -106,6 +110,8 @@ class Settings:
                 raise ValueError(f"{f.name.replace('_', '-')} must be a finite number, got {v!r}")
             if isinstance(f.default, str) and not isinstance(v, str):
                 raise ValueError(f"{f.name.replace('_', '-')} must be a string, got {v!r}")
+            if isinstance(f.default, bool) and not isinstance(v, bool):
+                raise ValueError(f"{f.name.replace('_', '-')} must be true or false, got {v!r}")
         if self.partitioner not in PARTITIONERS:
             raise ValueError(
                 f"unknown partitioner {self.partitioner!r}; choose {', '.join(PARTITIONERS)}"

@@ -299,7 +299,7 @@ def global_arrays():
     return ArrayRecord(get_task("digits").make_model().state_dict())
 
 
-def _strategy(path, codec: str) -> EnergyAwareStrategy:
+def _strategy(path, codec: str, strict: bool = False) -> EnergyAwareStrategy:
     fleet = FleetState([NodeInfo(n, i, DEVICE, LINK) for i, n in enumerate(NODES)], 0, 0.059)
     return EnergyAwareStrategy(
         FedAvg(),
@@ -309,6 +309,7 @@ def _strategy(path, codec: str) -> EnergyAwareStrategy:
         {},
         fraction_train=1.0,
         policy=FixedPolicy(C.parse_codec(codec)),
+        strict_reports=strict,
     )
 
 
@@ -384,13 +385,15 @@ def _reply(msg: Message, kind: str, glob: dict, spec, rnd: int, params: dict) ->
     return [reply]
 
 
+# a reply without a report: refused with strict reports, else accounted as a stock node's
+@pytest.mark.parametrize("strict", [False, True])
 @pytest.mark.parametrize("codec", ["none", "int8"])
 def test_hostile_replies_never_crash_the_aggregation_nor_corrupt_the_ledger(
-    tmp_path, global_arrays, codec
+    tmp_path, global_arrays, codec, strict
 ):
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
     path = tmp_path / "ledger.sqlite"
-    strategy = _strategy(path, codec)
+    strategy = _strategy(path, codec, strict)
     spec, glob = C.parse_codec(codec), numpy_arrays(global_arrays)
     nbytes = C.expected_nbytes(spec, template_of(glob)) if spec.name != "none" else 0
     totals = {"joules": 0.0, "rejected": 0, "rounds": 0, "aggregated": 0}
@@ -410,6 +413,8 @@ def test_hostile_replies_never_crash_the_aggregation_nor_corrupt_the_ledger(
         outcome = strategy.commit_round(rnd, None, None)
         assert outcome.selected == 3 and outcome.succeeded + outcome.failed == 3
         assert all(isinstance(r, str) and r.strip() for _, r in outcome.rejected)
+        no_report = sum(1 for _, r in outcome.rejected if "carries no energy report" in r)
+        assert no_report == (kinds.count("no-report") if strict else 0)
         if outcome.succeeded:
             assert arrays is not None
             assert all(np.isfinite(v).all() for v in numpy_arrays(arrays).values())

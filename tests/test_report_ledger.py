@@ -1,4 +1,5 @@
 import sqlite3
+from dataclasses import replace
 
 import pytest
 from flwr.app import RecordDict
@@ -7,7 +8,7 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from fedenergy.client.mod import build_report
 from fedenergy.ledger import Ledger, rows_from_report
 from fedenergy.protocol import REPORT_KEY
-from fedenergy.report import EnergyReport, ReportError
+from fedenergy.report import Component, EnergyReport, ReportError
 
 
 def _report(**kw):
@@ -121,3 +122,104 @@ def test_a_ledger_from_an_older_schema_is_migrated(tmp_path):
         led.add_nodes("new", [("8", 1, "phone", "lte", "FRA")])
         rows = led.conn.execute("SELECT run_id, country FROM nodes ORDER BY run_id").fetchall()
     assert rows == [("new", "FRA"), ("old", None)]
+
+
+# -- unmetered energy (a node that cannot count its compute) ----------------------------------
+def _unmetered_report(joules: float = 0.0, phase: str = "train") -> EnergyReport:
+    rep = _report()
+    comps = [c for c in rep.components if c.phase != "train"]
+    comps.insert(0, Component(phase, "compute", joules, "unmetered", "no meter on this node"))
+    return replace(rep, components=tuple(comps))
+
+
+def test_a_report_may_say_its_compute_is_unmetered():
+    rep = _unmetered_report()
+    back = EnergyReport.from_record(rep.to_record())
+    assert back == rep and back.components[0].provenance == "unmetered"
+    # network figures keep their joules; the unmetered compute adds none
+    assert back.total_j == pytest.approx(sum(c.joules for c in rep.components[1:]))
+
+
+@pytest.mark.parametrize(
+    "joules, phase, reason",
+    [(0.5, "train", "carries 0 J"), (0.0, "download", "unmetered component is compute")],
+)
+def test_an_unmetered_component_carries_no_figure_and_is_compute(joules, phase, reason):
+    rec = _unmetered_report(joules).to_record()
+    if phase != "train":
+        rec["c-phase"] = [phase, *list(rec["c-phase"])[1:]]
+        rec["c-domain"] = ["radio", *list(rec["c-domain"])[1:]]
+    with pytest.raises(ReportError, match=reason):
+        EnergyReport.from_record(rec)
+
+
+def test_unmetered_energy_is_stored_as_null_and_never_summed_as_zero(tmp_path):
+    rep = _unmetered_report()
+    rows = rows_from_report(5, rep)
+    assert rows[0].phase == "train" and rows[0].joules is None
+    metered = sum(r.joules for r in rows[1:])
+    with Ledger(tmp_path / "ledger.sqlite") as led:
+        led.start_run("r1", {}, {}, 0, {})
+        led.commit_round("r1", 1, rows, None, None, 1, 1, 0)
+        energy = led.conn.execute("SELECT phase, joules FROM energy ORDER BY phase").fetchall()
+        comps = led.conn.execute(
+            "SELECT provenance, joules FROM components WHERE phase='train'"
+        ).fetchall()
+        (round_j,) = led.conn.execute("SELECT joules FROM rounds").fetchone()
+        tot = led.totals("r1")
+    assert dict(energy)["train"] is None and comps == [("unmetered", None)]
+    assert round_j == pytest.approx(metered) and tot["total_j"] == pytest.approx(metered)
+    assert "train" not in tot["by_phase"] and tot["compute_j"] == 0
+
+
+def test_a_failed_run_keeps_its_reason_and_a_resume_clears_it(tmp_path):
+    with Ledger(tmp_path / "ledger.sqlite") as led:
+        led.start_run("r1", {}, {}, 0, {})
+        led.finish_run("r1", "failed", "no round produced a usable update (3 replies rejected)")
+        run = led.runs()[0]
+        assert run["status"] == "failed" and run["reason"].startswith("no round produced")
+        led.reopen_run("r1", 2)
+        assert led.runs()[0]["reason"] is None
+        led.finish_run("r1")
+        assert led.runs()[0]["status"] == "completed" and led.runs()[0]["reason"] is None
+
+
+FIRST_RELEASE = """
+CREATE TABLE runs (
+  run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
+  seed INTEGER, config_json TEXT NOT NULL, fleet_json TEXT NOT NULL, versions_json TEXT NOT NULL);
+CREATE TABLE energy (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
+  phase TEXT NOT NULL, joules REAL NOT NULL, bytes INTEGER NOT NULL, seconds REAL NOT NULL,
+  status TEXT NOT NULL, PRIMARY KEY (run_id, round, node_id, call, phase));
+CREATE TABLE components (
+  run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
+  phase TEXT NOT NULL, domain TEXT NOT NULL, joules REAL NOT NULL, provenance TEXT NOT NULL,
+  source TEXT NOT NULL);
+CREATE INDEX components_key ON components (run_id, round, node_id, call, phase);
+INSERT INTO runs VALUES ('old', 1.0, NULL, 'running', 0, '{}', '{}', '{}');
+INSERT INTO energy VALUES ('old', 1, '7', 'train', 'train', 2.5, 0, 1.0, 'ok');
+INSERT INTO components VALUES ('old', 1, '7', 'train', 'train', 'compute', 2.5, 'modeled', 'm');
+"""
+
+
+def test_an_older_ledger_takes_unmetered_rows_and_failure_reasons_after_migration(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(FIRST_RELEASE)
+    con.close()
+    with Ledger(path) as led:
+        # the old rows are kept as they were
+        assert [(r["phase"], r["joules"]) for r in led.energy_rows("old")] == [("train", 2.5)]
+        assert [c["joules"] for c in led.components("old")] == [2.5]
+        led.commit_round("old", 2, rows_from_report(7, _unmetered_report()), None, None, 1, 1, 0)
+        led.finish_run("old", "failed", "why")
+        assert led.runs()[0]["reason"] == "why"
+        nulls = led.conn.execute("SELECT COUNT(*) FROM energy WHERE joules IS NULL").fetchone()
+        index = led.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='components'"
+        ).fetchall()
+        assert led.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert nulls == (1,) and index == [("components_key",)]
+    with Ledger(path) as again:  # a migrated ledger opens as it is
+        assert len(again.energy_rows("old")) == 4

@@ -9,7 +9,9 @@ Rules (docs/compare.md):
     energy x ``pue``; edge devices never do (their ``pue`` is 1.0 anyway);
   * network infrastructure energy (routers, core, access network) is not located in one country:
     a transfer crosses the access network of the device, transit networks and the datacenter's
-    network. It is converted with the WORLD intensity (``INFRA_COUNTRY``).
+    network. It is converted with the WORLD intensity (``INFRA_COUNTRY``);
+  * unmetered energy (NULL joules in the ledger) has no carbon figure: it is counted
+    (``unmetered_components``), never converted as 0 J.
 """
 
 from __future__ import annotations
@@ -153,8 +155,9 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
 
     Compute and radio components use the node's country (PUE for datacenter devices);
     infrastructure components use ``INFRA_COUNTRY``. Returns ``Carbon.as_dict()`` plus the
-    per-domain split ``compute_j``, ``radio_j``, ``infrastructure_j`` (IT level) and
-    ``per_round_facility_j`` (round -> J with PUE).
+    per-domain split ``compute_j``, ``radio_j``, ``infrastructure_j`` (IT level),
+    ``per_round_facility_j`` (round -> J with PUE) and ``unmetered_components`` (components
+    without a figure, left out).
     """
     run = next(r for r in ledger.runs() if r["run_id"] == run_id)
     countries: dict[int, str] | None = None  # from the fleet file, read only if needed
@@ -170,8 +173,12 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
     out = Carbon()
     split = {"compute_j": 0.0, "radio_j": 0.0, "infrastructure_j": 0.0}
     per_round: dict[int, float] = defaultdict(float)
+    unmetered = 0
     for c in ledger.components(run_id):
         if up_to_round is not None and c["round"] > up_to_round:
+            continue
+        if c["joules"] is None:  # unmetered: not known, so not converted
+            unmetered += 1
             continue
         pid, dev_id = nodes.get(str(c["node_id"]), (None, None))
         if dev_id not in devices:
@@ -191,4 +198,9 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
             out.add(c["joules"], country or WORLD, devices[dev_id])
             split["radio_j" if c["domain"] == "radio" else "compute_j"] += c["joules"]
             per_round[c["round"]] += c["joules"] * facility_factor(devices[dev_id])
-    return {**out.as_dict(), **split, "per_round_facility_j": dict(per_round)}
+    return {
+        **out.as_dict(),
+        **split,
+        "per_round_facility_j": dict(per_round),
+        "unmetered_components": unmetered,
+    }

@@ -64,6 +64,8 @@ def federated_side(ledger: Ledger, run_id: str, target: float) -> dict:
         lambda: {"compute_j": 0.0, "network_j": 0.0, "total_j": 0.0}
     )
     for r in rows:
+        if r["joules"] is None:  # unmetered (not known): the sums are metered totals
+            continue
         by_phase[r["phase"]] += r["joules"]
         c = by_class[f"{r['device']}/{r['link']}"]
         c["network_j" if r["phase"] in NETWORK_PHASES else "compute_j"] += r["joules"]

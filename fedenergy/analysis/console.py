@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
 def print_summary(console: Console, s: dict) -> None:
-    """The run summary as tables: totals by domain and phase, per device class, per round."""
+    """The run summary as tables: totals by domain and phase, per device class, per round; what
+    was unmetered (the totals are then labelled metered) and why a failed run failed."""
     t = Table(title=f"Energy of run {s['run_id']} ({s['status']})")
     for col in ("", "joules", "share"):
         t.add_column(col, justify="right" if col else "left")
     total = s["total_j"] or 1.0
-    t.add_row("total", f"{s['total_j']:.4g}", "100 %")
-    t.add_row("compute", f"{s['compute_j']:.4g}", f"{100 * s['compute_j'] / total:.1f} %")
+    unmetered = s.get("unmetered") or {}
+    label = "metered total" if unmetered.get("calls") else "total"
+    t.add_row(label, f"{s['total_j']:.4g}", "100 %")
+    compute = "compute (metered)" if unmetered.get("calls") else "compute"
+    t.add_row(compute, f"{s['compute_j']:.4g}", f"{100 * s['compute_j'] / total:.1f} %")
     t.add_row("network", f"{s['network_j']:.4g}", f"{100 * s['network_j'] / total:.1f} %")
     if s.get("wasted_j"):
         share = f"{100 * s['wasted_j'] / total:.1f} %"
@@ -42,8 +47,16 @@ def print_summary(console: Console, s: dict) -> None:
             str(row["failed"]),
         )
     console.print(r)
-    prov = ", ".join(f"{k} {v:.4g} J" for k, v in s["by_provenance"].items())
+    prov = ", ".join(
+        f"{k} {v:.4g} J" for k, v in s["by_provenance"].items() if isinstance(v, (int, float))
+    )
     console.print(f"provenance: {prov}")
+    if unmetered.get("calls"):
+        console.print(
+            f"compute unmetered for {unmetered['calls']} calls of {unmetered['nodes']} nodes "
+            "(replies without an energy report: not counted in the totals, which are metered)",
+            soft_wrap=True,
+        )
     if s.get("rejections") or s.get("flags"):
         console.print(
             f"validation: {s.get('rejections', 0)} replies rejected, {s.get('flags', 0)} accepted "
@@ -53,6 +66,8 @@ def print_summary(console: Console, s: dict) -> None:
     if s.get("resumes"):
         rounds = ", ".join(str(x["from_round"]) for x in s["resumes"])
         console.print(f"resumed after round(s): {rounds}")
+    if s.get("reason"):
+        console.print(f"run {s['status']}: {escape(s['reason'])}", soft_wrap=True)
 
 
 def print_comparison(console: Console, comp: dict) -> None:

@@ -1,14 +1,21 @@
-"""Run summaries computed from a ledger (so `fedenergy report` can rebuild them later)."""
+"""Run summaries computed from a ledger (so `fedenergy report` can rebuild them later).
+
+Every joule figure is a metered total (measured + modeled). Energy a node could not count is
+``unmetered`` (NULL joules in the ledger): it is never added as 0 J; the summary counts it
+instead (``unmetered``: calls and nodes; ``by_provenance["unmetered"]``: calls, not joules).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from fedenergy.ledger import NETWORK_PHASES, Ledger
+from fedenergy.report import UNMETERED
 
 
 def summarize(ledger: Ledger, run_id: str) -> dict:
-    """Totals, per-phase, per-domain, per-device-class and per-round figures of one run."""
+    """Totals (metered), per-phase, per-domain, per-device-class and per-round figures of one
+    run, its status (with the reason of a failed run) and what was unmetered."""
     totals = ledger.totals(run_id)
     rounds = ledger.rounds(run_id)
     rows = ledger.energy_rows(run_id)
@@ -17,14 +24,21 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
     )
     per_node: dict[str, float] = defaultdict(float)
     for r in rows:
-        key = f"{r['device']}/{r['link']}"
-        by_device[key]["network_j" if r["phase"] in NETWORK_PHASES else "compute_j"] += r["joules"]
-        per_node[r["node_id"]] += r["joules"]
+        key = f"{r['device'] or 'unknown'}/{r['link'] or 'unknown'}"
+        j = r["joules"] or 0.0  # None: unmetered, counted below, not added
+        by_device[key]["network_j" if r["phase"] in NETWORK_PHASES else "compute_j"] += j
+        per_node[r["node_id"]] += j
     by_domain: dict[str, float] = defaultdict(float)
-    provenance: dict[str, float] = defaultdict(float)
+    provenance: dict = defaultdict(float)
+    unmetered: set[tuple] = set()  # (round, node, call) with an unmetered component
     for c in ledger.components(run_id):
+        if c["provenance"] == UNMETERED or c["joules"] is None:
+            unmetered.add((c["round"], c["node_id"], c["call"]))
+            continue
         by_domain[c["domain"]] += c["joules"]
         provenance[c["provenance"]] += c["joules"]
+    if unmetered:
+        provenance[UNMETERED] = {"calls": len(unmetered)}
     fed_rounds = [r for r in rounds if r["round"] > 0]
     final_acc = next(
         (r["accuracy"] for r in reversed(fed_rounds) if r["accuracy"] is not None), None
@@ -34,12 +48,18 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
     return {
         "run_id": run_id,
         "status": run.get("status"),
-        "total_j": totals["total_j"],
+        "reason": run.get("reason"),  # why a failed run failed (None otherwise)
+        "total_j": totals["total_j"],  # metered: unmetered energy is counted in "unmetered"
         "compute_j": totals["compute_j"],
         "network_j": totals["network_j"],
         "by_phase": totals["by_phase"],
         "by_domain": dict(by_domain),
         "by_provenance": dict(provenance),
+        "unmetered": {
+            "calls": len(unmetered),
+            "nodes": len({n for _, n, _ in unmetered}),
+            "train_calls": sum(1 for *_, call in unmetered if call == "train"),
+        },
         "kwh": carbon.get("kwh"),
         "co2e_kg": carbon.get("co2e_kg"),
         "carbon": carbon,
@@ -52,7 +72,7 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
         "nodes": len({r["node_id"] for r in rows}),
         "bytes": sum(r["bytes"] for r in rows),
         # spent by calls whose result was not used (errors, timeouts, rejected reports)
-        "wasted_j": sum(r["joules"] for r in rows if r["status"] != "ok"),
+        "wasted_j": sum(r["joules"] or 0.0 for r in rows if r["status"] != "ok"),
         # replies refused by validation (docs/robustness.md), and outliers of accepted reports
         "rejections": len(rejections := ledger.rejections(run_id)),
         "rejection_reasons": [

@@ -11,10 +11,13 @@ from fedenergy.ledger.store import (
     ADDED_COLUMNS,
     MAX_REASON,
     NETWORK_PHASES,
+    NULLABLE_SINCE,
     SCHEMA,
     EnergyRow,
     Ledger,
+    metered_joules,
     rows_from_report,
+    rows_joules,
 )
 
 __all__ = [
@@ -25,9 +28,12 @@ __all__ = [
     "Ledger",
     "MAX_REASON",
     "NETWORK_PHASES",
+    "NULLABLE_SINCE",
     "SCHEMA",
     "committed_model",
+    "metered_joules",
     "model_from_npz",
     "model_to_npz",
     "rows_from_report",
+    "rows_joules",
 ]

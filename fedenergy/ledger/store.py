@@ -1,12 +1,13 @@
 """The persistent energy ledger (SQLite, standard library).
 
 Tables (documented in the README):
-  runs        one row per run: config, fleet, seed, versions, status
+  runs        one row per run: config, fleet, seed, versions, status, and the reason of a failed
+              run (``reason``; NULL for a completed one)
   nodes       one row per (run, node): partition, device, link
   energy      one row per (run, round, node, call, phase): joules, bytes, seconds, status;
               ``call`` is the message kind (query, train, evaluate) the phase belongs to
   components  the provenance-tagged parts of each energy row
-              (domain, joules, measured/modeled, source)
+              (domain, joules, measured/modeled/unmetered, source)
   rounds      one row per (run, round): accuracy, loss, participants, joules; written last, in the
               same transaction as the round's energy rows, so a committed round is complete
   rejections  one row per rejected reply (run, round, node, call, reason): a report or an update
@@ -15,6 +16,13 @@ Tables (documented in the README):
   resumes     one row per resume of a run: when, and from which committed round
 A round (its energy rows, rejections, flags and rounds row) is committed in one transaction; a
 crash, SIGKILL included, loses at most the round in flight.
+
+Unmetered energy (a node that cannot say what its compute spent, e.g. a stock Flower app without
+the energy mod: docs/robustness.md) is stored as NULL joules, never as 0: its ``components`` row
+has provenance ``unmetered`` and ``joules`` NULL, and an ``energy`` row made only of unmetered
+components has ``joules`` NULL too. SQL's SUM skips NULLs, so every sum over the ledger is the
+metered total, and ``joules IS NULL`` finds what is not known. ``rounds.joules`` is the round's
+metered total.
 
 The global models are not in the ledger: they are checkpoints apart from it
 (:mod:`fedenergy.ledger.checkpoints`). Ledgers written before that kept them in a ``models``
@@ -33,24 +41,25 @@ from pathlib import Path
 import numpy as np
 
 from fedenergy.ledger.checkpoints import model_from_npz
-from fedenergy.report import EnergyReport
+from fedenergy.report import UNMETERED, Component, EnergyReport
 
 MAX_REASON = 1000  # characters of a rejection reason or flag kept in the ledger
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   run_id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL, status TEXT NOT NULL,
-  seed INTEGER, config_json TEXT NOT NULL, fleet_json TEXT NOT NULL, versions_json TEXT NOT NULL);
+  seed INTEGER, config_json TEXT NOT NULL, fleet_json TEXT NOT NULL, versions_json TEXT NOT NULL,
+  reason TEXT);
 CREATE TABLE IF NOT EXISTS nodes (
   run_id TEXT NOT NULL, node_id TEXT NOT NULL, partition_id INTEGER, device TEXT, link TEXT,
   country TEXT, PRIMARY KEY (run_id, node_id));
 CREATE TABLE IF NOT EXISTS energy (
   run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
-  phase TEXT NOT NULL, joules REAL NOT NULL, bytes INTEGER NOT NULL, seconds REAL NOT NULL,
+  phase TEXT NOT NULL, joules REAL, bytes INTEGER NOT NULL, seconds REAL NOT NULL,
   status TEXT NOT NULL, PRIMARY KEY (run_id, round, node_id, call, phase));
 CREATE TABLE IF NOT EXISTS components (
   run_id TEXT NOT NULL, round INTEGER NOT NULL, node_id TEXT NOT NULL, call TEXT NOT NULL,
-  phase TEXT NOT NULL, domain TEXT NOT NULL, joules REAL NOT NULL, provenance TEXT NOT NULL,
+  phase TEXT NOT NULL, domain TEXT NOT NULL, joules REAL, provenance TEXT NOT NULL,
   source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rounds (
   run_id TEXT NOT NULL, round INTEGER NOT NULL, accuracy REAL, loss REAL,
@@ -68,7 +77,9 @@ CREATE INDEX IF NOT EXISTS components_key ON components (run_id, round, node_id,
 """
 
 # Columns added after the first release of the schema: (table, column, declaration).
-ADDED_COLUMNS = (("nodes", "country", "TEXT"),)
+ADDED_COLUMNS = (("nodes", "country", "TEXT"), ("runs", "reason", "TEXT"))
+# Columns that were NOT NULL in the first release and may now be NULL (unmetered energy).
+NULLABLE_SINCE = (("energy", "joules"), ("components", "joules"))
 
 NETWORK_PHASES = ("download", "upload")
 
@@ -80,7 +91,7 @@ class EnergyRow:
     node_id: str
     call: str  # "query" | "train" | "evaluate"
     phase: str
-    joules: float
+    joules: float | None  # the metered joules; None when every component is unmetered
     bytes: int
     seconds: float
     status: str  # "ok" | "failed" (energy spent by a call whose result was not used)
@@ -101,7 +112,7 @@ def rows_from_report(
                 str(node_id),
                 report.kind,
                 phase,
-                sum(c.joules for c in comps),
+                metered_joules(comps),
                 nbytes,
                 secs,
                 status,
@@ -109,6 +120,19 @@ def rows_from_report(
             )
         )
     return rows
+
+
+def metered_joules(components: Iterable[Component]) -> float | None:
+    """The joules of ``components`` that are figures (measured or modeled); None when every one
+    is unmetered (the energy is not known, which is not 0 J)."""
+    comps = list(components)
+    metered = [c.joules for c in comps if c.provenance != UNMETERED]
+    return sum(metered) if metered or not comps else None
+
+
+def rows_joules(rows: Iterable[EnergyRow]) -> float:
+    """The metered joules of ``rows`` (rows without any are skipped, not counted as 0 J)."""
+    return sum(r.joules for r in rows if r.joules is not None)
 
 
 class Ledger:
@@ -125,11 +149,37 @@ class Ledger:
         self.conn.commit()
 
     def _migrate(self) -> None:
-        """Bring a ledger written by an older fedenergy up to this schema (added columns)."""
+        """Bring a ledger written by an older fedenergy up to this schema: added columns, and
+        the joules columns that may now be NULL (a table rebuilt once, in one transaction)."""
         for table, column, decl in ADDED_COLUMNS:
             have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        for table, column in NULLABLE_SINCE:
+            info = self.conn.execute(f"PRAGMA table_info({table})").fetchall()
+            if any(row[1] == column and row[3] for row in info):
+                self._rebuild(table)
+
+    def _rebuild(self, table: str) -> None:
+        """Recreate ``table`` with this schema's declaration, keeping its rows (SQLite cannot
+        drop a NOT NULL constraint in place); its columns are those of the first release."""
+        create = next(
+            stmt for stmt in SCHEMA.split(";") if f"CREATE TABLE IF NOT EXISTS {table} (" in stmt
+        )
+        self.conn.commit()
+        self.conn.execute("BEGIN")
+        try:
+            self.conn.execute(f"ALTER TABLE {table} RENAME TO {table}_old")
+            self.conn.execute(create)
+            self.conn.execute(f"INSERT INTO {table} SELECT * FROM {table}_old")
+            self.conn.execute(f"DROP TABLE {table}_old")  # its indexes go with it
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip().startswith("CREATE INDEX") and f" ON {table} (" in stmt:
+                    self.conn.execute(stmt)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -144,7 +194,8 @@ class Ledger:
     def start_run(self, run_id: str, config: dict, fleet: dict, seed: int, versions: dict) -> None:
         with self.conn:
             self.conn.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs (run_id, started_at, finished_at, status, seed, config_json, "
+                "fleet_json, versions_json) VALUES (?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     time.time(),
@@ -212,7 +263,7 @@ class Ledger:
                             r.call,
                             r.phase,
                             c.domain,
-                            c.joules,
+                            None if c.provenance == UNMETERED else c.joules,
                             c.provenance,
                             c.source,
                         )
@@ -229,7 +280,7 @@ class Ledger:
                     selected,
                     succeeded,
                     failed,
-                    sum(r.joules for r in rows),
+                    rows_joules(rows),
                     time.time(),
                 ),
             )
@@ -238,17 +289,19 @@ class Ledger:
         """Mark a run running again for a resume from ``from_round`` (recorded in resumes)."""
         with self.conn:
             self.conn.execute(
-                "UPDATE runs SET finished_at=NULL, status='running' WHERE run_id=?", (run_id,)
+                "UPDATE runs SET finished_at=NULL, status='running', reason=NULL WHERE run_id=?",
+                (run_id,),
             )
             self.conn.execute(
                 "INSERT INTO resumes VALUES (?,?,?)", (run_id, time.time(), from_round)
             )
 
-    def finish_run(self, run_id: str, status: str = "completed") -> None:
+    def finish_run(self, run_id: str, status: str = "completed", reason: str | None = None) -> None:
+        """Mark the run ``status`` ("completed" | "failed"), with the ``reason`` of a failure."""
         with self.conn:
             self.conn.execute(
-                "UPDATE runs SET finished_at=?, status=? WHERE run_id=?",
-                (time.time(), status, run_id),
+                "UPDATE runs SET finished_at=?, status=?, reason=? WHERE run_id=?",
+                (time.time(), status, None if reason is None else reason[:MAX_REASON], run_id),
             )
 
     # -- reading -------------------------------------------------------------------------------
@@ -319,9 +372,10 @@ class Ledger:
         return None if row is None else model_from_npz(row[0])
 
     def totals(self, run_id: str) -> dict[str, float]:
-        """Total joules split compute (train/evaluate/query/startup) and network."""
+        """Total metered joules split compute (train/evaluate/query/startup) and network (a phase
+        with no metered joules at all is left out of ``by_phase``)."""
         q = "SELECT phase, SUM(joules) FROM energy WHERE run_id=? GROUP BY phase"
-        by_phase = {p: float(j) for p, j in self.conn.execute(q, (run_id,))}
+        by_phase = {p: float(j) for p, j in self.conn.execute(q, (run_id,)) if j is not None}
         network = sum(j for p, j in by_phase.items() if p in NETWORK_PHASES)
         compute = sum(j for p, j in by_phase.items() if p not in NETWORK_PHASES)
         return {

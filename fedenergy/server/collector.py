@@ -1,10 +1,13 @@
 """The collector: takes every EnergyReport out of a round's replies and keeps the round's books.
 
 Each report is validated against what the server knows of the call (:mod:`fedenergy.report`)
-and becomes energy rows; a reply without a valid report, an error reply and a node that never
-replied are accounted as failed with the server's estimate of what the node spent
-(:mod:`.failed`); a reply whose update or metrics cannot be aggregated is rejected with its
-reason, its reported energy kept as failed (spent on a result not used). The rows, the
+and becomes energy rows; a reply without a report (a stock Flower app, an older client) is
+accounted by the coordinator itself: network from the bytes it saw, compute unmetered
+(:mod:`.stock`), unless ``strict`` refuses such replies. A reply with an invalid report (or,
+when strict, without one), an error reply and a node that never replied are accounted as failed
+with the server's estimate of what the node spent (:mod:`.failed`); a reply whose update or
+metrics cannot be aggregated is rejected with its reason, its energy kept as failed (spent on a
+result not used). The rows, the
 selected/succeeded/failed counts, the rejections and the flags of accepted reports are
 buffered until the round is committed (``take``).
 """
@@ -12,7 +15,7 @@ buffered until the round is committed (``take``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 
 from flwr.app import Message
@@ -27,8 +30,12 @@ from fedenergy.server.forecast import Forecast
 from fedenergy.server.node import UNKNOWN_PARTITION
 from fedenergy.server.outbox import Outbox
 from fedenergy.server.reply_checks import check_reply, metric_names
+from fedenergy.server.stock import link_note, stock_call_rows
+from fedenergy.wire import message_bytes
 
 log = logging.getLogger("fedenergy")
+NO_REPORT = "reply carries no energy report"
+STRICT_NO_REPORT = f"{NO_REPORT} (strict-reports: a reply must carry one)"
 
 
 def _counts() -> dict[str, int]:
@@ -55,11 +62,16 @@ class Collector:
         outbox: Outbox,
         learn: Callable[[int, EnergyReport], None],
         forecast: Callable[[int], Forecast],
+        strict: bool = False,
+        declared: Collection[int] = (),
     ) -> None:
         self.fleet, self.outbox = fleet, outbox
         self.learn = learn  # a valid report's node: what it tells of the node (admission)
         self.forecast = forecast  # a node's train-call forecast (failed-call compute)
+        self.strict = strict  # refuse replies without a report (else: stock-node accounting)
+        self.declared = declared  # nodes whose profile is (still) their declared one
         self.books = RoundBooks()
+        self._stock_seen: set[int] = set()  # stock nodes already warned about (once each)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -83,9 +95,10 @@ class Collector:
         """Move every reply's EnergyReport into this round's rows; return the replies the wrapped
         strategy may aggregate. Error replies and replies that never arrived are accounted as
         failed with the server's estimate of the energy they spent; replies whose report is
-        missing or invalid are dropped and the reason recorded, as are replies whose update or
-        metrics could not be aggregated (docs/robustness.md). ``count``: the replies count
-        towards the round's succeeded/failed."""
+        invalid (or missing, when strict) are dropped and the reason recorded, as are replies
+        whose update or metrics could not be aggregated (docs/robustness.md); a reply without a
+        report is otherwise accounted from the coordinator's side (``stock``). ``count``: the
+        replies count towards the round's succeeded/failed."""
         sent, counts = self.outbox.sent, self.books.counts
         kept, answered = [], set()
         for msg in replies:
@@ -112,19 +125,23 @@ class Collector:
                 continue
             rec = msg.content.config_records.get(REPORT_KEY)
             try:
-                if rec is None:
-                    raise ReportError("reply carries no energy report")
-                report, flags = validate_report(rec, self.expected(nid, call, msg))
+                if rec is None and self.strict:
+                    raise ReportError(STRICT_NO_REPORT)
+                if rec is not None:
+                    report, flags = validate_report(rec, self.expected(nid, call, msg))
             except ReportError as err:
                 self.reject(nid, call, str(err))
                 if count:
                     counts["failed"] += 1
                 self.failed(nid, call, f"report rejected: {err}")
                 continue
-            del msg.content[REPORT_KEY]
-            self.learn(nid, report)
-            self.books.flags.extend((nid, call, f) for f in flags)
-            self.books.rows.extend(rows_from_report(nid, report))
+            if rec is None:
+                self.stock(nid, call, msg)
+            else:
+                del msg.content[REPORT_KEY]
+                self.learn(nid, report)
+                self.books.flags.extend((nid, call, f) for f in flags)
+                self.books.rows.extend(rows_from_report(nid, report))
             try:
                 if call in ("train", "evaluate"):
                     spec = self.outbox.codecs.get(nid)
@@ -166,7 +183,8 @@ class Collector:
     # -- the books -------------------------------------------------------------------------------
     def reject(self, node_id: int, call: str, reason: str) -> None:
         """Record a rejected reply (report or update payload) with its reason; energy already
-        accounted from its (valid) report is marked failed: spent on a result not used."""
+        accounted from its (valid) report, or from the coordinator's side for a reply without
+        one, is marked failed: spent on a result not used."""
         rows = self.books.rows
         for i, r in enumerate(rows):
             if r.node_id == str(node_id) and r.call == call and r.status == "ok":
@@ -182,6 +200,34 @@ class Collector:
         self.reject(node_id, call, reason)
         self.books.counts["succeeded"] -= 1
         self.books.counts["failed"] += 1
+
+    def stock(self, node_id: int, call: str, msg: Message) -> None:
+        """Rows of a reply without a report (:mod:`.stock`): network from the bytes sent and
+        received through the node's link, compute unmetered; a warning the first time a node
+        replies so (none for a node the fleet does not hold)."""
+        if node_id not in self.fleet:
+            return
+        node = self.fleet[node_id]
+        declared = node_id in self.declared
+        if node_id not in self._stock_seen:
+            self._stock_seen.add(node_id)
+            log.warning(
+                "node %s replies without an energy report (a Flower app without fedenergy's "
+                "mod?): its network energy is modeled from the bytes the coordinator saw (%s), "
+                "its compute is unmetered; --strict-reports refuses such replies",
+                node_id,
+                link_note(node, declared),
+            )
+        self.books.rows.extend(
+            stock_call_rows(
+                node,
+                call,
+                self.outbox.sent.get((node_id, call), 0),
+                message_bytes(msg),
+                self.fleet.infra_kwh_per_gb,
+                declared,
+            )
+        )
 
     def failed(self, node_id: int, call: str, reason: str) -> None:
         """Rows of the energy a failed or silent node still spent (none for a node the fleet

@@ -19,8 +19,12 @@ server-side evaluation, the fleet spec, checkpoints, resume, the run's health) i
 The global model after each round is checkpointed apart from the ledger
 (:mod:`fedenergy.ledger.checkpoints`), written before the ledger commits the round, so a run
 killed mid-way resumes from its last committed round (:mod:`fedenergy.sim.resume`). A run whose
-rounds keep failing stops as failed with the cause (``min_nodes``, ``max_short_rounds``; see
-docs/robustness.md).
+rounds keep failing stops as failed with the cause (``min_nodes``, ``max_short_rounds``), and a
+run in which no round produced a usable update ends failed, not completed
+(:func:`fedenergy.server.session.trained_nothing`); the ledger keeps the reason (``runs.reason``;
+docs/robustness.md). Nodes that answer the profile query with no profile (a stock Flower app has
+no query handler) are admitted unknown, with the prior profile, and learned from their first
+energy report if one ever comes.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from fedenergy.physics.flops import FlopCache
 from fedenergy.plan import RunPlan
 from fedenergy.server import EnergyAwareStrategy, RoundOutcome
 from fedenergy.server.session import (
+    RunStopped,
     admit_fleet,
     base_versions,
     commit_round_zero,
@@ -61,10 +66,6 @@ from fedenergy.sim.fleet import Fleet
 from fedenergy.sim.tasks import Split, Task, evaluate
 
 log = logging.getLogger("fedenergy")
-
-
-class RunStopped(RuntimeError):
-    """The run cannot go on: too few usable replies, or no node online, for too long."""
 
 
 class RoundHealth:
@@ -85,6 +86,8 @@ class RoundHealth:
                 f"only {o.succeeded} of {o.selected} selected nodes returned a usable update "
                 f"(min-nodes {s.min_nodes}; {o.failed} failed or were rejected)"
             )
+            if o.rejected:
+                cause += f"; first rejection: {o.rejected[0][1]}"
         else:
             self.short = 0
             return
@@ -217,6 +220,7 @@ def run_federation(
             selector=plan.selector,
             eval_selector=plan.eval_selector,
             policy=plan.policy,
+            strict_reports=settings.strict_reports,
         )
         admit_fleet(strategy, grid, wait_for_nodes(grid, settings.nodes))
         test_data = plan.task.server_test_data(plan.data)

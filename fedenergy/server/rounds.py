@@ -11,7 +11,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 
-from fedenergy.ledger import Ledger
+from fedenergy.ledger import Ledger, rows_joules
 from fedenergy.server.collector import RoundBooks
 
 log = logging.getLogger("fedenergy")
@@ -24,7 +24,7 @@ class RoundOutcome:
     server_round: int
     accuracy: float | None
     loss: float | None
-    joules: float
+    joules: float  # the round's metered joules
     selected: int
     succeeded: int
     failed: int
@@ -66,7 +66,7 @@ def commit_books(
         server_round,
         accuracy,
         loss,
-        sum(r.joules for r in books.rows),
+        rows_joules(books.rows),  # metered: unmetered compute is not 0 J, it is not counted
         rejected=books.rejected,
         **books.counts,
     )

@@ -58,14 +58,40 @@ def base_versions() -> dict:
     return {"fedenergy": __version__, "flwr": flwr.__version__, "numpy": np.__version__}
 
 
+class RunStopped(RuntimeError):
+    """The run cannot go on, or trained nothing: too few usable replies, or no node online, for
+    too long; or no round produced a usable update."""
+
+
+def trained_nothing(ledger: Ledger, run_id: str) -> str | None:
+    """Why the run must end failed: no train round (round 1 on) of its ledger produced a usable
+    update; None when one did. The reason counts the train replies rejected and gives the first
+    rejection's reason (else the failed calls, or that nobody was selected)."""
+    rounds = [r for r in ledger.rounds(run_id) if r["round"] > 0]
+    if any(r["succeeded"] > 0 for r in rounds):
+        return None
+    rejected = [x for x in ledger.rejections(run_id) if x["call"] == "train"]
+    if rejected:
+        detail = f"{len(rejected)} replies rejected: {rejected[0]['reason']}"
+    elif any(r["selected"] for r in rounds):
+        detail = f"{sum(r['failed'] for r in rounds)} train calls failed"
+    else:
+        detail = "no node was selected"
+    return f"no round produced a usable update ({detail})"
+
+
 @contextmanager
 def ledger_run(ledger: Ledger, run_id: str) -> Iterator[None]:
-    """Mark ``run_id`` completed in ``ledger`` when the block ends, failed when it raises (the
-    exception goes on)."""
+    """Mark ``run_id`` completed in ``ledger`` when the block ends, failed with the reason when
+    it raises (the exception goes on) or when no round produced a usable update (then
+    :class:`RunStopped` is raised with that reason)."""
     try:
         yield
-    except BaseException:
-        ledger.finish_run(run_id, "failed")
+        if (reason := trained_nothing(ledger, run_id)) is not None:
+            raise RunStopped(reason)
+    except BaseException as err:
+        why = str(err) if isinstance(err, RunStopped) else f"{type(err).__name__}: {err}"
+        ledger.finish_run(run_id, "failed", why)
         raise
     ledger.finish_run(run_id, "completed")
 
@@ -94,6 +120,7 @@ def energy_strategy(
     eval_selector: Selector | None = None,
     policy: CompressionPolicy | None = None,
     base_samples: bool = False,
+    strict_reports: bool = False,
 ) -> EnergyAwareStrategy:
     """An EnergyAwareStrategy around ``base`` with an empty fleet state and ``discovery``
     (query | declared | lazy) wired. ``profiles``: a simulated fleet's node profiles by
@@ -103,7 +130,19 @@ def energy_strategy(
     fleet = FleetState([], seed, infra_kwh_per_gb)
 
     def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
-        return query_nodes(g, ids, strategy, common_config, query_timeout, profiles)
+        infos = query_nodes(g, ids, strategy, common_config, query_timeout, profiles)
+        silent = sorted(set(ids) - {i.node_id for i in infos})
+        if silent:
+            log.warning(
+                "%d of %d nodes gave no profile to the query (no reply or an error reply: a "
+                "Flower app without a query handler?); admitted as unknown nodes with the prior "
+                "profile, learned from their first energy report if one comes",
+                len(silent),
+                len(ids),
+            )
+        for n in silent:
+            fleet.add_unknown(n)
+        return infos
 
     def declare(g: Grid, ids: list[int]) -> list[NodeInfo]:
         return declared_nodes(g, ids, profiles)
@@ -123,6 +162,7 @@ def energy_strategy(
         learn_fn=lambda nid, r: node_info(nid, r.partition_id, r.device, r.link, 0, None, profiles),
         declare_fn=declare if discovery == "declared" else None,
         base_samples=base_samples,
+        strict_reports=strict_reports,
     )
     return strategy
 

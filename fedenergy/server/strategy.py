@@ -75,6 +75,7 @@ class EnergyAwareStrategy(Strategy):
         learn_fn: LearnFn | None = None,
         declare_fn: QueryFn | None = None,
         base_samples: bool = False,
+        strict_reports: bool = False,
     ) -> None:
         self.base = base
         # the wrapped strategy chooses the nodes itself (its own fractions and sampling, left
@@ -91,7 +92,14 @@ class EnergyAwareStrategy(Strategy):
         # query_fn None: lazy discovery (new nodes start unknown), or declared (declare_fn)
         self.admission = Admission(fleet, ledger, run_id, query_fn, learn_fn, declare_fn)
         self.outbox = Outbox(common_config)
-        self.collector = Collector(fleet, self.outbox, self.admission.learn, self.forecast)
+        self.collector = Collector(
+            fleet,
+            self.outbox,
+            self.admission.learn,
+            self.forecast,
+            strict=strict_reports,  # refuse replies without an energy report
+            declared=self.admission.declared_pending,
+        )
         if not base_samples:  # let the wrapped strategy "sample" all of the nodes we hand it
             for attr, value in (
                 ("fraction_train", 1.0),

@@ -10,11 +10,15 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from fedenergy.plan import RunPlan, plan_run
 from fedenergy.server import RoundOutcome
 from fedenergy.settings import Settings
 from fedenergy.sim.hooks import declared_node_names, seeded_node_ids
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
 
 QUIET_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -44,11 +48,17 @@ def simulate(
     on_round: Callable[[RoundOutcome], None] | None = None,
     verbose: bool = False,
     num_cpus: int | None = None,
+    client_app: ClientApp | None = None,
 ) -> dict:
     """Run the federation ``plan`` describes (Settings are validated and planned first) on
-    ``settings.nodes`` virtual SuperNodes.
+    ``settings.nodes`` virtual SuperNodes running ``client_app`` (default: fedenergy's own,
+    ``client/app.py``; any Flower ClientApp works, e.g. a stock one without the energy mod:
+    its replies carry no report and are accounted from the coordinator's side).
 
-    Returns the run summary. Exceptions raised by the coordinator are re-raised here.
+    Returns the run summary. Exceptions raised by the coordinator are re-raised here: a failed
+    run (stopped by its short rounds, or one in which no round produced a usable update) raises
+    :class:`~fedenergy.server.coordinator.RunStopped` with the reason, after its ledger
+    (``runs.status`` 'failed', ``runs.reason``) and ``summary.json`` are written.
     """
     if not isinstance(plan, RunPlan):
         plan = plan_run(plan)
@@ -62,6 +72,9 @@ def simulate(
 
     from fedenergy.server.coordinator import run_federation
     from fedenergy.sim.clientapp import app as client_app
+
+    if client_app is None:
+        from client.app import app as client_app
 
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)
