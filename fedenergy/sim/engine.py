@@ -52,7 +52,8 @@ def simulate(
 ) -> dict:
     """Run the federation ``plan`` describes (Settings are validated and planned first) on
     ``settings.nodes`` virtual SuperNodes running ``client_app`` (default: fedenergy's own,
-    ``client/app.py``; any Flower ClientApp works, e.g. a stock one without the energy mod:
+    :mod:`fedenergy.sim.clientapp`; any Flower ClientApp works, e.g. a stock one without the
+    energy mod:
     its replies carry no report and are accounted from the coordinator's side).
 
     Returns the run summary. Exceptions raised by the coordinator are re-raised here: a failed
@@ -71,10 +72,9 @@ def simulate(
     from flwr.simulation import run_simulation
 
     from fedenergy.server.coordinator import run_federation
-    from fedenergy.sim.clientapp import app as client_app
 
     if client_app is None:
-        from client.app import app as client_app
+        from fedenergy.sim.clientapp import app as client_app
 
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)
