@@ -11,6 +11,10 @@ The hand figures are written out as numbers. Constants used (devices.toml, links
   ethernet: 940 / 940 Mbit/s, alpha 0.2 both ways, beta 700.0, no tail
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -225,3 +229,15 @@ def test_report_forecast_and_failed_estimate_agree_on_the_same_call(flops, gap_o
     else:
         assert failed_dl.joules == _approx(part("download") + 1.060 * (11.576 - 2.0))
     assert failed_dl.bytes == down and failed_dl.seconds == _approx(0.8)
+
+
+def test_the_model_is_pure_no_flower_no_torch():
+    code = (
+        "import sys, fedenergy.physics.call; "
+        "print(sorted(m for m in ('flwr', 'torch') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]  # this tree's fedenergy, first on the path
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "[]"
