@@ -22,13 +22,9 @@ from functools import lru_cache
 
 from flwr.app import ConfigRecord
 
-from fedenergy.physics.devices import DeviceProfile, device_catalog
-from fedenergy.physics.network import (
-    LinkProfile,
-    infrastructure_energy_j,
-    link_catalog,
-    radio_energy,
-)
+from fedenergy.physics.call import call_energy
+from fedenergy.physics.devices import DeviceProfile, device_catalog, modeled_compute
+from fedenergy.physics.network import LinkProfile, link_catalog
 from fedenergy.protocol import REPORT_SCHEMA_VERSION
 
 KINDS = ("train", "evaluate", "query")
@@ -271,7 +267,7 @@ def _check(r: EnergyReport, exp: Expected) -> list[str]:
         )
     device = exp.device or _devices()[r.device]
     link = exp.link or _links()[r.link]
-    model_s = r.flops / device.train_flops_per_s
+    model_j, model_s = modeled_compute(r.flops, device.train_flops_per_s, device.active_power_w)
     if model_s > MAX_CALL_S:
         raise ReportError(
             f"{r.flops} FLOPs take {model_s:.3g} s on {device.id}, beyond {MAX_CALL_S:g} s"
@@ -293,30 +289,30 @@ def _check(r: EnergyReport, exp: Expected) -> list[str]:
         raise ReportError(f"start-up {startup_j:.4g} J exceeds {cap:.4g} J on {device.id}")
     if r.machine_j > MACHINE_MAX_W * (duration + STARTUP_MAX_S):
         raise ReportError(f"machine-j {r.machine_j:.4g} J beyond {MACHINE_MAX_W:g} W sustained")
-    radio = radio_energy(link, r.bytes_down, r.bytes_up, gap_s=r.compute_s)
+    # the call model's figure for the claimed bytes, duration and FLOPs (infrastructure at the
+    # run's intensity, or at the largest plausible one where it is unknown)
     intensity = exp.infra_kwh_per_gb
+    kwh = MAX_INFRA_KWH_PER_GB if intensity is None else intensity
+    model = call_energy(link, r.bytes_down, r.bytes_up, kwh, model_j, r.compute_s)
     flags = []
     if exp.partition_id is not None and r.partition_id != exp.partition_id:
         flags.append(f"partition {r.partition_id} differs from the registered {exp.partition_id}")
-    for phase, nbytes, model_j in (
-        ("download", r.bytes_down, radio.download_j),
-        ("upload", r.bytes_up, radio.upload_j),
+    for phase, nbytes, radio_j, bound in (
+        ("download", r.bytes_down, model.download_radio_j, model.download_infra_j),
+        ("upload", r.bytes_up, model.upload_radio_j, model.upload_infra_j),
     ):
         got = sum(c.joules for c in r.components if c.phase == phase and c.domain == "radio")
-        if got > NETWORK_SLACK * model_j + MIN_J:
+        if got > NETWORK_SLACK * radio_j + MIN_J:
             raise ReportError(
                 f"{phase} radio {got:.4g} J exceeds {NETWORK_SLACK:g} x the {link.id} model's "
-                f"{model_j:.4g} J for {nbytes} bytes"
+                f"{radio_j:.4g} J for {nbytes} bytes"
             )
-        if model_j > MIN_J and got < model_j / FLAG_RATIO:
+        if radio_j > MIN_J and got < radio_j / FLAG_RATIO:
             flags.append(
                 f"{phase} radio {got:.4g} J is under 1/{FLAG_RATIO:g} of the {link.id} model's "
-                f"{model_j:.4g} J for {nbytes} bytes"
+                f"{radio_j:.4g} J for {nbytes} bytes"
             )
         infra = sum(c.joules for c in r.components if c.phase == phase and c.domain != "radio")
-        bound = infrastructure_energy_j(
-            nbytes, MAX_INFRA_KWH_PER_GB if intensity is None else intensity
-        )
         if infra > NETWORK_SLACK * bound + MIN_J:
             raise ReportError(
                 f"{phase} infrastructure {infra:.4g} J exceeds {NETWORK_SLACK:g} x {bound:.4g} J "
@@ -324,11 +320,10 @@ def _check(r: EnergyReport, exp: Expected) -> list[str]:
             )
         if intensity is not None and bound > MIN_J and infra < bound / FLAG_RATIO:
             flags.append(f"{phase} infrastructure {infra:.4g} J for {nbytes} bytes is low")
-    model_j = device.compute_energy_j(r.flops)
-    if model_j > MIN_J and call_j < model_j / FLAG_RATIO:
+    if model.compute_j > MIN_J and call_j < model.compute_j / FLAG_RATIO:
         flags.append(
             f"compute {call_j:.4g} J is under 1/{FLAG_RATIO:g} of {device.id}'s model figure "
-            f"{model_j:.4g} J for {r.flops} FLOPs"
+            f"{model.compute_j:.4g} J for {r.flops} FLOPs"
         )
     if r.kind == "train" and r.flops == 0:
         flags.append("a train call that reports 0 FLOPs")

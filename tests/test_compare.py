@@ -8,9 +8,10 @@ from fedenergy.analysis.carbon import grid_intensity
 from fedenergy.analysis.centralized import node_upload_samples
 from fedenergy.cli import main
 from fedenergy.ledger import Ledger
+from fedenergy.physics.call import radio_energy
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache
-from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
+from fedenergy.physics.network import get_link, infrastructure_energy_j
 from fedenergy.settings import Settings
 from fedenergy.sim.fleet import load_fleet
 from fedenergy.sim.tasks import DataConfig, get_task

@@ -7,8 +7,9 @@ import pytest
 
 from fedenergy.cli import main
 from fedenergy.ledger import Ledger
+from fedenergy.physics.call import radio_energy
 from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import get_link, infrastructure_energy_j, radio_energy
+from fedenergy.physics.network import get_link, infrastructure_energy_j
 
 NODES, ROUNDS = 8, 4
 

@@ -19,9 +19,9 @@ federated ledger does not count the server either) and the server's idle power.
 from __future__ import annotations
 
 from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, facility_factor
+from fedenergy.physics.call import call_energy
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache
-from fedenergy.physics.network import infrastructure_energy_j, radio_energy
 from fedenergy.plan import RunPlan
 from fedenergy.sim.tasks import DataConfig, Task, evaluate, train_epochs
 
@@ -119,12 +119,11 @@ def run_centralized(
     # 1. every node uploads its raw data once over its own link
     uploads, radio_j, infra_j, up_s = [], 0.0, 0.0, 0.0
     for prof, (n, nbytes) in zip(plan.profiles, node_upload_samples(task, cfg), strict=True):
-        e = radio_energy(prof.link, 0, nbytes, gap_s=0.0)
-        inf = infrastructure_energy_j(nbytes, settings.infra_kwh_per_gb)
-        carbon.add(e.upload_j, prof.country, prof.device)
-        carbon.add(inf, INFRA_COUNTRY, None, note_fallback=False)
-        radio_j += e.upload_j
-        infra_j += inf
+        e = call_energy(prof.link, 0, nbytes, settings.infra_kwh_per_gb)  # one upload + tail
+        carbon.add(e.upload_radio_j, prof.country, prof.device)
+        carbon.add(e.upload_infra_j, INFRA_COUNTRY, None, note_fallback=False)
+        radio_j += e.upload_radio_j
+        infra_j += e.upload_infra_j
         up_s = max(up_s, e.upload_s)
         uploads.append(
             {
@@ -134,8 +133,8 @@ def run_centralized(
                 "country": prof.country,
                 "samples": n,
                 "bytes": nbytes,
-                "radio_j": e.upload_j,
-                "infrastructure_j": inf,
+                "radio_j": e.upload_radio_j,
+                "infrastructure_j": e.upload_infra_j,
                 "seconds": e.upload_s,
             }
         )

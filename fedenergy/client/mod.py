@@ -24,8 +24,9 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.serde import config_record_to_proto, message_to_proto
 
 from fedenergy.client.measured import MeasuredCall, measure_call, wants_measurement
+from fedenergy.physics.call import call_energy, modeled_call
 from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import INFRA_SOURCE, get_link, infrastructure_energy_j, radio_energy
+from fedenergy.physics.network import INFRA_SOURCE, get_link
 from fedenergy.protocol import (
     CFG_DEVICE,
     CFG_INFRA_KWH_PER_GB,
@@ -95,38 +96,23 @@ def build_report(
     measured: MeasuredCall | None = None,
 ) -> EnergyReport:
     """The report of one call: compute from FLOPs through the device model (or the measured
-    components of a deployed node), radio and infrastructure from bytes through the link model."""
+    components of a deployed node), radio and infrastructure from bytes through the link model
+    (the call model, :mod:`fedenergy.physics.call`; a measured call's tail after the download
+    lasts its measured seconds)."""
     device, link = _device(device_id), _link(link_id)
-    compute_s = measured.seconds if measured else device.compute_time_s(flops)
-    radio = radio_energy(link, bytes_down, bytes_up, gap_s=compute_s)
+    if measured:  # compute from the meters (their components), the network from the model
+        e = call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds)
+        compute = measured.components
+    else:
+        e = modeled_call(device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb)
+        compute = (Component(kind, "compute", e.compute_j, "modeled", device.provenance()),)
     infra = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB"
-    compute = (
-        measured.components
-        if measured
-        else (
-            Component(
-                kind, "compute", device.compute_energy_j(flops), "modeled", device.provenance()
-            ),
-        )
-    )
     comps = (
         *compute,
-        Component("download", "radio", radio.download_j, "modeled", link.provenance()),
-        Component(
-            "download",
-            "infrastructure",
-            infrastructure_energy_j(bytes_down, infra_kwh_per_gb),
-            "modeled",
-            infra,
-        ),
-        Component("upload", "radio", radio.upload_j, "modeled", link.provenance()),
-        Component(
-            "upload",
-            "infrastructure",
-            infrastructure_energy_j(bytes_up, infra_kwh_per_gb),
-            "modeled",
-            infra,
-        ),
+        Component("download", "radio", e.download_radio_j, "modeled", link.provenance()),
+        Component("download", "infrastructure", e.download_infra_j, "modeled", infra),
+        Component("upload", "radio", e.upload_radio_j, "modeled", link.provenance()),
+        Component("upload", "infrastructure", e.upload_infra_j, "modeled", infra),
     )
     return EnergyReport(
         kind,
@@ -137,7 +123,7 @@ def build_report(
         bytes_down,
         bytes_up,
         int(flops),
-        compute_s,
+        e.compute_s,
         comps,
         machine_j=measured.machine_j if measured else 0.0,
     )

@@ -11,6 +11,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import numpy as np
+
+Num = float | np.ndarray  # a scalar, or one value per node (the physics rules take either)
+
 
 @cache
 def load_table(name: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Device profiles for simulated compute energy (constants and sources in data/devices.toml).
 
 Model: time = FLOPs / train_flops_per_s; energy = time x active_power_w. The throughput is the
-*effective* FP32 rate sustained on small-model training, not the datasheet peak.
+*effective* FP32 rate sustained on small-model training, not the datasheet peak. The rule is
+written once, in ``modeled_compute``; a call's whole energy is :mod:`fedenergy.physics.call`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cache
 
-from fedenergy.physics.constants import check_sources, load_table
+from fedenergy.physics.constants import Num, check_sources, load_table
 
 NUMERIC = ("train_flops_per_s", "active_power_w", "idle_power_w", "pue", "battery_wh")
+
+
+def modeled_compute(flops: Num, flops_per_s: Num, power_w: Num) -> tuple[Num, Num]:
+    """(joules, seconds) of ``flops`` at ``flops_per_s`` drawing ``power_w``: seconds = FLOPs /
+    rate, joules = seconds x power. Scalars or numpy arrays alike (elementwise: the same floats)."""
+    seconds = flops / flops_per_s
+    return seconds * power_w, seconds
 
 
 @dataclass(frozen=True)
@@ -31,11 +39,11 @@ class DeviceProfile:
 
     def compute_time_s(self, flops: float) -> float:
         """Seconds this device needs for ``flops`` floating-point operations."""
-        return flops / self.train_flops_per_s
+        return modeled_compute(flops, self.train_flops_per_s, self.active_power_w)[1]
 
     def compute_energy_j(self, flops: float) -> float:
         """Joules this device spends on ``flops`` (active power over the compute time)."""
-        return self.compute_time_s(flops) * self.active_power_w
+        return modeled_compute(flops, self.train_flops_per_s, self.active_power_w)[0]
 
     def provenance(self) -> str:
         """The model and constants behind a modeled compute figure (kept short: it travels in

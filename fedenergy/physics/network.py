@@ -1,22 +1,27 @@
-"""Network energy from exact bytes: device radio (Huang et al., MobiSys 2012) + infrastructure.
+"""Link profiles and the per-link rules of network energy: device radio + infrastructure.
 
-Device radio, per transfer: P = alpha_up * tput_up + alpha_down * tput_down + beta (mW, with
-tput in Mbit/s) over the transfer time bytes*8 / tput. After a transfer the radio stays in a
-high-power tail state for ``tail_s`` seconds at ``tail_mw`` unless the next transfer starts
-first. One call of a client is: download, local compute (``gap_s``), upload; so its tail energy
-is ``tail_mw * min(gap_s, tail_s)`` after the download plus ``tail_mw * tail_s`` after the upload.
+Device radio (Huang et al., MobiSys 2012): a transfer draws P = alpha * tput + beta (mW, with
+tput in Mbit/s) over its time bytes*8 / tput, then the radio stays in a high-power tail state
+for ``tail_s`` seconds at ``tail_mw`` unless the next transfer starts first. How one call
+composes them (download, compute gap, upload, and the tails between) is
+:mod:`fedenergy.physics.call`, the one call-energy model.
 
 Infrastructure (routers, core, access network), a separate modeled component: bytes x an
 energy intensity, by default 0.059 kWh/GB (Sustainable Web Design v4, as used by CO2.js).
-Constants and their sources: data/links.toml and docs/constants.md.
+Constants and their sources: data/links.toml and docs/constants.md. Every rule here takes
+scalars or numpy arrays alike (elementwise: the same floats).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
+from typing import NamedTuple
 
-from fedenergy.physics.constants import check_sources, load_table
+import numpy as np
+
+from fedenergy.physics.constants import Num, check_sources, load_table
 
 NUMERIC = (
     "down_mbps",
@@ -31,6 +36,37 @@ INFRA_KWH_PER_GB = 0.059  # Sustainable Web Design v4 operational network intens
 INFRA_SOURCE = "swd-v4"  # Sustainable Web Design v4 (as used by CO2.js)
 J_PER_KWH = 3.6e6
 BYTES_PER_GB = 1e9
+
+
+def transfer_time_s(nbytes: Num, bits_per_s: Num) -> Num:
+    """Seconds to move ``nbytes`` at ``bits_per_s``."""
+    return nbytes * 8 / bits_per_s
+
+
+def radio_power_w(alpha_mw_per_mbps: Num, mbps: Num, beta_mw: Num) -> Num:
+    """Radio power (W) while transferring at ``mbps``: (alpha * mbps + beta) mW."""
+    return (alpha_mw_per_mbps * mbps + beta_mw) / 1000.0
+
+
+def infrastructure_energy_j(nbytes: Num, kwh_per_gb: Num = INFRA_KWH_PER_GB) -> Num:
+    """Network-infrastructure joules attributed to ``nbytes`` at ``kwh_per_gb``."""
+    return nbytes / BYTES_PER_GB * kwh_per_gb * J_PER_KWH
+
+
+class LinkTerms(NamedTuple):
+    """The link constants the call model reads: scalars for one link (``LinkProfile.terms``),
+    or arrays (``link_table``: one entry per link; ``take``: one entry per node)."""
+
+    down_bps: Num
+    up_bps: Num
+    down_w: Num  # radio power while downloading
+    up_w: Num
+    tail_w: Num
+    tail_s: Num
+
+    def take(self, index: np.ndarray) -> LinkTerms:
+        """The entries at ``index`` of a table (e.g. each node's link index): per node."""
+        return LinkTerms(*(col[index] for col in self))
 
 
 @dataclass(frozen=True)
@@ -49,53 +85,38 @@ class LinkProfile:
     tail_s: float
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
+    @cached_property
+    def terms(self) -> LinkTerms:
+        """The constants the call model reads, in its units (bit/s, W, s); computed once."""
+        return LinkTerms(
+            self.down_mbps * 1e6,
+            self.up_mbps * 1e6,
+            self.download_power_w(),
+            self.upload_power_w(),
+            self.tail_mw / 1000.0,
+            self.tail_s,
+        )
+
     def download_power_w(self) -> float:
-        return (self.alpha_down_mw_per_mbps * self.down_mbps + self.beta_mw) / 1000.0
+        return radio_power_w(self.alpha_down_mw_per_mbps, self.down_mbps, self.beta_mw)
 
     def upload_power_w(self) -> float:
-        return (self.alpha_up_mw_per_mbps * self.up_mbps + self.beta_mw) / 1000.0
+        return radio_power_w(self.alpha_up_mw_per_mbps, self.up_mbps, self.beta_mw)
 
     def download_time_s(self, nbytes: int) -> float:
-        return nbytes * 8 / (self.down_mbps * 1e6)
+        return transfer_time_s(nbytes, self.terms.down_bps)
 
     def upload_time_s(self, nbytes: int) -> float:
-        return nbytes * 8 / (self.up_mbps * 1e6)
+        return transfer_time_s(nbytes, self.terms.up_bps)
 
     def provenance(self) -> str:
         return f"links.toml:{self.id}"  # Huang et al. 2012 model; constants and sources there
 
 
-@dataclass(frozen=True)
-class TransferEnergy:
-    """Radio energy of one call, split by direction (J) with transfer times (s)."""
-
-    download_j: float
-    upload_j: float
-    download_s: float
-    upload_s: float
-
-
-def radio_energy(link: LinkProfile, bytes_down: int, bytes_up: int, gap_s: float) -> TransferEnergy:
-    """Device-radio joules for one download, ``gap_s`` of compute, then one upload.
-
-    Tail energy after the download (cut short by the upload when ``gap_s < tail_s``) is charged
-    to the download; the full tail after the upload is charged to the upload.
-    """
-    t_down = link.download_time_s(bytes_down) if bytes_down > 0 else 0.0
-    t_up = link.upload_time_s(bytes_up) if bytes_up > 0 else 0.0
-    tail_w = link.tail_mw / 1000.0
-    e_down = link.download_power_w() * t_down
-    e_up = link.upload_power_w() * t_up
-    if bytes_down > 0:
-        e_down += tail_w * (min(max(gap_s, 0.0), link.tail_s) if bytes_up > 0 else link.tail_s)
-    if bytes_up > 0:
-        e_up += tail_w * link.tail_s
-    return TransferEnergy(e_down, e_up, t_down, t_up)
-
-
-def infrastructure_energy_j(nbytes: int, kwh_per_gb: float = INFRA_KWH_PER_GB) -> float:
-    """Network-infrastructure joules attributed to ``nbytes`` at ``kwh_per_gb``."""
-    return nbytes / BYTES_PER_GB * kwh_per_gb * J_PER_KWH
+def link_table(links: Sequence[LinkProfile]) -> LinkTerms:
+    """LinkTerms of arrays, entry ``i`` for ``links[i]`` (the same floats as its ``terms``)."""
+    rows = [link.terms for link in links]
+    return LinkTerms(*(np.array([r[i] for r in rows], dtype=np.float64) for i in range(6)))
 
 
 def _build(key: str, e: dict) -> LinkProfile:

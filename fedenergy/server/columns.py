@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, MutableMapping
 import numpy as np
 
 from fedenergy.physics.devices import DeviceProfile
-from fedenergy.physics.network import LinkProfile
+from fedenergy.physics.network import LinkProfile, LinkTerms, link_table
 from fedenergy.server.node import NodeInfo
 
 _NAN = float("nan")
@@ -68,7 +68,7 @@ class FleetColumns:
         self.links: list[LinkProfile] = []
         self.uploads: dict[str, np.ndarray] = {}  # codec label -> observed upload bytes
         self.link_profiles: list[LinkProfile] = []  # the link table's rows
-        self.link_table: dict[str, np.ndarray] = {}
+        self.link_table: LinkTerms = link_table(())  # the call model's constants, by link
         self._link_ix: dict[str, int] = {}
         self.forecast_version = 0
         self.order_version = 0
@@ -164,15 +164,7 @@ class FleetColumns:
         if ix is None:
             ix = self._link_ix[link.id] = len(self.link_profiles)
             self.link_profiles.append(link)
-            ls = self.link_profiles  # the constants exactly as radio_energy computes them
-            self.link_table = {
-                "down": np.array([x.down_mbps * 1e6 for x in ls]),
-                "up": np.array([x.up_mbps * 1e6 for x in ls]),
-                "p_down": np.array([x.download_power_w() for x in ls]),
-                "p_up": np.array([x.upload_power_w() for x in ls]),
-                "tail_w": np.array([x.tail_mw / 1000.0 for x in ls]),
-                "tail_s": np.array([x.tail_s for x in ls]),
-            }
+            self.link_table = link_table(self.link_profiles)
         return ix
 
     def upload(self, row: int, label: str) -> int | None:

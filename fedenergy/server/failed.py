@@ -4,7 +4,7 @@ it (the download it was sent and, for a train call, the forecast compute), marke
 from __future__ import annotations
 
 from fedenergy.ledger import EnergyRow
-from fedenergy.physics.network import infrastructure_energy_j, radio_energy
+from fedenergy.physics.call import call_energy
 from fedenergy.report import Component
 from fedenergy.server.columns import NodeState
 from fedenergy.server.forecast import Forecast
@@ -24,27 +24,16 @@ def failed_call_rows(
     ``bytes_sent`` it was sent (radio and infrastructure) and, with the forecast of a train
     call, the forecast compute (it may have trained before failing)."""
     nid = str(node.node_id)
-    radio = radio_energy(node.link, bytes_sent, 0, gap_s=0.0)
-    infra = infrastructure_energy_j(bytes_sent, infra_kwh_per_gb)
+    # the call model's download, with no upload after it (so its full radio tail)
+    e = call_energy(node.link, bytes_sent, 0, infra_kwh_per_gb)
     src = f"{FAILED_SOURCE}; {reason[:120]}"
     if not node.known:
         src += f"; link unknown, prior {node.link.id}"
     dl = (
-        Component("download", "radio", radio.download_j, "modeled", src),
-        Component("download", "infrastructure", infra, "modeled", src),
+        Component("download", "radio", e.download_radio_j, "modeled", src),
+        Component("download", "infrastructure", e.download_infra_j, "modeled", src),
     )
-    rows = [
-        EnergyRow(
-            nid,
-            call,
-            "download",
-            radio.download_j + infra,
-            bytes_sent,
-            radio.download_s,
-            "failed",
-            dl,
-        )
-    ]
+    rows = [EnergyRow(nid, call, "download", e.download_j, bytes_sent, e.download_s, "failed", dl)]
     if forecast is not None:
         comp = (Component(call, "compute", forecast.compute_j, "modeled", src),)
         rows.append(EnergyRow(nid, call, call, forecast.compute_j, 0, 0.0, "failed", comp))

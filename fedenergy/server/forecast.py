@@ -2,9 +2,9 @@
 
 A known node's forecast comes from its device and link profile before it has participated,
 from its own observed history after (compute joules and seconds of its last train call, upload
-bytes per codec); the download is this round's train message. ``rows_forecast`` computes the
-forecasts of many known nodes on the fleet's columns with exactly the arithmetic of
-``known_forecast`` (the same operations in the same order, elementwise: the same floats).
+bytes per codec); the download is this round's train message. The joules are the call model's
+(:mod:`fedenergy.physics.call`): ``known_forecast`` asks it for one node, ``rows_forecast`` for
+many known nodes at once on the fleet's columns (``call_energy_many``: the same floats).
 """
 
 from __future__ import annotations
@@ -14,14 +14,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fedenergy.physics.devices import DeviceProfile
-from fedenergy.physics.network import (
-    BYTES_PER_GB,
-    J_PER_KWH,
-    LinkProfile,
-    infrastructure_energy_j,
-    radio_energy,
-)
+from fedenergy.physics.call import CallEnergy, call_energy, call_energy_many, modeled_call
+from fedenergy.physics.devices import DeviceProfile, modeled_compute
+from fedenergy.physics.network import LinkProfile
 from fedenergy.server.columns import FleetColumns
 
 FIELDS = ("compute_j", "download_j", "upload_j", "device_j")
@@ -60,20 +55,8 @@ class Model(NamedTuple):
     infra_kwh_per_gb: float
 
 
-def call_forecast(
-    link: LinkProfile,
-    compute_j: float,
-    compute_s: float,
-    up: int,
-    down: int,
-    infra_kwh_per_gb: float,
-) -> Forecast:
-    """The forecast of a call computing ``compute_j`` over ``compute_s`` between a download of
-    ``down`` bytes and an upload of ``up`` bytes on ``link``."""
-    radio = radio_energy(link, down, up, gap_s=compute_s)
-    dl = radio.download_j + infrastructure_energy_j(down, infra_kwh_per_gb)
-    ul = radio.upload_j + infrastructure_energy_j(up, infra_kwh_per_gb)
-    return Forecast(compute_j, dl, ul, compute_j + radio.download_j + radio.upload_j)
+def _forecast(e: CallEnergy) -> Forecast:
+    return Forecast(e.compute_j, e.download_j, e.upload_j, e.device_j)
 
 
 def profile_forecast(
@@ -81,10 +64,9 @@ def profile_forecast(
 ) -> Forecast:
     """The forecast of a node of profile ``device``/``link`` with no history."""
     flops = model.flops_per_example * max(num_examples, 1)
-    compute_j, compute_s = device.compute_energy_j(flops), device.compute_time_s(flops)
     up = call.payload_bytes + model.upload_overhead
-    return call_forecast(
-        link, compute_j, compute_s, up, call.download_bytes, model.infra_kwh_per_gb
+    return _forecast(
+        modeled_call(device, link, flops, call.download_bytes, up, model.infra_kwh_per_gb)
     )
 
 
@@ -95,23 +77,25 @@ def known_forecast(cols: FleetColumns, row: int, call: TrainCall, model: Model) 
     else:
         flops = model.flops_per_example * max(cols.infos[row].num_examples, 1)
         device = cols.devices[row]
-        compute_j, compute_s = device.compute_energy_j(flops), device.compute_time_s(flops)
+        compute_j, compute_s = modeled_compute(
+            flops, device.train_flops_per_s, device.active_power_w
+        )
     up = cols.upload(row, call.codec_label)
     if up is None:
         up = call.payload_bytes + model.upload_overhead
-    return call_forecast(
-        cols.links[row], compute_j, compute_s, up, call.download_bytes, model.infra_kwh_per_gb
+    e = call_energy(
+        cols.links[row], call.download_bytes, up, model.infra_kwh_per_gb, compute_j, compute_s
     )
+    return _forecast(e)
 
 
 def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: Model) -> Columns4:
     """``known_forecast`` of the known nodes at ``rows``: arrays of compute_j, download_j,
     upload_j and device_j, equal float for float to its answers."""
-    c, lt = cols.data, cols.link_table
-    # compute: observed, else the device model (flops / rate, x power)
+    c = cols.data
+    # compute: observed, else the device model
     flops = model.flops_per_example * np.maximum(c["examples"][rows], 1)
-    compute_s = flops / c["dev_fps"][rows]
-    compute_j = compute_s * c["dev_w"][rows]
+    compute_j, compute_s = modeled_compute(flops, c["dev_fps"][rows], c["dev_w"][rows])
     has_obs = c["has_obs"][rows]
     if has_obs.any():
         compute_j = np.where(has_obs, c["obs_j"][rows], compute_j)
@@ -122,22 +106,16 @@ def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: 
     if seen is not None:
         obs = seen[rows]
         up = np.where(obs >= 0, obs, up)
-    # radio (network.radio_energy) and infrastructure (network.infrastructure_energy_j)
-    down, infra = call.download_bytes, model.infra_kwh_per_gb
-    li = c["link"][rows]
-    t_down = (down * 8) / lt["down"][li] if down > 0 else np.zeros(len(rows))
-    has_up = up > 0
-    t_up = np.where(has_up, (up * 8) / lt["up"][li], 0.0)
-    tail_w, tail_s = lt["tail_w"][li], lt["tail_s"][li]
-    e_down = lt["p_down"][li] * t_down
-    e_up = lt["p_up"][li] * t_up
-    if down > 0:
-        gap = np.minimum(np.maximum(compute_s, 0.0), tail_s)
-        e_down = e_down + tail_w * np.where(has_up, gap, tail_s)
-    e_up = np.where(has_up, e_up + tail_w * tail_s, e_up)
-    dl = e_down + infrastructure_energy_j(down, infra)
-    ul = e_up + up / BYTES_PER_GB * infra * J_PER_KWH
-    return compute_j, dl, ul, compute_j + e_down + e_up
+    e = call_energy_many(
+        cols.link_table,
+        c["link"][rows],
+        call.download_bytes,
+        up,
+        model.infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+    )
+    return e.compute_j, e.download_j, e.upload_j, e.device_j
 
 
 def mean_forecast(columns: Columns4) -> Forecast:

@@ -1,0 +1,243 @@
+"""The one call-energy model (fedenergy.physics.call), checked against figures worked out by hand
+from the constants of data/devices.toml and data/links.toml, and against its users: the energy
+mod's report, the coordinator's forecasts (one node, many nodes) and the failed-call rows.
+
+The hand figures are written out as numbers. Constants used (devices.toml, links.toml):
+  phone:  1.0e10 FLOP/s, 4.0 W          laptop: 4.2e10 FLOP/s, 35.0 W
+  rpi4:   2.29e9 FLOP/s, 6.82 W
+  lte:    13 / 6 Mbit/s, alpha_down 51.97, alpha_up 438.39 mW per Mbit/s, beta 1288.04 mW,
+          tail 1060.0 mW for 11.576 s
+  wifi:   20 / 10 Mbit/s, alpha_down 137.01, alpha_up 283.17, beta 132.86, tail 119.3 mW, 0.238 s
+  ethernet: 940 / 940 Mbit/s, alpha 0.2 both ways, beta 700.0, no tail
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedenergy.client.mod import build_report
+from fedenergy.physics.call import call_energy, call_energy_many, modeled_call
+from fedenergy.physics.devices import device_catalog, get_device
+from fedenergy.physics.network import get_link, link_catalog, link_table
+from fedenergy.server.failed import failed_call_rows
+from fedenergy.server.fleet_state import FleetState
+from fedenergy.server.node import NodeInfo
+
+REL = 1e-12
+# LTE: download power (51.97 * 13 + 1288.04) mW = 1.96365 W, upload (438.39 * 6 + 1288.04) mW
+# = 3.91838 W; 1,300,000 B down = 10.4 Mbit / 13 Mbit/s = 0.8 s; 600,000 B up = 4.8 / 6 = 0.8 s
+LTE_DOWN_J = 1.96365 * 0.8  # 1.57092 J of transfer
+LTE_UP_J = 3.91838 * 0.8  # 3.134704 J of transfer
+LTE_TAIL_J = 1.060 * 11.576  # 12.27056 J, a full tail
+GB_J = 0.059 * 3.6e6  # 212,400 J per GB at 0.059 kWh/GB
+
+
+def _approx(x):
+    return pytest.approx(x, rel=REL, abs=1e-12)
+
+
+def test_phone_on_lte_with_a_compute_gap_shorter_than_the_tail():
+    e = modeled_call(get_device("phone"), get_link("lte"), 2e10, 1_300_000, 600_000, 0.059)
+    assert e.compute_s == _approx(2.0)  # 2e10 FLOPs / 1e10 FLOP/s
+    assert e.compute_j == _approx(8.0)  # 2 s x 4 W
+    assert e.download_s == _approx(0.8) and e.upload_s == _approx(0.8)
+    # the tail after the download lasts until the upload starts, 2 s later
+    assert e.download_radio_j == _approx(1.57092 + 1.060 * 2.0)  # 3.69092 J
+    assert e.upload_radio_j == _approx(3.134704 + 12.27056)  # 15.405264 J
+    assert e.download_infra_j == _approx(0.0013 * 212_400)  # 276.12 J
+    assert e.upload_infra_j == _approx(0.0006 * 212_400)  # 127.44 J
+    assert e.download_j == _approx(3.69092 + 276.12)
+    assert e.upload_j == _approx(15.405264 + 127.44)
+    assert e.device_j == _approx(8.0 + 3.69092 + 15.405264)  # no infrastructure on the device
+    assert e.network_j == _approx(3.69092 + 276.12 + 15.405264 + 127.44)
+    assert e.total_j == _approx(430.656184)
+
+
+def test_a_gap_longer_than_the_tail_gets_the_full_tail_and_a_negative_one_none():
+    long = modeled_call(get_device("phone"), get_link("lte"), 3e11, 1_300_000, 600_000, 0.059)
+    assert long.compute_s == _approx(30.0) and long.compute_j == _approx(120.0)
+    assert long.download_radio_j == _approx(1.57092 + 12.27056)
+    neg = call_energy(get_link("lte"), 1_300_000, 600_000, 0.059, compute_s=-1.0)
+    assert neg.download_radio_j == _approx(1.57092)
+
+
+def test_laptop_on_wifi_at_another_infrastructure_intensity():
+    # 4.2e9 FLOPs / 4.2e10 FLOP/s = 0.1 s x 35 W = 3.5 J; 2,500,000 B down = 20 Mbit / 20 = 1 s,
+    # 1,250,000 B up = 10 Mbit / 10 = 1 s; download power (137.01 * 20 + 132.86) mW = 2.87306 W,
+    # upload (283.17 * 10 + 132.86) mW = 2.96456 W; tail 0.1193 W, cut to the 0.1 s gap
+    e = modeled_call(get_device("laptop"), get_link("wifi"), 4.2e9, 2_500_000, 1_250_000, 0.1)
+    assert e.compute_s == _approx(0.1) and e.compute_j == _approx(3.5)
+    assert e.download_radio_j == _approx(2.87306 + 0.1193 * 0.1)
+    assert e.upload_radio_j == _approx(2.96456 + 0.1193 * 0.238)
+    assert e.download_infra_j == _approx(0.0025 * 0.1 * 3.6e6)  # 900 J
+    assert e.upload_infra_j == _approx(0.00125 * 0.1 * 3.6e6)  # 450 J
+    # a 1 s gap outlasts Wi-Fi's 0.238 s tail
+    longer = modeled_call(get_device("laptop"), get_link("wifi"), 4.2e10, 2_500_000, 1, 0.1)
+    assert longer.compute_j == _approx(35.0)
+    assert longer.download_radio_j == _approx(2.87306 + 0.1193 * 0.238)
+
+
+def test_rpi4_on_ethernet_has_no_tail():
+    # 2.29e9 FLOPs / 2.29e9 FLOP/s = 1 s x 6.82 W; 117,500,000 B = 940 Mbit / 940 Mbit/s = 1 s
+    # at (0.2 * 940 + 700) mW = 0.888 W, both ways
+    e = modeled_call(get_device("rpi4"), get_link("ethernet"), 2.29e9, 117_500_000, 117_500_000)
+    assert e.compute_j == _approx(6.82)
+    assert e.download_radio_j == _approx(0.888) and e.upload_radio_j == _approx(0.888)
+    assert e.download_s == _approx(1.0) and e.upload_s == _approx(1.0)
+    # the default intensity, 0.059 kWh/GB: 0.1175 GB x 212,400 J/GB
+    assert e.download_infra_j == _approx(0.1175 * GB_J) == e.upload_infra_j
+
+
+def test_nothing_one_way_costs_nothing_that_way():
+    lte = get_link("lte")
+    # no upload after the download (a failed call): the download keeps its full tail
+    e = call_energy(lte, 1_300_000, 0, 0.059, compute_j=8.0, compute_s=2.0)
+    assert e.download_radio_j == _approx(1.57092 + 12.27056)
+    assert e.upload_radio_j == 0.0 and e.upload_infra_j == 0.0 and e.upload_s == 0.0
+    assert e.total_j == _approx(8.0 + 13.84148 + 276.12)
+    # only an upload (the centralized baseline): its transfer and tail, no download at all
+    e = call_energy(lte, 0, 600_000, 0.059)
+    assert e.download_radio_j == 0.0 and e.download_infra_j == 0.0 and e.download_s == 0.0
+    assert e.upload_radio_j == _approx(15.405264) and e.upload_s == _approx(0.8)
+    assert call_energy(lte, 0, 0, 0.059).total_j == 0.0
+
+
+def test_zero_flops_cost_no_compute_and_leave_no_gap():
+    e = modeled_call(get_device("phone"), get_link("lte"), 0, 1_300_000, 600_000, 0.059)
+    assert e.compute_j == 0.0 and e.compute_s == 0.0
+    assert e.download_radio_j == _approx(1.57092)  # the upload follows at once: no tail
+    assert e.upload_radio_j == _approx(15.405264)
+
+
+def _random_calls(rng, n):
+    links = list(link_catalog().values())
+    devices = list(device_catalog().values())
+    li = rng.integers(0, len(links), n)
+    di = rng.integers(0, len(devices), n)
+    flops = rng.choice([0.0, 1e6, 3.7e9, 2.5e11, 9e12], n) * rng.uniform(0.5, 2.0, n)
+    down = rng.choice([0, 1, 1500, 60_000, 1_300_000, 90_000_000], n)
+    up = rng.choice([0, 1, 2_500, 600_000, 40_000_000], n)
+    return links, devices, li, di, flops, down, up
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_vectorised_model_equals_the_scalar_one_bit_for_bit(seed):
+    rng = np.random.default_rng(seed)
+    n = 400
+    links, devices, li, di, flops, down, up = _random_calls(rng, n)
+    kwh = float(rng.uniform(0.0, 0.2))
+    fps = np.array([devices[i].train_flops_per_s for i in di])
+    watts = np.array([devices[i].active_power_w for i in di])
+    table = link_table(links)
+    terms = table.take(li)
+    compute_s = flops / fps
+    many = call_energy_many(table, li, down, up, kwh, compute_s * watts, compute_s)
+    fields = (
+        "compute_j",
+        "compute_s",
+        "download_radio_j",
+        "upload_radio_j",
+        "download_infra_j",
+        "upload_infra_j",
+        "download_s",
+        "upload_s",
+        "download_j",
+        "upload_j",
+        "network_j",
+        "device_j",
+        "total_j",
+    )
+    for i in range(n):
+        one = modeled_call(
+            devices[di[i]], links[li[i]], float(flops[i]), int(down[i]), int(up[i]), kwh
+        )
+        for f in fields:
+            assert np.asarray(getattr(many, f))[i] == getattr(one, f), (f, i)  # bit for bit
+    # one download size for all nodes (as a round's forecasts have it), a scalar condition
+    shared = call_energy_many(terms, None, 60_000, up, kwh, compute_s * watts, compute_s)
+    for i in range(0, n, 7):
+        one = call_energy(
+            links[li[i]], 60_000, int(up[i]), kwh, compute_s[i] * watts[i], compute_s[i]
+        )
+        assert shared.download_j[i] == one.download_j and shared.device_j[i] == one.device_j
+
+
+def test_a_link_table_holds_the_scalar_constants():
+    links = list(link_catalog().values())
+    table = link_table(links)
+    for i, link in enumerate(links):
+        assert tuple(col[i] for col in table) == tuple(link.terms)
+    lte = get_link("lte").terms
+    assert lte.down_bps == 13e6 and lte.up_bps == 6e6 and lte.tail_s == 11.576
+    assert lte.down_w == _approx(1.96365) and lte.up_w == _approx(3.91838)
+    assert lte.tail_w == _approx(1.060)
+
+
+@pytest.mark.parametrize(
+    "flops, gap_outlasts_tail",
+    [(3e11, True), (2e10, False)],  # a phone computes 30 s / 2 s: LTE's tail is 11.576 s
+)
+def test_report_forecast_and_failed_estimate_agree_on_the_same_call(flops, gap_outlasts_tail):
+    """One train call of a phone on LTE: the energy mod's report, the coordinator's forecast
+    (per node and vectorised) and the failed-call estimate, each on the parts it covers."""
+    device, link, down, up, kwh = "phone", "lte", 1_300_000, 600_000, 0.059
+    examples = 100
+    report = build_report("train", 1, 0, device, link, int(flops), down, up, kwh)
+    fleet = FleetState([NodeInfo(7, 0, device, link, num_examples=examples)], 0, kwh)
+    fleet.flops_per_example = flops / examples
+    fleet.default_upload_overhead = 1_000
+    forecast = fleet.forecast(7, "none", up - 1_000, download_bytes=down)
+    many = fleet.forecast_many(np.array([0]), "none", up - 1_000, download_bytes=down)
+
+    def part(phase, domain=None):
+        return sum(
+            c.joules
+            for c in report.components
+            if c.phase == phase and (domain is None or c.domain == domain)
+        )
+
+    # the report and the forecast: compute, download and upload, the same floats
+    assert forecast.compute_j == part("train") == report.phase_j("train")
+    assert forecast.download_j == part("download") and forecast.upload_j == part("upload")
+    assert forecast.device_j == part("train") + part("download", "radio") + part("upload", "radio")
+    assert [float(col[0]) for col in many] == [
+        forecast.compute_j,
+        forecast.download_j,
+        forecast.upload_j,
+        forecast.device_j,
+    ]
+    # by hand: 30 s or 2 s at 4 W; transfer + tail (cut by the upload where the gap is short)
+    gap = 30.0 if gap_outlasts_tail else 2.0
+    assert forecast.compute_j == _approx(4.0 * gap)
+    assert part("download", "radio") == _approx(LTE_DOWN_J + 1.060 * min(gap, 11.576))
+    assert part("upload", "radio") == _approx(LTE_UP_J + LTE_TAIL_J)
+
+    # the failed-call estimate: the download it was sent and the forecast compute
+    rows = failed_call_rows(fleet[7], "train", "timeout", down, forecast, kwh)
+    by_phase = {r.phase: r for r in rows}
+    assert set(by_phase) == {"download", "train"}
+    assert by_phase["train"].joules == forecast.compute_j == part("train")
+    failed_dl = by_phase["download"]
+    # nothing was uploaded after it, so its tail runs to the end: with a gap that outlasts the
+    # tail that is the report's download; with a short gap, the rest of the tail on top
+    assert failed_dl.joules == _approx(LTE_DOWN_J + LTE_TAIL_J + 0.0013 * GB_J)
+    if gap_outlasts_tail:
+        assert failed_dl.joules == part("download") == forecast.download_j
+    else:
+        assert failed_dl.joules == _approx(part("download") + 1.060 * (11.576 - 2.0))
+    assert failed_dl.bytes == down and failed_dl.seconds == _approx(0.8)
+
+
+def test_the_model_is_pure_no_flower_no_torch():
+    code = (
+        "import sys, fedenergy.physics.call; "
+        "print(sorted(m for m in ('flwr', 'torch') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]  # this tree's fedenergy, first on the path
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert out.stdout.strip() == "[]"
