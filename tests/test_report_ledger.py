@@ -8,7 +8,7 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from fedenergy.client.mod import build_report
 from fedenergy.ledger import Ledger, rows_from_report
 from fedenergy.protocol import REPORT_KEY
-from fedenergy.report import Component, EnergyReport, ReportError
+from fedenergy.report import Component, EnergyReport, Expected, ReportError, validate_report
 
 
 def _report(**kw):
@@ -138,6 +138,23 @@ def test_a_report_may_say_its_compute_is_unmetered():
     assert back == rep and back.components[0].provenance == "unmetered"
     # network figures keep their joules; the unmetered compute adds none
     assert back.total_j == pytest.approx(sum(c.joules for c in rep.components[1:]))
+
+
+def test_an_unmetered_compute_is_not_flagged_as_implausibly_low():
+    """A report that says its compute is unmetered is not flagged for its 0 J compute, nor for 0
+    FLOPs; the same 0 J labelled modeled is."""
+    unmetered = replace(_unmetered_report(), flops=0)
+    _, flags = validate_report(unmetered.to_record(), Expected(kind="train"))
+    assert not [f for f in flags if "compute" in f or "FLOPs" in f], flags
+    silent = replace(
+        unmetered,
+        components=tuple(
+            replace(c, provenance="modeled") if c.provenance == "unmetered" else c
+            for c in unmetered.components
+        ),
+    )
+    _, flags = validate_report(silent.to_record(), Expected(kind="train"))
+    assert "a train call that reports 0 FLOPs" in flags
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,9 @@ joules in the ledger), never as a silent 0 J (docs/robustness.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fedenergy.ledger import EnergyRow
-from fedenergy.physics.network import (
-    INFRA_SOURCE,
-    LinkProfile,
-    infrastructure_energy_j,
-    radio_energy,
-)
+from fedenergy.physics.call import CallEnergy, call_energy
+from fedenergy.physics.network import INFRA_SOURCE, LinkProfile
 from fedenergy.report import UNMETERED, Component
 from fedenergy.server.columns import NodeState
 
@@ -26,33 +20,14 @@ STOCK_SOURCE = "coordinator-side bytes of a reply without an energy report"
 UNMETERED_SOURCE = "no energy report in the reply: compute not known (stock node)"
 
 
-@dataclass(frozen=True)
-class StockNetwork:
-    """Network joules of one call seen from the coordinator, by direction and domain."""
-
-    download_radio_j: float
-    download_infra_j: float
-    upload_radio_j: float
-    upload_infra_j: float
-    download_s: float
-    upload_s: float
-
-
 def stock_network_energy(
     link: LinkProfile, bytes_sent: int, bytes_received: int, infra_kwh_per_gb: float
-) -> StockNetwork:
+) -> CallEnergy:
     """The network energy of a call whose node sent no report: the ``bytes_sent`` download and
     the ``bytes_received`` upload through ``link`` (device radio, gap 0) and the infrastructure
-    at ``infra_kwh_per_gb``."""
-    radio = radio_energy(link, bytes_sent, bytes_received, gap_s=0.0)
-    return StockNetwork(
-        radio.download_j,
-        infrastructure_energy_j(bytes_sent, infra_kwh_per_gb),
-        radio.upload_j,
-        infrastructure_energy_j(bytes_received, infra_kwh_per_gb),
-        radio.download_s,
-        radio.upload_s,
-    )
+    at ``infra_kwh_per_gb``, by the one call model (:mod:`fedenergy.physics.call`); its compute
+    fields stay 0 (compute is unmetered, booked apart)."""
+    return call_energy(link, bytes_sent, bytes_received, infra_kwh_per_gb)
 
 
 def link_note(node: NodeState, declared: bool) -> str:
@@ -93,7 +68,7 @@ def stock_call_rows(
             nid,
             call,
             "download",
-            net.download_radio_j + net.download_infra_j,
+            net.download_j,
             bytes_sent,
             net.download_s,
             "ok",
@@ -103,7 +78,7 @@ def stock_call_rows(
             nid,
             call,
             "upload",
-            net.upload_radio_j + net.upload_infra_j,
+            net.upload_j,
             bytes_received,
             net.upload_s,
             "ok",
