@@ -1,0 +1,82 @@
+"""The compute work of one call: stated by the handler, counted from its torch work, or unknown.
+
+A handler may state its work (``state_work`` / ``work_record``: the call kind and its FLOPs,
+under ``WORK_KEY`` in the reply); that is how frameworks other than torch, or a user who knows
+better, say what a call did. Otherwise the energy mod counts the torch work the handler did
+(:mod:`fedenergy.client.torch_work`, loaded only when the process has already imported torch:
+a ClientApp without torch never pays for it). Where neither says anything the work is unknown,
+and the report says so (provenance ``unmetered``) rather than claiming 0 J.
+
+Precedence, for the compute figure of a report: measured (a meter on the node) > stated >
+counted > unmetered. Measured nodes still report the stated or counted FLOPs beside.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from flwr.app import ConfigRecord, Message, RecordDict
+
+from fedenergy.protocol import WORK_KEY
+
+if TYPE_CHECKING:
+    from fedenergy.client.torch_work import TorchCalls
+
+STATED, COUNTED, UNKNOWN = "stated", "counted", "unknown"
+
+
+def work_record(kind: str, flops: int) -> ConfigRecord:
+    """What a handler puts in its reply for the mod: the call kind and its FLOPs."""
+    return ConfigRecord({"kind": kind, "flops": int(flops)})
+
+
+def state_work(target: Message | RecordDict, kind: str, flops: int) -> Message | RecordDict:
+    """State the work of this call in a reply (a Message or its content): ``kind`` is
+    ``"train"``, ``"evaluate"`` or ``"query"`` and ``flops`` the floating-point operations the
+    handler did. The energy mod takes it over any automatic count; returns ``target``."""
+    content = target.content if isinstance(target, Message) else target
+    content[WORK_KEY] = work_record(kind, flops)
+    return target
+
+
+@dataclass(frozen=True)
+class CallWork:
+    """The work of one call as the energy mod settled it."""
+
+    kind: str
+    flops: int
+    basis: str  # STATED | COUNTED | UNKNOWN
+    note: str = ""  # for COUNTED: what was not counted; for UNKNOWN: why nothing is known
+
+
+def torch_calls() -> AbstractContextManager[TorchCalls | None]:
+    """A recorder of the torch work of the call about to run, or a no-op (yielding None) when
+    torch is not loaded in this process."""
+    if "torch" not in sys.modules:
+        return nullcontext(None)
+    from fedenergy.client.torch_work import TorchCalls
+
+    return TorchCalls()
+
+
+def call_work(reply: Message, kind: str, seen: TorchCalls | None) -> CallWork:
+    """The work of a call from its reply and its recorded torch work. A stated work record is
+    taken (and removed from the reply); else the torch work is counted; else it is unknown."""
+    if WORK_KEY in reply.content:
+        stated = reply.content[WORK_KEY]
+        del reply.content[WORK_KEY]
+        return CallWork(str(stated["kind"]), int(stated["flops"]), STATED)
+    if seen is None:
+        return CallWork(kind, 0, UNKNOWN, "no work stated and torch not loaded")
+    counted = seen.counted()
+    if counted.calls == 0:
+        return CallWork(kind, 0, UNKNOWN, "no work stated and no torch module call seen")
+    if counted.uncounted == counted.calls:
+        return CallWork(kind, 0, UNKNOWN, f"torch module calls not countable ({counted.reason})")
+    note = ""
+    if counted.uncounted:
+        note = f"{counted.uncounted} of {counted.calls} calls not counted ({counted.reason})"
+    return CallWork(kind, counted.flops, COUNTED, note)
