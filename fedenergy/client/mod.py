@@ -1,9 +1,12 @@
 """The energy mod: a Flower client mod that meters every call and attaches an EnergyReport.
 
-For each message it counts the bytes received and sent (protobuf size, both ways), reads the
-hardware-independent work the handler reports (FLOPs, under ``WORK_KEY``), converts work to time
-and joules with the node's device profile and bytes to joules with the node's link profile, and
-attaches the report to the reply as a ConfigRecord under ``REPORT_KEY``.
+For each call of any ClientApp (every reply that is not an error) it counts the bytes received
+and sent (protobuf size, both ways), settles the call's hardware-independent work (FLOPs the
+handler states under ``WORK_KEY``, else the FLOPs of the torch work it did, counted
+automatically, see :mod:`fedenergy.client.work`), converts work to time and joules with the
+node's device profile and bytes to joules with the node's link profile, and attaches the report
+to the reply as a ConfigRecord under ``REPORT_KEY``. Where the work is unknown the compute
+component says so: provenance ``unmetered``, 0 J, and why.
 
 Deployed nodes whose node config says ``meter="auto"`` report measured compute energy from the
 best meters of their host instead (see :mod:`fedenergy.client.measured`).
@@ -17,6 +20,7 @@ knows nothing of fleets or simulated faults.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 from flwr.app import ConfigRecord, Context, Message
@@ -24,6 +28,8 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.serde import config_record_to_proto, message_to_proto
 
 from fedenergy.client.measured import MeasuredCall, measure_call, wants_measurement
+from fedenergy.client.work import COUNTED, UNKNOWN, CallWork, call_work, torch_calls
+from fedenergy.client.work import work_record as work_record  # re-exported: the handler's side
 from fedenergy.physics.call import call_energy, modeled_call
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import INFRA_SOURCE, get_link
@@ -38,17 +44,11 @@ from fedenergy.protocol import (
     PARTITION_ID,
     REPORT_KEY,
     SERVER_ROUND,
-    WORK_KEY,
 )
-from fedenergy.report import Component, EnergyReport
+from fedenergy.report import UNMETERED, Component, EnergyReport
 from fedenergy.wire import message_bytes
 
 DEFAULT_DEVICE, DEFAULT_LINK = "laptop", "wifi"
-
-
-def work_record(kind: str, flops: int) -> ConfigRecord:
-    """What a handler puts in its reply for the mod: the call kind and its FLOPs."""
-    return ConfigRecord({"kind": kind, "flops": int(flops)})
 
 
 def configured_profile(msg: Message, ctx: Context) -> tuple[str | None, str | None]:
@@ -129,32 +129,60 @@ def build_report(
     )
 
 
+def message_kind(msg: Message) -> str:
+    """The call kind of a message: its Flower message type without a sub-type ("train")."""
+    return str(msg.metadata.message_type).split(".")[0]
+
+
+def with_work_basis(report: EnergyReport, work: CallWork) -> EnergyReport:
+    """A modeled report whose compute figure says how its FLOPs were known: counted torch work
+    is named in the source; unknown work becomes an ``unmetered`` 0 J component with the
+    reason. Stated work leaves the report as built."""
+    if work.basis not in (COUNTED, UNKNOWN):
+        return report
+
+    def settle(c: Component) -> Component:
+        if c.domain != "compute" or c.phase != report.kind:
+            return c
+        if work.basis == UNKNOWN:
+            return Component(c.phase, c.domain, 0.0, UNMETERED, f"unmetered: {work.note}")
+        note = f"; {work.note}" if work.note else ""
+        return replace(c, source=f"{c.source}; counted torch work{note}")
+
+    return replace(report, components=tuple(settle(c) for c in report.components))
+
+
 def energy_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
     """Meter one call and attach its EnergyReport to the reply."""
     bytes_down = message_bytes(msg)
+    kind = message_kind(msg)
     measured = None
-    if wants_measurement(ctx):
-        kind = str(msg.metadata.message_type).split(".")[0]
-        reply, measured = measure_call(kind, ctx, lambda: call_next(msg, ctx))
-    else:
-        reply = call_next(msg, ctx)
-    if reply.has_error() or WORK_KEY not in reply.content:
+    with torch_calls() as seen:
+        if wants_measurement(ctx):
+            reply, measured = measure_call(kind, ctx, lambda: call_next(msg, ctx))
+        else:
+            reply = call_next(msg, ctx)
+    if reply.has_error():
         return reply
-    work = reply.content[WORK_KEY]
-    del reply.content[WORK_KEY]
+    work = call_work(reply, kind, seen)
     cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
     device_id, link_id = resolve_profile(msg, ctx)
     args = dict(
-        kind=str(work["kind"]),
+        kind=work.kind,
         server_round=int(cfg.get(SERVER_ROUND, 0)),
         partition_id=int(ctx.node_config.get(PARTITION_ID, -1)),
         device_id=device_id,
         link_id=link_id,
-        flops=int(work["flops"]),
+        flops=work.flops,
         bytes_down=bytes_down,
         infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, 0.059)),
         measured=measured,
     )
+
+    def report(bytes_up: int) -> EnergyReport:
+        built = build_report(bytes_up=bytes_up, **args)
+        return built if measured else with_work_basis(built, work)
+
     # The report's own size is part of the upload: settle the byte count by fixed point. The
     # reply is serialized once; each iteration only re-encodes the report inside that proto
     # (the same sizes as message_bytes(reply) with the report attached, at a fraction of the
@@ -165,7 +193,7 @@ def energy_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Mess
     bytes_up = proto.ByteSize()
     item = proto.content.items.add(key=REPORT_KEY)
     for _ in range(4):
-        record = build_report(bytes_up=bytes_up, **args).to_record()
+        record = report(bytes_up).to_record()
         item.config_record.CopyFrom(config_record_to_proto(record))
         settled = proto.ByteSize()
         if settled == bytes_up:

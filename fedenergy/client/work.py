@@ -1,26 +1,46 @@
-"""The work a handler states for the energy mod: the call kind and its FLOPs.
+"""The compute work of one call: stated by the handler, counted from its torch work, or unknown.
 
-The energy mod (:mod:`fedenergy.client.mod`) turns a call's bytes and FLOPs into joules with the
-node's device and link profiles; it reports only calls whose handler stated their work.
-:func:`report_work` is how a handler of any framework (numpy, JAX, torch, ...) states it.
+A handler may state its work (:func:`report_work`, or ``work_record`` itself: the call kind and its FLOPs,
+under ``WORK_KEY`` in the reply); that is how frameworks other than torch, or a user who knows
+better, say what a call did. Otherwise the energy mod counts the torch work the handler did
+(:mod:`fedenergy.client.torch_work`, loaded only when the process has already imported torch:
+a ClientApp without torch never pays for it). Where neither says anything the work is unknown,
+and the report says so (provenance ``unmetered``) rather than claiming 0 J.
+
+Precedence, for the compute figure of a report: measured (a meter on the node) > stated >
+counted > unmetered. Measured nodes still report the stated or counted FLOPs beside.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from flwr.app import Message, RecordDict
+from flwr.app import ConfigRecord, Message, RecordDict
 
-from fedenergy.client.mod import work_record
 from fedenergy.protocol import WORK_KEY
 from fedenergy.report import KINDS
+
+if TYPE_CHECKING:
+    from fedenergy.client.torch_work import TorchCalls
+
+STATED, COUNTED, UNKNOWN = "stated", "counted", "unknown"
+
+
+def work_record(kind: str, flops: int) -> ConfigRecord:
+    """What a handler puts in its reply for the mod: the call kind and its FLOPs."""
+    return ConfigRecord({"kind": kind, "flops": int(flops)})
 
 
 def report_work(reply: Message | RecordDict, flops: int, kind: str | None = None) -> None:
     """State the work of the call ``reply`` answers: ``flops`` floating-point operations of
     local computation (training, evaluation). ``kind`` is the call (``train``, ``evaluate``,
     ``query``); by default the reply's message type (it must be given for a bare RecordDict).
-    The energy mod takes the record out of the reply and attaches the call's EnergyReport."""
+    The energy mod takes the record out of the reply, over any automatic count, and attaches
+    the call's EnergyReport."""
     content = reply.content if isinstance(reply, Message) else reply
     if kind is None:
         if not isinstance(reply, Message):
@@ -31,3 +51,43 @@ def report_work(reply: Message | RecordDict, flops: int, kind: str | None = None
     if isinstance(flops, bool) or not isinstance(flops, (int, float)) or not 0 <= flops < math.inf:
         raise ValueError(f"report_work: flops must be a finite number >= 0, got {flops!r}")
     content[WORK_KEY] = work_record(kind, int(flops))
+
+
+@dataclass(frozen=True)
+class CallWork:
+    """The work of one call as the energy mod settled it."""
+
+    kind: str
+    flops: int
+    basis: str  # STATED | COUNTED | UNKNOWN
+    note: str = ""  # for COUNTED: what was not counted; for UNKNOWN: why nothing is known
+
+
+def torch_calls() -> AbstractContextManager[TorchCalls | None]:
+    """A recorder of the torch work of the call about to run, or a no-op (yielding None) when
+    torch is not loaded in this process."""
+    if "torch" not in sys.modules:
+        return nullcontext(None)
+    from fedenergy.client.torch_work import TorchCalls
+
+    return TorchCalls()
+
+
+def call_work(reply: Message, kind: str, seen: TorchCalls | None) -> CallWork:
+    """The work of a call from its reply and its recorded torch work. A stated work record is
+    taken (and removed from the reply); else the torch work is counted; else it is unknown."""
+    if WORK_KEY in reply.content:
+        stated = reply.content[WORK_KEY]
+        del reply.content[WORK_KEY]
+        return CallWork(str(stated["kind"]), int(stated["flops"]), STATED)
+    if seen is None:
+        return CallWork(kind, 0, UNKNOWN, "no work stated and torch not loaded")
+    counted = seen.counted()
+    if counted.calls == 0:
+        return CallWork(kind, 0, UNKNOWN, "no work stated and no torch module call seen")
+    if counted.uncounted == counted.calls:
+        return CallWork(kind, 0, UNKNOWN, f"torch module calls not countable ({counted.reason})")
+    note = ""
+    if counted.uncounted:
+        note = f"{counted.uncounted} of {counted.calls} calls not counted ({counted.reason})"
+    return CallWork(kind, counted.flops, COUNTED, note)

@@ -1,49 +1,247 @@
-"""Hardware-independent work: FLOPs of local training and evaluation, counted once per shape.
+"""Hardware-independent work: FLOPs of a module call, counted once per shape on a shadow copy.
 
-The count uses ``torch.utils.flop_counter.FlopCounterMode`` on ONE forward+backward pass of the
-model for a given input shape; the result is cached by (model signature, input shape), so a
-training call costs one dictionary lookup per distinct batch shape, not a counted pass per step.
+A pass is counted with ``torch.utils.flop_counter.FlopCounterMode`` on a copy of the module whose
+parameters and buffers live on the ``meta`` device (shapes only, no data, no kernels): counting
+never touches the live model's weights, BatchNorm statistics, gradients or the random number
+generators. A module whose forward cannot run on ``meta`` (it mixes in real tensors, or needs
+data-dependent shapes) is counted on a real deep copy instead, on zeros, with the random number
+generators forked and restored.
+
+Conventions: FlopCounterMode counts matrix products and convolutions (2 FLOPs per
+multiply-add; bias additions, activations, normalisation and pooling count 0). The backward pass
+is what autograd actually runs: for a convolution or linear layer the input gradient and the
+weight gradient each cost as much as the forward, except where no input gradient is needed (the
+first layer). One optimizer step costs 2 FLOPs per trainable parameter (the SGD update).
+
+Counts are memoized per (module signature, argument shapes, modes) in a :class:`PassCache`, so
+a training call costs one dictionary lookup per distinct batch shape, not a counted pass per step.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+_ATOMS = (type(None), bool, int, float, complex, str, torch.dtype, torch.device)
+
+
+class TensorSpec(NamedTuple):
+    """What a count needs of a tensor argument: its shape, dtype and whether it wants a grad."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    requires_grad: bool
+
+
+class ListSpec(NamedTuple):
+    items: tuple
+
+
+class DictSpec(NamedTuple):
+    items: tuple  # ((key, spec), ...)
+
+
+class Undescribable(TypeError):
+    """An argument that a shape-only description cannot stand for (e.g. an arbitrary object)."""
+
+
+class MetaArgument(ValueError):
+    """An argument on the ``meta`` device: no real work (a count in progress, for instance)."""
+
+
+@dataclass(frozen=True)
+class PassFlops:
+    """FLOPs of one call of a module: its forward, and the backward through its output."""
+
+    forward: int
+    backward: int = 0
+
+
+def describe(obj: Any) -> Any:
+    """A hashable, shape-only description of call arguments (tensors, sequences, dicts, plain
+    values; descriptions pass through). Raises :class:`Undescribable` for anything else and
+    :class:`MetaArgument` for a tensor on the meta device."""
+    if isinstance(obj, torch.Tensor):
+        if obj.is_meta:
+            raise MetaArgument("meta tensor")
+        return TensorSpec(tuple(obj.shape), obj.dtype, obj.requires_grad)
+    if isinstance(obj, (TensorSpec, ListSpec, DictSpec)) or isinstance(obj, _ATOMS):
+        return obj
+    if type(obj) is tuple:
+        return tuple(describe(o) for o in obj)
+    if type(obj) is list:
+        return ListSpec(tuple(describe(o) for o in obj))
+    if type(obj) is dict:
+        return DictSpec(tuple((k, describe(v)) for k, v in obj.items()))
+    raise Undescribable(type(obj).__name__)
+
+
+def _describe_call(args: Any, kwargs: Any) -> tuple[tuple, DictSpec]:
+    """Positional and keyword arguments (or their descriptions) described."""
+    return describe(tuple(args)), DictSpec(()) if kwargs is None else describe(kwargs)
+
+
+def materialize(spec: Any, device: torch.device) -> Any:
+    """Arguments built from a description: zero tensors of the described shapes on ``device``."""
+    if isinstance(spec, TensorSpec):
+        t = torch.zeros(spec.shape, dtype=spec.dtype, device=device)
+        return t.requires_grad_() if spec.requires_grad else t
+    if isinstance(spec, ListSpec):
+        return [materialize(s, device) for s in spec.items]
+    if isinstance(spec, DictSpec):
+        return {k: materialize(s, device) for k, s in spec.items}
+    if type(spec) is tuple:
+        return tuple(materialize(s, device) for s in spec)
+    return spec
+
 
 def model_signature(model: torch.nn.Module) -> tuple:
-    """A hashable description of a model's architecture (class names and parameter shapes)."""
-    mods = tuple(type(m).__name__ for m in model.modules())
-    shapes = tuple((n, tuple(p.shape)) for n, p in model.named_parameters())
-    return mods, shapes
+    """A hashable description of a model's architecture: each submodule's class and settings
+    (``extra_repr``: strides, paddings, rates) and each parameter's and buffer's shape."""
+    mods = tuple(
+        (type(m).__module__, type(m).__qualname__, m.extra_repr()) for m in model.modules()
+    )
+    params = tuple((n, tuple(p.shape), p.requires_grad) for n, p in model.named_parameters())
+    buffers = tuple((n, tuple(b.shape)) for n, b in model.named_buffers())
+    return mods, params, buffers
 
 
 def num_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@dataclass
-class FlopCache:
-    """Memoized FLOP counts per (model signature, input shape, pass kind)."""
+def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are empty ``meta`` tensors (tied
+    parameters stay tied; ``requires_grad`` and training modes are kept). The live model's
+    data is never copied."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(
+            torch.empty_like(p, device="meta"), requires_grad=p.requires_grad
+        )
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
 
-    counts: dict[tuple, int] = field(default_factory=dict)
+
+def grad_outputs(out: Any) -> list[torch.Tensor]:
+    """The tensors of a module's output that require grad, in a fixed order (tensors, sequences
+    and dict values, depth first)."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.requires_grad else []
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in grad_outputs(o)]
+    return []
+
+
+Backward = bool | tuple[int, ...]  # no / all outputs / the grad_outputs indices it reaches
+
+
+def _run(
+    model: torch.nn.Module, args: Any, kwargs: Any, backward: Backward, grad: bool
+) -> PassFlops:
+    with torch.set_grad_enabled(grad), FlopCounterMode(display=False) as fwd:
+        out = model(*args, **kwargs)
+    need = grad_outputs(out) if backward and grad else []
+    if isinstance(backward, tuple):
+        need = [t for i, t in enumerate(need) if i in backward]
+    if not need:
+        return PassFlops(int(fwd.get_total_flops()))
+    with FlopCounterMode(display=False) as bwd:
+        torch.stack([t.float().sum() for t in need]).sum().backward()
+    return PassFlops(int(fwd.get_total_flops()), int(bwd.get_total_flops()))
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def count_pass(
+    model: torch.nn.Module,
+    args: Any,
+    kwargs: Any = None,
+    *,
+    backward: Backward,
+    training: bool | None = None,
+    grad: bool = True,
+) -> PassFlops:
+    """FLOPs of one call ``model(*args, **kwargs)`` (tensors or their descriptions; only shapes
+    and dtypes matter), with the backward from the sum of its outputs that require grad when
+    ``backward`` (True: all of them; a tuple: those :func:`grad_outputs` indices). Counted on a
+    meta copy, else on a real deep copy with the random number generators restored: the live
+    model is never run. ``training`` sets the copy's mode (None: as the model is); ``grad`` is
+    the grad mode the call ran under."""
+    args, kwargs = _describe_call(args, kwargs)
+    try:
+        shadow = meta_copy(model)
+        if training is not None:
+            shadow.train(training)
+        meta = torch.device("meta")
+        return _run(shadow, materialize(args, meta), materialize(kwargs, meta), backward, grad)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        pass  # this forward cannot run on meta: count on a real copy
+    device = _device_of(model)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        shadow = copy.deepcopy(model)
+        if training is not None:
+            shadow.train(training)
+        return _run(shadow, materialize(args, device), materialize(kwargs, device), backward, grad)
+
+
+@dataclass
+class PassCache:
+    """Memoized :func:`count_pass` per (model signature, argument description, modes)."""
+
+    counts: dict[tuple, PassFlops] = field(default_factory=dict)
     counted: int = 0  # how many real counting passes ran (for tests and diagnostics)
 
-    def _count(self, model: torch.nn.Module, x: torch.Tensor, backward: bool) -> int:
-        key = (model_signature(model), tuple(x.shape), str(x.dtype), backward)
+    def count(
+        self,
+        model: torch.nn.Module,
+        args: Any,
+        kwargs: Any = None,
+        *,
+        backward: Backward,
+        training: bool | None = None,
+        grad: bool = True,
+    ) -> PassFlops:
+        """:func:`count_pass`, once per distinct key."""
+        args, kwargs = _describe_call(args, kwargs)
+        key = (model_signature(model), args, kwargs, backward, training, grad)
         if key not in self.counts:
-            probe = torch.zeros_like(x)
-            with FlopCounterMode(display=False) as counter:
-                out = model(probe)
-                if backward:
-                    out.float().sum().backward()
-            if backward:
-                model.zero_grad(set_to_none=True)
-            self.counts[key] = int(counter.get_total_flops())
+            self.counts[key] = count_pass(
+                model, args, kwargs, backward=backward, training=training, grad=grad
+            )
             self.counted += 1
         return self.counts[key]
+
+
+@dataclass
+class FlopCache:
+    """FLOPs of minibatch training and evaluation of a model on inputs shaped like a sample,
+    from counted passes (a :class:`PassCache`)."""
+
+    passes: PassCache = field(default_factory=PassCache)
+
+    @property
+    def counted(self) -> int:
+        """How many real counting passes ran."""
+        return self.passes.counted
+
+    def _count(self, model: torch.nn.Module, x: torch.Tensor, backward: bool) -> int:
+        spec = TensorSpec(tuple(x.shape), x.dtype, False)
+        p = self.passes.count(model, (spec,), backward=backward)
+        return p.forward + p.backward
 
     def train_step(self, model: torch.nn.Module, x: torch.Tensor) -> int:
         """FLOPs of one forward+backward pass plus the SGD update (2 FLOPs per parameter)."""
