@@ -1,8 +1,8 @@
 """The compute work of one call: stated by the handler, counted from its torch work, or unknown.
 
-A handler may state its work (:func:`report_work`, or ``work_record`` itself: the call kind and its FLOPs,
-under ``WORK_KEY`` in the reply); that is how frameworks other than torch, or a user who knows
-better, say what a call did. Otherwise the energy mod counts the torch work the handler did
+A handler may state its work (:func:`report_work`, or ``work_record`` itself: the call kind and
+its FLOPs under ``WORK_KEY`` in the reply); that is how frameworks other than torch, or a user
+who knows better, say what a call did. Otherwise the energy mod counts the torch work the handler did
 (:mod:`fedenergy.client.torch_work`, loaded only when the process has already imported torch:
 a ClientApp without torch never pays for it). Where neither says anything the work is unknown,
 and the report says so (provenance ``unmetered``) rather than claiming 0 J.
