@@ -6,20 +6,45 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
 from fedenergy.analysis.console import print_comparison, print_summary
+from fedenergy.server.rounds import RoundOutcome
 from fedenergy.settings import Settings
+from fedenergy.sim.app_runner import add_app_options
+
+
+def round_printer(console: Console, rounds: int | None) -> Callable[[RoundOutcome], None]:
+    """The live line of each committed round of a run of ``rounds`` rounds (None: unknown)."""
+    start, cumulative = time.monotonic(), [0.0]
+
+    def progress(o: RoundOutcome) -> None:
+        cumulative[0] += o.joules
+        acc = "-" if o.accuracy is None else f"{o.accuracy:.4f}"
+        of = "" if rounds is None else f"/{rounds}"
+        label = "profile query" if o.server_round == 0 else f"round {o.server_round}{of}"
+        console.print(
+            f"{label:>13}: acc {acc}  {o.joules:8.4g} J  total {cumulative[0]:8.4g} J  "
+            f"ok {o.succeeded}/{o.selected}  [{time.monotonic() - start:4.0f} s]",
+            soft_wrap=True,
+        )
+
+    return progress
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.app is not None:  # a user's Flower app directory (fedenergy.sim.app_runner)
+        from fedenergy.sim.app_runner import app_command
+
+        return app_command(args, round_printer)
     settings = Settings(
         task=args.task,
         nodes=args.nodes,
-        rounds=args.rounds,
+        rounds=Settings.rounds if args.rounds is None else args.rounds,
         fraction=args.fraction,
         fraction_evaluate=args.fraction_evaluate,
         fleet=args.fleet,
@@ -66,20 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"fedenergy: {settings.nodes} nodes of fleet '{settings.fleet}', task '{settings.task}', "
         f"{settings.rounds} rounds, {settings.fraction:g} of nodes per round, seed {settings.seed}"
     )
-    start, cumulative = time.monotonic(), [0.0]
-
-    def progress(o) -> None:
-        cumulative[0] += o.joules
-        acc = "-" if o.accuracy is None else f"{o.accuracy:.4f}"
-        label = (
-            "profile query" if o.server_round == 0 else f"round {o.server_round}/{settings.rounds}"
-        )
-        console.print(
-            f"{label:>13}: acc {acc}  {o.joules:8.4g} J  total {cumulative[0]:8.4g} J  "
-            f"ok {o.succeeded}/{o.selected}  [{time.monotonic() - start:4.0f} s]",
-            soft_wrap=True,
-        )
-
+    start, progress = time.monotonic(), round_printer(console, settings.rounds)
     try:
         summary = simulate(plan, on_round=progress, verbose=args.verbose)
     except Exception as err:  # a failed run: say why (the ledger keeps the reason), exit 1
@@ -278,6 +290,11 @@ def strategy_settings(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name, _, _ in STRATEGY_OPTIONS if hasattr(args, name)}
 
 
+# simulate's options that compare does not take: it has its own --out and --target-accuracy
+# (both sides must reach it; the federated run then also stops there) and runs no app
+NOT_COMPARED = ("help", "out", "target_accuracy", "resume", "app", "run_config")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = Settings()
     p = argparse.ArgumentParser(prog="fedenergy", description=__doc__)
@@ -285,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="run a simulated federation and account its energy")
     s.add_argument("--task", default=d.task, help="digits (default) or synthetic")
     s.add_argument("--nodes", type=int, default=d.nodes, help="number of simulated nodes")
-    s.add_argument("--rounds", type=int, default=d.rounds, help="federated rounds")
+    rounds_help = f"federated rounds (default {d.rounds}; with --app: the app's num-server-rounds)"
+    s.add_argument("--rounds", type=int, default=None, help=rounds_help)
     s.add_argument(
         "--fraction",
         type=float,
@@ -341,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the latest run in OUT_DIR from its last committed round, with its saved "
         "settings (other options are ignored)",
     )
+    add_app_options(s)
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("report", help="print the summary of a saved ledger")
     r.add_argument("run_dir", help="a run directory or a ledger.sqlite file")
@@ -357,14 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a federated run against the centralized baseline, to the same accuracy",
     )
     for action in s._actions:  # the simulate options (argparse's own `parents` mechanism)
-        # compare has its own --target-accuracy: both sides must reach it (the federated run
-        # then also stops there)
-        if action.option_strings and action.dest not in (
-            "help",
-            "out",
-            "target_accuracy",
-            "resume",
-        ):
+        if action.option_strings and action.dest not in NOT_COMPARED:
             c._add_action(action)
     c.add_argument("--out", default="runs/compare", help="output directory")
     c.add_argument(

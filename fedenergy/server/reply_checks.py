@@ -10,6 +10,7 @@ from flwr.app import Message
 from fedenergy.codecs import CodecSpec, PayloadError
 from fedenergy.protocol import NUM_EXAMPLES
 
+FLOATS = ("float16", "float32", "float64")
 MAX_EXAMPLES = 10**9  # num-examples above this in one reply is not a device's local data set
 
 
@@ -19,8 +20,8 @@ def check_reply(
     """The reply's content must be aggregatable: one MetricRecord with a positive, finite
     ``num-examples`` and finite numbers; for an uncompressed train update (``spec``: the uplink
     codec asked, None or ``none``), one ArrayRecord with the global model's names, shapes and
-    float dtypes, all finite (compressed updates are checked when decoded). Raise PayloadError
-    with the reason."""
+    float dtypes (integer ones for integer or scalar global arrays), all finite (compressed
+    updates are checked when decoded). Raise PayloadError with the reason."""
     metrics = msg.content.metric_records
     if len(metrics) != 1:
         raise PayloadError(f"expected one MetricRecord, got {len(metrics)}")
@@ -44,8 +45,11 @@ def check_reply(
         raise PayloadError("update arrays do not have the global model's names")
     for k, g in global_arrays.items():
         a = rec[k]
-        # any float dtype is fine (FedAdam's global is float64, clients send float32)
-        if tuple(a.shape) != tuple(g.shape) or a.dtype not in ("float16", "float32", "float64"):
+        # any float dtype is fine (FedAdam's global is float64, clients send float32); an
+        # integer one where the global array is an integer or a scalar: a counter such as
+        # BatchNorm's num_batches_tracked, which Flower's FedAvg averages into a float64
+        counter = a.dtype.startswith(("int", "uint")) and (g.ndim == 0 or g.dtype.kind in "iu")
+        if tuple(a.shape) != tuple(g.shape) or not (a.dtype in FLOATS or counter):
             raise PayloadError(
                 f"update array {k!r}: {a.dtype} {a.shape}, expected a float {tuple(g.shape)}"
             )

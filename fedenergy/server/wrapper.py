@@ -7,11 +7,18 @@ while every call of the run goes into an energy ledger. By default it only accou
 wrapped strategy samples and aggregates exactly as it would alone. A ``selector`` chooses who
 trains each round by forecast energy instead; a ``compression`` policy gives each chosen node
 its codecs. The wiring is the one the built-in run uses (:mod:`fedenergy.server.session`).
+
+Without a ``ledger`` argument the ledger is ``$FEDENERGY_OUT/ledger.sqlite`` when that variable
+is set (``fedenergy simulate --app`` sets it to its ``--out``), else ``DEFAULT_LEDGER``. Each
+start logs its run and ledger, and each committed round, on the ``fedenergy`` logger at INFO;
+those records carry the run (``RUN_FIELD``) or the round's outcome (``ROUND_FIELD``) as
+attributes, which is how the CLI prints a user's app's progress without code in the app.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +32,7 @@ from fedenergy.physics.network import INFRA_KWH_PER_GB
 from fedenergy.protocol import CFG_INFRA_KWH_PER_GB
 from fedenergy.server.build import make_policy, named_selector
 from fedenergy.server.policies import POLICIES, CompressionPolicy
+from fedenergy.server.rounds import RoundOutcome
 from fedenergy.server.selectors import Selector
 from fedenergy.server.session import (
     admit_fleet,
@@ -39,6 +47,28 @@ from fedenergy.server.session import (
 
 log = logging.getLogger("fedenergy")
 DEFAULT_LEDGER = "runs/fedenergy/ledger.sqlite"
+OUT_ENV = "FEDENERGY_OUT"  # a folder: the default ledger is its ledger.sqlite
+RUN_FIELD = "fedenergy_run"  # log record attribute: (run id, ledger path) of a start
+ROUND_FIELD = "fedenergy_round"  # log record attribute: the RoundOutcome of a committed round
+
+
+def default_ledger() -> Path:
+    """``$FEDENERGY_OUT/ledger.sqlite`` when FEDENERGY_OUT is set (and not empty), else
+    ``DEFAULT_LEDGER``."""
+    out = os.environ.get(OUT_ENV)
+    return Path(out) / "ledger.sqlite" if out else Path(DEFAULT_LEDGER)
+
+
+def _log_round(outcome: RoundOutcome) -> None:
+    """Log a committed round, its outcome attached to the record (``ROUND_FIELD``)."""
+    log.info(
+        "round %d committed: %.4g J, %d of %d selected succeeded",
+        outcome.server_round,
+        outcome.joules,
+        outcome.succeeded,
+        outcome.selected,
+        extra={ROUND_FIELD: outcome},
+    )
 
 
 def _label(part: object) -> str | None:
@@ -51,15 +81,16 @@ class EnergyAware:
     ``strategy``, any Flower Message-API strategy.
 
     ``ledger``: the SQLite ledger file (created with its folder; each ``start`` is one run in
-    it). ``selector``: None (the wrapped strategy samples, its fractions untouched), or
-    ``"random"``, ``"greedy"``, ``"utility"`` or a Selector object choosing
-    ``fraction_train``/``fraction_evaluate`` of the nodes (read from ``strategy``). ``compression``:
-    None, ``"per-link"``, ``"accuracy-aware"``, a codec label every node encodes its update with
-    (e.g. ``"int8"``, ``"topk:0.05"``) or a CompressionPolicy object; the ClientApp must then
-    honour it (:mod:`fedenergy.client.compression`). ``discovery``: how each node's device and
-    link are learned: ``"declared"`` (a ``fe:DEVICE/LINK`` token in its SuperNode name, else as
-    lazy), ``"lazy"`` (its first energy report) or ``"query"`` (a QUERY message to every node
-    before round 1). ``seed``: of the selectors' random draws. ``infra_kwh_per_gb``: the network
+    it; default :func:`default_ledger`, read when the wrapper is made). ``selector``: None
+    (the wrapped strategy samples, its fractions untouched), or ``"random"``, ``"greedy"``,
+    ``"utility"`` or a Selector object choosing ``fraction_train``/``fraction_evaluate`` of the
+    nodes (read from ``strategy``). ``compression``: None, ``"per-link"``,
+    ``"accuracy-aware"``, a codec label every node encodes its update with (e.g. ``"int8"``,
+    ``"topk:0.05"``) or a CompressionPolicy object; the ClientApp must then honour it
+    (:mod:`fedenergy.client.compression`). ``discovery``: how each node's device and link are
+    learned: ``"declared"`` (a ``fe:DEVICE/LINK`` token in its SuperNode name, else as lazy),
+    ``"lazy"`` (its first energy report) or ``"query"`` (a QUERY message to every node before
+    round 1). ``seed``: of the selectors' random draws. ``infra_kwh_per_gb``: the network
     infrastructure's energy per byte.
     """
 
@@ -67,7 +98,7 @@ class EnergyAware:
         self,
         strategy: Strategy,
         *,
-        ledger: str | Path = DEFAULT_LEDGER,
+        ledger: str | Path | None = None,
         selector: str | Selector | None = None,
         compression: str | CompressionPolicy | None = None,
         discovery: str = "declared",
@@ -75,7 +106,7 @@ class EnergyAware:
         infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
     ) -> None:
         self.strategy = strategy
-        self.ledger_path = Path(ledger)
+        self.ledger_path = default_ledger() if ledger is None else Path(ledger)
         self.selector, self.compression = selector, compression
         self.discovery = check_discovery(discovery)
         self.seed, self.infra_kwh_per_gb = seed, infra_kwh_per_gb
@@ -178,8 +209,9 @@ class EnergyAware:
                     type(base).__name__,
                     run_id,
                     self.ledger_path,
+                    extra={RUN_FIELD: (run_id, str(self.ledger_path))},
                 )
-                first = commit_round_zero(strategy, initial_arrays, evaluate_fn)
+                first = commit_round_zero(strategy, initial_arrays, evaluate_fn, _log_round)
                 result = strategy.start(
                     grid,
                     initial_arrays,
@@ -188,6 +220,7 @@ class EnergyAware:
                     train_config,
                     evaluate_config,
                     evaluate_fn,
+                    on_round=_log_round,
                 )
         finally:
             ledger.close()

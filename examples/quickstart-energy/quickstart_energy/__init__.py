@@ -1,0 +1,1 @@
+"""quickstart-energy: Flower's PyTorch quickstart with energy accounting by fedenergy."""
