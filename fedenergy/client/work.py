@@ -2,10 +2,10 @@
 
 A handler may state its work (:func:`report_work`, or ``work_record`` itself: the call kind and
 its FLOPs under ``WORK_KEY`` in the reply); that is how frameworks other than torch, or a user
-who knows better, say what a call did. Otherwise the energy mod counts the torch work the handler did
-(:mod:`fedenergy.client.torch_work`, loaded only when the process has already imported torch:
-a ClientApp without torch never pays for it). Where neither says anything the work is unknown,
-and the report says so (provenance ``unmetered``) rather than claiming 0 J.
+who knows better, say what a call did. Otherwise the energy mod counts the torch work the
+handler did (:mod:`fedenergy.client.torch_work`, loaded only when the process has already
+imported torch: a ClientApp without torch never pays for it). Where neither says anything the
+work is unknown, and the report says so (provenance ``unmetered``) rather than claiming 0 J.
 
 Precedence, for the compute figure of a report: measured (a meter on the node) > stated >
 counted > unmetered. Measured nodes still report the stated or counted FLOPs beside.
