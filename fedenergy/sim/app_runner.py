@@ -278,6 +278,7 @@ def run_app(
 
     from fedenergy.sim.engine import _run, prepare_environment, simulated_names
     from fedenergy.sim.hooks import declared_node_names, seeded_node_ids
+    from fedenergy.sim.node_profiles import ProfiledClientApp
 
     settings = plan.settings
     prepare_environment()
@@ -286,6 +287,7 @@ def run_app(
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
     server, client = configured_apps(app)
+    client = ProfiledClientApp(client, plan.profiles)  # each node knows its fleet profile
     cpus = num_cpus or os.cpu_count() or 1
     with watching(watcher, Path(settings.out)):
         with seeded_node_ids(settings.seed), declared_node_names(simulated_names(plan)):

@@ -16,6 +16,7 @@ from fedenergy.plan import RunPlan, plan_run
 from fedenergy.server import RoundOutcome
 from fedenergy.settings import Settings
 from fedenergy.sim.hooks import declared_node_names, seeded_node_ids
+from fedenergy.sim.node_profiles import ProfiledClientApp
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
@@ -75,6 +76,8 @@ def simulate(
 
     if client_app is None:
         from fedenergy.sim.clientapp import app as client_app
+    else:  # a user's app: each virtual node knows its fleet profile, as a deployed one would
+        client_app = ProfiledClientApp(client_app, plan.profiles)
 
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)
