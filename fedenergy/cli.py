@@ -6,34 +6,14 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from fedenergy.analysis.console import print_comparison, print_summary
-from fedenergy.server.rounds import RoundOutcome
+from fedenergy.analysis.console import print_comparison, print_summary, round_printer
 from fedenergy.settings import Settings
 from fedenergy.sim.app_runner import add_app_options
-
-
-def round_printer(console: Console, rounds: int | None) -> Callable[[RoundOutcome], None]:
-    """The live line of each committed round of a run of ``rounds`` rounds (None: unknown)."""
-    start, cumulative = time.monotonic(), [0.0]
-
-    def progress(o: RoundOutcome) -> None:
-        cumulative[0] += o.joules
-        acc = "-" if o.accuracy is None else f"{o.accuracy:.4f}"
-        of = "" if rounds is None else f"/{rounds}"
-        label = "profile query" if o.server_round == 0 else f"round {o.server_round}{of}"
-        console.print(
-            f"{label:>13}: acc {acc}  {o.joules:8.4g} J  total {cumulative[0]:8.4g} J  "
-            f"ok {o.succeeded}/{o.selected}  [{time.monotonic() - start:4.0f} s]",
-            soft_wrap=True,
-        )
-
-    return progress
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

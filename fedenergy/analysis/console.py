@@ -1,10 +1,18 @@
-"""The terminal view of a run summary and of a federated/centralized comparison (rich tables)."""
+"""The terminal view of a run: its live round lines, its summary and a federated/centralized
+comparison (rich tables)."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from fedenergy.server.rounds import RoundOutcome
 
 
 def print_summary(console: Console, s: dict) -> None:
@@ -97,3 +105,21 @@ def print_comparison(console: Console, comp: dict) -> None:
         )
     for n in comp.get("notes", []):
         console.print(f"note: {n}", soft_wrap=True)
+
+
+def round_printer(console: Console, rounds: int | None) -> Callable[[RoundOutcome], None]:
+    """The live line of each committed round of a run of ``rounds`` rounds (None: unknown)."""
+    start, cumulative = time.monotonic(), [0.0]
+
+    def progress(o: RoundOutcome) -> None:
+        cumulative[0] += o.joules
+        acc = "-" if o.accuracy is None else f"{o.accuracy:.4f}"
+        of = "" if rounds is None else f"/{rounds}"
+        label = "profile query" if o.server_round == 0 else f"round {o.server_round}{of}"
+        console.print(
+            f"{label:>13}: acc {acc}  {o.joules:8.4g} J  total {cumulative[0]:8.4g} J  "
+            f"ok {o.succeeded}/{o.selected}  [{time.monotonic() - start:4.0f} s]",
+            soft_wrap=True,
+        )
+
+    return progress
