@@ -32,7 +32,7 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.task_identity import TaskIdentity
 
 import fedenergy.client.torch_work as torch_work
-from fedenergy.client.mod import energy_mod
+from fedenergy.client.mod import energy_mod, stated_work_mod
 from fedenergy.client.work import report_work
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache, PassCache
@@ -250,6 +250,23 @@ def test_stated_work_takes_precedence_over_the_count(fresh_passes):
     assert fresh_passes.counted == 0  # the recorded torch work was never counted
 
 
+def test_the_stated_work_mod_counts_nothing(fresh_passes):
+    """stated_work_mod (for apps whose handlers always state their work) takes a stated work as
+    energy_mod does, and counts no torch work: a call that states nothing is unmetered."""
+
+    def stating(m: Message, c: Context) -> Message:
+        reply = PlainTrain()(m, c)
+        report_work(reply, 12345, "train")
+        return reply
+
+    reply = stated_work_mod(_message(MessageType.TRAIN), _context(), stating)
+    assert EnergyReport.from_record(reply.content[REPORT_KEY]).flops == 12345
+    reply = stated_work_mod(_message(MessageType.TRAIN), _context(), PlainTrain())
+    [(phase, joules, prov, source)] = _compute(reply.content[REPORT_KEY])
+    assert (phase, joules, prov) == ("train", 0.0, "unmetered")
+    assert "this mod counts no work" in source and fresh_passes.counted == 0
+
+
 def test_a_meter_takes_precedence_and_the_counted_flops_stay_beside(
     fresh_passes, tmp_path, monkeypatch
 ):
@@ -371,7 +388,7 @@ def test_a_client_app_without_torch_does_not_load_it():
         import sys
         from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
         from flwr.supercore.task_identity import TaskIdentity
-        from fedenergy.client.mod import energy_mod
+        from fedenergy.client.mod import energy_mod, stated_work_mod
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 42, 1
         msg = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}),
                       message_type=MessageType.QUERY, dst_node_id=42)

@@ -20,6 +20,7 @@ knows nothing of fleets or simulated faults.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from functools import lru_cache
 
@@ -153,18 +154,33 @@ def with_work_basis(report: EnergyReport, work: CallWork) -> EnergyReport:
 
 
 def energy_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
-    """Meter one call and attach its EnergyReport to the reply."""
+    """Meter one call and attach its EnergyReport to the reply; the handler's torch work is
+    counted unless it states its work (:func:`fedenergy.client.work.report_work`)."""
+    return meter_call(msg, ctx, call_next, count_torch=True)
+
+
+def stated_work_mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
+    """:func:`energy_mod` for a ClientApp whose handlers always state their work: nothing is
+    counted (no torch hooks while the handler runs); a call that states nothing is unmetered."""
+    return meter_call(msg, ctx, call_next, count_torch=False)
+
+
+def meter_call(
+    msg: Message, ctx: Context, call_next: ClientAppCallable, count_torch: bool
+) -> Message:
+    """The energy mod's work: bytes both ways, the call's compute (measured, stated, counted
+    when ``count_torch``, else unmetered), the EnergyReport attached to the reply."""
     bytes_down = message_bytes(msg)
     kind = message_kind(msg)
     measured = None
-    with torch_calls() as seen:
+    with torch_calls() if count_torch else nullcontext(None) as seen:
         if wants_measurement(ctx):
             reply, measured = measure_call(kind, ctx, lambda: call_next(msg, ctx))
         else:
             reply = call_next(msg, ctx)
     if reply.has_error():
         return reply
-    work = call_work(reply, kind, seen)
+    work = call_work(reply, kind, seen, counting=count_torch)
     cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
     device_id, link_id = resolve_profile(msg, ctx)
     args = dict(

@@ -73,15 +73,19 @@ def torch_calls() -> AbstractContextManager[TorchCalls | None]:
     return TorchCalls()
 
 
-def call_work(reply: Message, kind: str, seen: TorchCalls | None) -> CallWork:
+def call_work(
+    reply: Message, kind: str, seen: TorchCalls | None, counting: bool = True
+) -> CallWork:
     """The work of a call from its reply and its recorded torch work. A stated work record is
-    taken (and removed from the reply); else the torch work is counted; else it is unknown."""
+    taken (and removed from the reply); else the torch work is counted; else it is unknown
+    (``counting`` False: nothing was recorded because the mod counts nothing)."""
     if WORK_KEY in reply.content:
         stated = reply.content[WORK_KEY]
         del reply.content[WORK_KEY]
         return CallWork(str(stated["kind"]), int(stated["flops"]), STATED)
     if seen is None:
-        return CallWork(kind, 0, UNKNOWN, "no work stated and torch not loaded")
+        why = "torch not loaded" if counting else "this mod counts no work"
+        return CallWork(kind, 0, UNKNOWN, f"no work stated and {why}")
     counted = seen.counted()
     if counted.calls == 0:
         return CallWork(kind, 0, UNKNOWN, "no work stated and no torch module call seen")

@@ -19,7 +19,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fedenergy.client.mod import energy_mod, resolve_profile, work_record
+from fedenergy.client.mod import resolve_profile, stated_work_mod, work_record
 from fedenergy.codecs import decode_downlink, encode_reply_arrays, numpy_arrays, parse_codec
 from fedenergy.physics.flops import FlopCache
 from fedenergy.protocol import (
@@ -57,7 +57,8 @@ torch.set_num_threads(1)
 # FLOP counts are cached per model and input shape for the life of this process.
 FLOPS = FlopCache()
 
-app = ClientApp(mods=[simulated_faults, energy_mod])
+# its handlers state their work (FlopCache): the mod need not count torch work
+app = ClientApp(mods=[simulated_faults, stated_work_mod])
 
 
 def _config(msg: Message) -> ConfigRecord:
