@@ -71,7 +71,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"fedenergy: {settings.nodes} nodes of fleet '{settings.fleet}', task '{settings.task}', "
         f"{settings.rounds} rounds, {settings.fraction:g} of nodes per round, seed {settings.seed}"
     )
-    start, progress = time.monotonic(), round_printer(console, settings.rounds)
+    queried = settings.discovery == "query"
+    start, progress = time.monotonic(), round_printer(console, settings.rounds, queried)
     try:
         summary = simulate(plan, on_round=progress, verbose=args.verbose)
     except Exception as err:  # a failed run: say why (the ledger keeps the reason), exit 1

@@ -107,15 +107,20 @@ def print_comparison(console: Console, comp: dict) -> None:
         console.print(f"note: {n}", soft_wrap=True)
 
 
-def round_printer(console: Console, rounds: int | None) -> Callable[[RoundOutcome], None]:
-    """The live line of each committed round of a run of ``rounds`` rounds (None: unknown)."""
+def round_printer(
+    console: Console, rounds: int | None, queried: bool = False
+) -> Callable[[RoundOutcome], None]:
+    """The live line of each committed round of a run of ``rounds`` rounds (None: unknown);
+    round 0 is labelled the profile query when the run ``queried`` its nodes up front."""
     start, cumulative = time.monotonic(), [0.0]
 
     def progress(o: RoundOutcome) -> None:
         cumulative[0] += o.joules
         acc = "-" if o.accuracy is None else f"{o.accuracy:.4f}"
         of = "" if rounds is None else f"/{rounds}"
-        label = "profile query" if o.server_round == 0 else f"round {o.server_round}{of}"
+        label = f"round {o.server_round}{of}" if o.server_round else "round 0"
+        if o.server_round == 0 and queried:
+            label = "profile query"
         console.print(
             f"{label:>13}: acc {acc}  {o.joules:8.4g} J  total {cumulative[0]:8.4g} J  "
             f"ok {o.succeeded}/{o.selected}  [{time.monotonic() - start:4.0f} s]",
