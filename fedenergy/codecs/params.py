@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
+
+from fedenergy.codecs.base import Codec
 
 DEFAULT_FRACTION = 0.01
 
@@ -38,3 +42,23 @@ def no_parameter(name: str, arg: str | None) -> None:
     """``ValueError`` unless the codec text had no ``:`` part."""
     if arg is not None:
         raise ValueError(f"{name} takes no parameter")
+
+
+@dataclass(frozen=True)
+class FractionCodec(Codec):
+    """A codec with one parameter, a fraction in (0, 1] (top-k, STC, STC-b): checked on
+    construction, parsed from ``name:<fraction>`` (``DEFAULT_FRACTION`` without one), written
+    back with ``repr`` so ``parse_codec(c.label()) == c``."""
+
+    fraction: float = DEFAULT_FRACTION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fraction", check_fraction(self.fraction))
+
+    @classmethod
+    def parse(cls, arg: str | None) -> Self:
+        """``<name>`` or ``<name>:<fraction>``."""
+        return cls(fraction=parse_fraction(cls.name, arg))
+
+    def label(self) -> str:
+        return f"{self.name}:{self.fraction!r}"

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from fedenergy.codecs.base import Codec
 from fedenergy.codecs.checks import Layout, Payload, PayloadError, Template, check_scale
-from fedenergy.codecs.params import DEFAULT_FRACTION, check_fraction, parse_fraction
+from fedenergy.codecs.params import FractionCodec
 from fedenergy.codecs.rice import (
     decode_positions,
     encode_positions,
@@ -38,24 +37,12 @@ def stc_nbytes(n: int, k: int) -> int:
 
 
 @dataclass(frozen=True)
-class SparseTernary(Codec):
+class SparseTernary(FractionCodec):
     """The STC wire format: parts ``.mu`` (float32, 1), ``.sign`` (uint8, ceil(k/8): one bit per
     kept entry, 1 = negative) and ``.pos`` (uint8, the Golomb-Rice position code; empty when
     ``k == n``) per tensor.  Subclasses set the kept count ``k`` of each tensor in :meth:`plan`."""
 
-    fraction: float = DEFAULT_FRACTION
-
     error_feedback = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fraction", check_fraction(self.fraction))
-
-    @classmethod
-    def parse(cls, arg: str | None) -> SparseTernary:
-        return cls(fraction=parse_fraction(cls.name, arg))
-
-    def label(self) -> str:
-        return f"{self.name}:{self.fraction!r}"
 
     def error_bound(self) -> str:
         return (

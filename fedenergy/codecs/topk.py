@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fedenergy.codecs.base import Codec
 from fedenergy.codecs.checks import Layout, Payload, PayloadError, check_finite, check_scale
-from fedenergy.codecs.params import DEFAULT_FRACTION, check_fraction, parse_fraction
+from fedenergy.codecs.params import FractionCodec
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -58,26 +57,13 @@ def select_largest(x: np.ndarray, k: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class TopK(Codec):
+class TopK(FractionCodec):
     """``topk:<f>``: parts ``.idx`` (k indices), ``.val`` (float16, k values in [-1, 1]) and
     ``.scale`` (float32, 1: max |kept|) per tensor."""
-
-    fraction: float = DEFAULT_FRACTION  # entries kept per tensor, (0, 1]
 
     name = "topk"
     forms = "topk:<fraction in (0, 1]> (e.g. topk:0.01)"
     error_feedback = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "fraction", check_fraction(self.fraction))
-
-    @classmethod
-    def parse(cls, arg: str | None) -> TopK:
-        """``topk`` (0.01) or ``topk:<fraction>``."""
-        return cls(fraction=parse_fraction(cls.name, arg))
-
-    def label(self) -> str:
-        return f"{self.name}:{self.fraction!r}"
 
     def error_bound(self) -> str:
         return (
