@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fedenergy.meters.attribution import default_accounting  # noqa: E402
 from fedenergy.meters.battery import BatteryMeter  # noqa: E402
+from fedenergy.meters.cputime import default_accounting  # noqa: E402
 from fedenergy.meters.detect import detect  # noqa: E402
 from fedenergy.meters.jetson import JetsonMeter  # noqa: E402
 from fedenergy.meters.model import CpuTdpModelMeter  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 
 import pytest
@@ -46,7 +47,8 @@ def rapl(root):
 
 def test_rapl_plus_gpu_no_fallback(tmp_path):
     rapl(tmp_path)
-    nv = FakeNVML([FakeGpu("GPU-1", energy_mj=0)])
+    # this process is the GPU's only compute process: the GPU's energy is all this tree's
+    nv = FakeNVML([FakeGpu("GPU-1", energy_mj=0, procs={os.getpid(): 1 << 30})])
     ms, clock = setup(tmp_path, nvml=nv)
     assert [m.name for m in ms.total] == ["rapl", "nvml"]
     assert ms.fallback is None and ms.total_scope == "machine"

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from fedenergy.meters.gpu_use import UTIL_POLL_S
 from fedenergy.meters.nvml import NvmlMeter, resolve_visible
 from tests.fakes.nvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
@@ -42,7 +43,9 @@ def test_energy_counter(monkeypatch):
     nv = fleet(2, energy_mj=1_000)
     m = meter(nv)
     assert m.probe().available
-    assert m.kind == "counter" and m.poll_interval_s is None  # no thread needed
+    # the energy counter needs no thread; the per-process utilization samples are read every
+    # UTIL_POLL_S while a window is open (the driver keeps a bounded buffer of them)
+    assert m.kind == "counter" and m.poll_interval_s == UTIL_POLL_S
     assert [(d.name, d.provenance) for d in m.domains()] == [
         ("gpu[0]", "measured:nvml:gpu0"),
         ("gpu[1]", "measured:nvml:gpu1"),
@@ -58,6 +61,12 @@ def test_energy_counter(monkeypatch):
     assert r.flags == []
     assert nv.calls.get("power", 0) == 0  # a counter GPU never needs a power reading
     assert nv.calls["nvmlInit"] == 1
+
+
+def test_counter_gpu_without_process_sampling_needs_no_thread():
+    nv = fleet(1, energy_mj=0, util_supported=False)
+    m = meter(nv)
+    assert m.probe().available and m.poll_interval_s is None
 
 
 def test_power_only_integrated_trapezoidally():

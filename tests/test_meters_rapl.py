@@ -7,7 +7,12 @@ import os
 
 import pytest
 
-from fedenergy.meters.rapl import ASSUMED_MAX_POWER_W, UNKNOWN_RANGE_POLL_S, RaplMeter
+from fedenergy.meters.rapl import (
+    ASSUMED_MAX_POWER_W,
+    MIRROR_SAMPLE_S,
+    UNKNOWN_RANGE_POLL_S,
+    RaplMeter,
+)
 from fedenergy.meters.window import POLLER
 from tests.fakes.sysfs import (
     UNREADABLE,
@@ -138,22 +143,72 @@ def test_energy_file_is_a_directory_is_unreadable(tmp_path):
     assert av.status == "unreadable" and "cannot read" in av.reason
 
 
+def advance_both(root, d0, d1):
+    """A sleep for the probe's second sample: die 0 grows by d0 µJ, die 1 by d1 µJ."""
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        for zone, d in (("intel-rapl:0", d0), ("intel-rapl:1", d1)):
+            p = root / "sys/class/powercap" / zone / "energy_uj"
+            set_energy(root, zone, int(p.read_text()) + d)
+
+    return sleep, slept
+
+
 def test_amd_mirrored_dies_counted_once(tmp_path):
     # Same socket counter reported twice (values from CodeCarbon's AMD sample).
     rapl_zone(tmp_path, "intel-rapl:0", "package-0-die-0", 10360237493, max_uj=AMD_MAX)
     rapl_zone(tmp_path, "intel-rapl:1", "package-0-die-1", 10359908363, max_uj=AMD_MAX)
-    m = meter(tmp_path)
+    # second sample MIRROR_SAMPLE_S later: both moved by the same 4 J (one counter)
+    sleep, slept = advance_both(tmp_path, 4_000_000, 4_000_000)
+    m = meter(tmp_path, sleep=sleep)
     assert m.probe().available
+    assert slept == [MIRROR_SAMPLE_S]
     assert [d.name for d in m.domains()] == ["cpu.package[0]"]
     assert any("mirrors package-0-die-0" in s for s in m.skipped())
     m.begin("w")
-    set_energy(tmp_path, "intel-rapl:0", 10360237493 + 7_000_000)
-    set_energy(tmp_path, "intel-rapl:1", 10359908363 + 7_000_000)
+    set_energy(tmp_path, "intel-rapl:0", 10360237493 + 11_000_000)
+    set_energy(tmp_path, "intel-rapl:1", 10359908363 + 11_000_000)
     r = m.end("w")
     assert r.total_j == 7.0
     assert r.provenance == {"cpu.package[0]": "measured:rapl:package-0-die-0"}
     # 65.5 kJ counter, 3 kW bound: read every ~10.9 s so no counter wraps twice between reads
     assert m.poll_interval_s == pytest.approx(AMD_MAX / 1e6 / (2 * ASSUMED_MAX_POWER_W))
+
+
+def test_dies_with_close_totals_but_unequal_deltas_are_not_merged(tmp_path):
+    # Two separate dies whose cumulative counters happen to be within 0.1 % (CodeCarbon's
+    # values), evenly loaded: 4.0 J vs 3.6 J over the second sample (10 % apart) → two counters.
+    rapl_zone(tmp_path, "intel-rapl:0", "package-0-die-0", 10360237493, max_uj=AMD_MAX)
+    rapl_zone(tmp_path, "intel-rapl:1", "package-0-die-1", 10359908363, max_uj=AMD_MAX)
+    sleep, slept = advance_both(tmp_path, 4_000_000, 3_600_000)
+    m = meter(tmp_path, sleep=sleep)
+    assert m.probe().available and slept == [MIRROR_SAMPLE_S]
+    assert [d.name for d in m.domains()] == ["cpu.package[0].die[0]", "cpu.package[0].die[1]"]
+    assert not any("mirrors" in s for s in m.skipped())
+    m.begin("w")
+    set_energy(tmp_path, "intel-rapl:0", 10360237493 + 4_000_000 + 5_000_000)
+    set_energy(tmp_path, "intel-rapl:1", 10359908363 + 3_600_000 + 4_000_000)
+    r = m.end("w")
+    assert r.joules == {"cpu.package[0].die[0]": 5.0, "cpu.package[0].die[1]": 4.0}
+    assert r.total_j == 9.0  # summed, not halved
+
+
+def test_mirror_candidates_that_do_not_move_are_kept_apart_and_noted(tmp_path):
+    rapl_zone(tmp_path, "intel-rapl:0", "package-0-die-0", 10360237493, max_uj=AMD_MAX)
+    rapl_zone(tmp_path, "intel-rapl:1", "package-0-die-1", 10359908363, max_uj=AMD_MAX)
+    m = meter(tmp_path, sleep=lambda s: None)
+    assert m.probe().available and len(m.domains()) == 2
+    assert any("no change seen" in n for n in m.notes())
+
+
+def test_distant_dies_need_no_second_sample(tmp_path):
+    rapl_zone(tmp_path, "intel-rapl:0", "package-0-die-0", 1_000_000_000, max_uj=AMD_MAX)
+    rapl_zone(tmp_path, "intel-rapl:1", "package-0-die-1", 3_000_000_000, max_uj=AMD_MAX)
+    slept = []
+    m = meter(tmp_path, sleep=slept.append)
+    assert m.probe().available and slept == []  # probing costs no sleep unless levels match
 
 
 def test_amd_independent_dies_are_summed(tmp_path):

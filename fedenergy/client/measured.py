@@ -14,14 +14,15 @@ CPU-second the call itself was measured at.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from flwr.app import Context, RecordDict
 
-from fedenergy.meters import Measurement, detect, startup_cost
+from fedenergy.meters import Measurement, cached_detect, startup_cost
 from fedenergy.protocol import STARTUP_STATE_KEY
-from fedenergy.report import Component
+from fedenergy.report import MAX_TEXT, UNMETERED, Component
 
 
 @dataclass(frozen=True)
@@ -49,20 +50,37 @@ def measure_call(
     """Run ``call`` inside a meter window; return its result and the measured components."""
     root = ctx.node_config.get("sysfs-root")
     tdp = ctx.node_config.get("tdp-w")
-    meters = detect(sysfs_root=str(root) if root else None, tdp_w=float(tdp) if tdp else None)
-    try:
-        with meters.window("call") as handle:
-            result = call()
-        m: Measurement = handle.measurement
-    finally:
-        meters.close()
+    meters = cached_detect(str(root) if root else None, float(tdp) if tdp else None)
+    with meters.window(f"call-{uuid.uuid4().hex}") as handle:
+        result = call()
+    m: Measurement = handle.measurement
     prov, source = _provenance(m)
-    share = f"process share {m.process_share:.3f} of {m.total_j:.4g} J ({m.total_scope})"
-    comps = [Component(kind, "compute", m.process_j, prov, f"{source}; {share}")]
+    comps = compute_components(kind, m, prov, source)
     startup = _startup_component(kind, ctx.state, m, prov, source)
     if startup is not None:
         comps.append(startup)
     return result, MeasuredCall(tuple(comps), m.total_j, m.duration_s)
+
+
+def compute_components(kind: str, m: Measurement, prov: str, source: str) -> list[Component]:
+    """The call's compute components: the process tree's attributed joules, and — for parts of
+    the total whose share is undefined — an ``unmetered`` component whose source names the
+    unattributed joules (never a measured 0 J; the machine total is ``machine_j`` beside)."""
+    parts = ", ".join(
+        f"{a.part} {a.process_j:.4g}/{a.machine_j:.4g} J ({m.shares[a.share].basis})"
+        for a in m.attribution
+        if a.process_j is not None
+    )
+    cover = f"{m.total_j:.4g} J {m.covers or m.total_scope}"
+    comps = []
+    if m.attribution_status != "unattributed":
+        text = f"{source}; process share of {cover}: {parts}"
+        comps.append(Component(kind, "compute", m.process_j, prov, text[:MAX_TEXT]))
+    if m.unattributed_j > 0 or m.attribution_status == "unattributed":
+        what = ", ".join(a.part for a in m.attribution if a.process_j is None)
+        text = f"unattributed: {m.unattributed_j:.4g} J of {cover} ({what}: share undefined)"
+        comps.append(Component(kind, "compute", 0.0, UNMETERED, text[:MAX_TEXT]))
+    return comps
 
 
 def _startup_component(

@@ -1,4 +1,4 @@
-"""CPU-time accounting: machine busy time, this process tree's CPU time, start-up cost.
+"""CPU-time accounting in ticks: machine busy time, this process tree's CPU time, start-up cost.
 
 The client's share of machine energy over a window is
 ``Δ(process tree user+sys CPU time) / Δ(machine busy CPU time)`` (PowerJoular's rule: all
@@ -74,7 +74,9 @@ class CpuAccounting(Protocol):
 
 
 class PsutilAccounting:
-    """Process tree CPU time: self + reaped children + live descendants.
+    """Process tree CPU time in 10 ms ticks: self + reaped children + live descendants.
+
+    The tick-based reference (and fallback); ``cputime.FineAccounting`` is the default.
 
     Fast path on Linux: ``os.times()`` for this process (1 µs) and the descendants from
     ``/proc/<pid>/task/<tid>/children`` (CONFIG_PROC_CHILDREN) with their ``/proc/<pid>/stat``
@@ -122,6 +124,12 @@ class PsutilAccounting:
     def machine_cpu_s(self) -> float:
         return self._ticks.read()[0]
 
+    coarse = True
+
+    @property
+    def source(self) -> str:
+        return f"os.times + /proc/<pid>/stat (ticks) / {self._ticks.source} (ticks)"
+
 
 def _proc_descendants(pid: int) -> list[int]:
     out: list[int] = []
@@ -152,10 +160,6 @@ def _stat_cpu_s(pid: int) -> float:
         return 0.0
     fields = data[data.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def default_accounting(root: str | None = None) -> CpuAccounting:
-    return PsutilAccounting(root)
 
 
 @dataclass(frozen=True)

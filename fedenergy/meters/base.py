@@ -30,24 +30,17 @@ from fedenergy.meters.records import (
     Kind,
     Measurement,
     Scope,
+    Share,
     Snapshot,
     explain,
 )
+from fedenergy.meters.shares import Part, combine, cpu_share
 from fedenergy.meters.window import POLLER, Windowed
 
 
-def attribute(total_j: float, proc_s: float, mach_s: float) -> tuple[float, float, list[str]]:
-    """Process share of ``total_j``: process-tree CPU time ÷ machine busy CPU time, in [0, 1].
-
-    All machine energy, idle included, is split over busy time (PowerJoular's rule), so a
-    dedicated client gets a share close to 1. Returns (share, process_j, flags).
-    """
-    if mach_s <= 0.0:
-        if proc_s > 0.0:
-            return 1.0, total_j, []
-        return 0.0, 0.0, ["attribution-undefined"]
-    share = min(1.0, max(0.0, proc_s / mach_s))
-    return share, total_j * share, []
+def cpu_clock_info(accounting: object) -> tuple[str, bool]:
+    """(source text, coarse?) of an accounting object's CPU clocks (unknown: ``""``, False)."""
+    return str(getattr(accounting, "source", "")), bool(getattr(accounting, "coarse", False))
 
 
 def diff_snapshots(begin: Snapshot, end: Snapshot) -> tuple[dict[str, float], list[str]]:
@@ -91,6 +84,7 @@ class Meter(Windowed):
         self._events: dict[str, int] = {}
         self._availability: Availability | None = None
         self._last_power: dict[str, tuple[float, float]] = {}
+        self._use: dict[str, float] = {}  # cumulative use counters for attribution
 
     # --- to implement -------------------------------------------------------------------
     def probe(self) -> Availability:
@@ -153,7 +147,7 @@ class Meter(Windowed):
         with self._lock:
             now = self.clock()
             self._update(now)
-            return Snapshot(now, dict(self._energy), dict(self._events))
+            return Snapshot(now, dict(self._energy), dict(self._events), dict(self._use))
 
     def _take_snapshot(self) -> Snapshot:
         if not self.availability.available:
@@ -190,19 +184,39 @@ class Meter(Windowed):
             )
         return comps, flags
 
+    def attribution_parts(
+        self, comps: dict[str, Component], begin: Snapshot, end: Snapshot
+    ) -> list[Part]:
+        """Split this meter's additive joules into parts with a share key (default: all by CPU
+        time, key ``cpu``)."""
+        return [("cpu", sum(c.joules for c in comps.values() if c.additive), "cpu")]
+
+    def window_shares(self, begin: Snapshot, end: Snapshot) -> tuple[dict[str, Share], list[str]]:
+        """Shares other than CPU time this meter knows for a window (e.g. GPU use), and flags."""
+        return {}, []
+
+    def covers(self) -> str:
+        """What this meter's total covers, in words."""
+        return self.name
+
     def _build(
         self, name: str, begin: Snapshot, end: Snapshot, attribution: tuple[float, float]
     ) -> Measurement:
         comps, flags = self.components(begin, end)
+        shares, sflags = self.window_shares(begin, end)
         return make_measurement(
             name,
             begin.t,
             end.t - begin.t,
             comps,
-            flags,
+            flags + sflags,
             attribution,
             self.total_scope,
             self.notes(),
+            parts=self.attribution_parts(comps, begin, end),
+            shares=shares,
+            covers=self.covers(),
+            cpu_clock=cpu_clock_info(self.accounting),
         )
 
     def notes(self) -> list[str]:
@@ -237,12 +251,43 @@ def make_measurement(
     attribution: tuple[float, float],
     total_scope: str,
     notes: list[str],
+    *,
+    parts: list[Part] | None = None,
+    shares: dict[str, Share] | None = None,
+    covers: str = "",
+    cpu_clock: tuple[str, bool] = ("", False),
 ) -> Measurement:
+    """Assemble a Measurement: total, CPU share, per-part attribution, flags and warnings.
+
+    parts: ``(part, J, share key)`` splitting the total (default: all of it by CPU time);
+    parts of the same name and key are merged. shares: shares besides ``cpu`` (GPU use).
+    """
     total = sum(c.joules for c in comps.values() if c.additive)
     proc_s, mach_s = attribution
-    share, pj, aflags = attribute(total, proc_s, mach_s)
-    flags = sorted(set(flags) | set(aflags))
+    cpu, cflags = cpu_share(proc_s, mach_s, cpu_clock[0], coarse=cpu_clock[1], duration=duration)
+    merged: dict[tuple[str, str], float] = {}
+    for part, joules, key in [("cpu", total, "cpu")] if parts is None else parts:
+        merged[(part, key)] = merged.get((part, key), 0.0) + joules
+    all_shares = {"cpu": cpu, **(shares or {})}
+    attributed, pj, uj = combine([(p, j, k) for (p, k), j in merged.items()], all_shares)
+    uses_cpu = any(k == "cpu" for _, k in merged)
+    flags = sorted(set(flags) | (set(cflags) if uses_cpu else set()))
     warnings = [explain(f) for f in flags] + list(notes)
     return Measurement(
-        name, start, duration, comps, total, total_scope, share, pj, proc_s, mach_s, flags, warnings
+        name,
+        start,
+        duration,
+        comps,
+        total,
+        total_scope,
+        cpu.value or 0.0,
+        pj,
+        cpu.process,
+        cpu.machine,
+        flags,
+        warnings,
+        covers=covers,
+        shares={k: v for k, v in all_shares.items() if any(k == key for _, key in merged)},
+        attribution=attributed,
+        unattributed_j=uj,
     )

@@ -104,6 +104,9 @@ class BatteryMeter(Meter):
             return []
         return [Domain(b.domain, f"measured:battery:{b.name}") for b in self.batteries]
 
+    def covers(self) -> str:
+        return "whole device (battery " + ", ".join(b.name for b in self.batteries) + ")"
+
     def _update(self, now: float) -> None:
         for b in self.batteries:
             if b.status() != "Discharging":

@@ -10,20 +10,30 @@ Order (DESIGN.md §3, notes/energy-sources.md §12):
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedenergy.meters.attribution import CpuAccounting, default_accounting
-from fedenergy.meters.base import Meter, make_measurement
+from fedenergy.meters.attribution import CpuAccounting
+from fedenergy.meters.base import Meter, cpu_clock_info, make_measurement
 from fedenergy.meters.battery import BatteryMeter
+from fedenergy.meters.cputime import default_accounting
 from fedenergy.meters.jetson import JetsonMeter
 from fedenergy.meters.model import CpuTdpModelMeter, RpiModelMeter
 from fedenergy.meters.nvml import NvmlMeter
 from fedenergy.meters.rapl import RaplMeter
-from fedenergy.meters.records import Clock, Component, Measurement, Snapshot
+from fedenergy.meters.records import Clock, Component, Measurement, Share, Snapshot
+from fedenergy.meters.shares import Part
 from fedenergy.meters.sysfs import resolve_root
 from fedenergy.meters.window import POLLER, Windowed
+
+# Flags after which a cached MeterSet is probed again (a driver reload, a vanished sensor).
+FAULT_FLAGS = ("read-error:", "counter-reset:")
+# A cached detection is redone after this long (s): a charger unplugged, a GPU driver loaded.
+# ASSUMPTION: hot-plug is rare next to calls; 5 minutes bounds how long a change goes unseen.
+DETECT_TTL_S = 300.0
 
 
 @dataclass
@@ -48,6 +58,7 @@ class MeterSet(Windowed):
 
     def __post_init__(self) -> None:
         self._init_windows(self.clock_ or time.monotonic, self.accounting_)
+        self.faults = 0  # windows whose total meters reported read errors or counter resets
 
     @property
     def meters(self) -> list[Meter]:
@@ -80,14 +91,38 @@ class MeterSet(Windowed):
         comps: dict[str, Component] = {}
         flags: list[str] = []
         notes: list[str] = []
+        parts: list[Part] = []
+        shares: dict[str, Share] = {}
         for m, s0, s1 in zip(self.meters, snaps0, snaps1, strict=True):
-            c, f = m.components(s0, s1, informational=self.role(m) != "total")
+            total = self.role(m) == "total"
+            c, f = m.components(s0, s1, informational=not total)
             comps.update(c)
             flags += f
             notes += m.notes()
+            if total:  # informational meters measure a part of the total: no parts of their own
+                parts += m.attribution_parts(c, s0, s1)
+                sh, sf = m.window_shares(s0, s1)
+                shares.update(sh)
+                flags += sf
+                self.faults += any(x.startswith(FAULT_FLAGS) for x in f)
         return make_measurement(
-            name, t0, t1 - t0, comps, flags, attribution, self.total_scope, notes
+            name,
+            t0,
+            t1 - t0,
+            comps,
+            flags,
+            attribution,
+            self.total_scope,
+            notes,
+            parts=parts,
+            shares=shares,
+            covers=self.covers(),
+            cpu_clock=cpu_clock_info(self.accounting),
         )
+
+    def covers(self) -> str:
+        """What ``Measurement.total_j`` covers, in words (the total meters' joined)."""
+        return " + ".join(m.covers() for m in self.total)
 
     def describe(self) -> list[dict[str, Any]]:
         out = []
@@ -160,3 +195,72 @@ def detect(
         if m not in total and m not in info:
             m.close()
     return MeterSet(total, info, candidates, fallback, scope, clock, acct, poll)
+
+
+class DetectCache:
+    """Detected MeterSets kept for this process, so meters are probed once, not per call.
+
+    Probing scans sysfs, initialises NVML and, on AMD hosts with matching dies, samples RAPL
+    twice; a window costs well under a millisecond. An entry is keyed by the process id (a
+    forked child probes again: NVML handles and file descriptors are the parent's), the sysfs
+    root, the TDP override and ``CUDA_VISIBLE_DEVICES``; it is probed again after ``ttl_s``,
+    after a window whose total meters reported a read error or a counter reset, and on
+    ``invalidate()``. A replaced set is closed only if no window is open on it.
+    """
+
+    def __init__(self, ttl_s: float = DETECT_TTL_S, clock: Clock = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._sets: dict[tuple, tuple[float, int, MeterSet]] = {}
+
+    def get(
+        self,
+        sysfs_root: str | None = None,
+        tdp_w: float | None = None,
+        *,
+        cuda_visible_devices: str | None = None,
+        **kw: Any,
+    ) -> MeterSet:
+        """The cached MeterSet for these settings, detecting it first if needed.
+
+        ``kw`` is passed to ``detect`` (nvml, clock, accounting, poll: for tests)."""
+        cvd = cuda_visible_devices
+        if cvd is None:
+            cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+        key = (os.getpid(), resolve_root(sysfs_root), tdp_w, cvd)
+        now = self.clock()
+        with self._lock:
+            hit = self._sets.get(key)
+            if hit is not None:
+                born, faults, ms = hit
+                if now - born < self.ttl_s and ms.faults == faults:
+                    return ms
+                self._retire(ms)
+            for k in [k for k in self._sets if k[0] != key[0]]:
+                del self._sets[k]  # inherited through fork: the parent's to close
+            ms = detect(sysfs_root, tdp_w=tdp_w, cuda_visible_devices=cvd, **kw)
+            self._sets[key] = (now, ms.faults, ms)
+            return ms
+
+    def invalidate(self) -> None:
+        """Forget every cached set (the next ``get`` probes again)."""
+        with self._lock:
+            for k, (_, _, ms) in list(self._sets.items()):
+                if k[0] == os.getpid():
+                    self._retire(ms)
+            self._sets.clear()
+
+    @staticmethod
+    def _retire(ms: MeterSet) -> None:
+        if not ms.open_windows:
+            ms.close()
+
+
+# The per-process cache behind ``cached_detect`` (like the poll thread, one per process).
+DETECT_CACHE = DetectCache()
+
+
+def cached_detect(sysfs_root: str | None = None, tdp_w: float | None = None) -> MeterSet:
+    """``detect()`` once per process and settings (see ``DetectCache``); do not close it."""
+    return DETECT_CACHE.get(sysfs_root, tdp_w)

@@ -12,6 +12,14 @@ The input rail (``VDD_IN`` on Xavier NX/Orin, ``POM_5V_IN`` on Nano/TX2) is the 
 CPU/GPU/SOC rails are sub-rails of it and are reported as informational, never added. Labels
 ``NC`` (not connected) and the hwmon "sum of shunt voltages" channel are skipped, as jtop does.
 Without an input rail the total is the sum of the rails (jtop's rule), flagged in the notes.
+
+Attribution policy (docs/meters.md "Attribution"): the board total is split into its GPU rails
+(labels naming GPU: ``VDD_GPU``, ``VDD_SYS_GPU``, ``POM_5V_GPU``, and the combined
+``VDD_GPU_SOC`` / ``VDD_CPU_GPU_CV``, which cannot be split further) and the rest. The rest goes
+by CPU time. No Jetson source says which process used the GPU, so the GPU rails go by the
+board's GPU load (the GPU device's ``load`` file, 0–1000): a window in which the GPU was idle
+splits them by CPU time like any idle power; a window in which it was busy leaves them
+*unattributed* (``gpu-attribution-undefined:jetson-gpu``), never guessed from CPU time.
 """
 
 from __future__ import annotations
@@ -24,10 +32,27 @@ from dataclasses import dataclass
 
 from fedenergy.meters.attribution import CpuAccounting
 from fedenergy.meters.base import Meter
-from fedenergy.meters.records import Availability, Clock, Domain
+from fedenergy.meters.records import Availability, Clock, Domain, Share
 from fedenergy.meters.sysfs import read_number, read_optional, resolve_root, root_path
 
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
+# GPU busy load, per mille, of the integrated GPU (checked in this order under the root).
+GPU_LOAD_GLOBS = (
+    "/sys/devices/gpu.0/load",
+    "/sys/devices/platform/gpu.0/load",
+    "/sys/devices/platform/*.gpu/load",
+    "/sys/devices/platform/bus@0/*.gpu/load",
+)
+JETSON_GPU_SHARE = "gpu:jetson"
+
+
+def rail_class(label: str) -> str:
+    """``gpu`` if the rail's label names the GPU (alone or combined), ``cpu`` if it names the
+    CPU only, else ``other``."""
+    tokens = set(re.split(r"[_\s]+", label.upper()))
+    return "gpu" if "GPU" in tokens else "cpu" if "CPU" in tokens else "other"
+
+
 DEFAULT_POLL_S = 0.1  # 10 Hz (notes §12)
 
 
@@ -74,6 +99,8 @@ class JetsonMeter(Meter):
         self.poll_interval_s = poll_s
         self.rails: list[Rail] = []
         self.notes_: list[str] = []
+        self.gpu_load_path: str | None = None
+        self._last_load: tuple[float, float] | None = None
 
     def _sensor_dirs(self) -> list[tuple[str, str]]:
         r = self.root
@@ -167,6 +194,10 @@ class JetsonMeter(Meter):
                 "run as a user that can read the ina3221 sysfs files",
             )
         self.rails = rails
+        self.gpu_load_path = next(
+            (p for g in GPU_LOAD_GLOBS for p in sorted(glob.glob(root_path(self.root, g)))),
+            None,
+        )
         return Availability("available")
 
     def domains(self) -> list[Domain]:
@@ -177,7 +208,56 @@ class JetsonMeter(Meter):
     def notes(self) -> list[str]:
         return list(self.notes_)
 
+    def covers(self) -> str:
+        total = next((r for r in self.rails if r.domain == "soc.total"), None)
+        if total is not None:
+            return f"whole device (jetson {total.label})"
+        return "monitored rails (jetson)"
+
+    def _gpu_rails(self) -> list[Rail]:
+        return [r for r in self.rails if rail_class(r.label) == "gpu"]
+
+    def attribution_parts(self, comps, begin, end):
+        """GPU rails apart (by GPU load, see the module docstring); the rest by CPU time."""
+        gpu = [r for r in self._gpu_rails() if r.domain in comps]
+        total = sum(c.joules for c in comps.values() if c.additive)
+        if not gpu:
+            return [("cpu", total, "cpu")]
+        key = "cpu" if self._gpu_idle(begin, end) else JETSON_GPU_SHARE
+        gpu_j = [min(comps[r.domain].joules, total) for r in gpu]
+        parts = [(r.domain, j, key) for r, j in zip(gpu, gpu_j, strict=True)]
+        return [("cpu", max(0.0, total - sum(gpu_j)), "cpu"), *parts]
+
+    def _gpu_idle(self, begin, end) -> bool:
+        """The GPU load file read 0 throughout the window (every reading good)."""
+        if self.gpu_load_path is None or "gpu.busy_s" not in end.use:
+            return False
+        d = {k: end.use.get(k, 0.0) - begin.use.get(k, 0.0) for k in ("gpu.busy_s", "gpu.gaps")}
+        return d["gpu.busy_s"] <= 0.0 and d["gpu.gaps"] == 0
+
+    def window_shares(self, begin, end):
+        if not self._gpu_rails():
+            return {}, []
+        if self._gpu_idle(begin, end):
+            return {}, []  # idle GPU: its rails went with the CPU-time part
+        busy = end.use.get("gpu.busy_s", 0.0) - begin.use.get("gpu.busy_s", 0.0)
+        why = "busy" if self.gpu_load_path else "no GPU load file"
+        share = Share("none", None, 0.0, busy, f"jetson: no per-process GPU use ({why})")
+        return {JETSON_GPU_SHARE: share}, ["gpu-attribution-undefined:jetson-gpu"]
+
     def _update(self, now: float) -> None:
+        if self.gpu_load_path is not None:
+            try:
+                load: float | None = min(1.0, max(0.0, read_number(self.gpu_load_path) / 1000.0))
+            except (OSError, ValueError):
+                load = None
+                self._use["gpu.gaps"] = self._use.get("gpu.gaps", 0.0) + 1
+            last, busy = self._last_load, self._use.get("gpu.busy_s", 0.0)
+            if load is not None and last is not None and now > last[0]:
+                # an interval is as busy as the busier of its two readings (never idle by luck)
+                busy += max(last[1], load) * (now - last[0])
+            self._use["gpu.busy_s"] = busy
+            self._last_load = (now, load) if load is not None else None
         for r in self.rails:
             try:
                 w: float | None = r.read_mw() / 1000.0

@@ -165,6 +165,9 @@ class RpiModelMeter(UtilizationModelMeter):
         assert self.board is not None
         return f"modeled:powerjoular-{self.board.key}"
 
+    def covers(self) -> str:
+        return "whole board (modeled)"
+
     def notes(self) -> list[str]:
         assert self.board is not None
         return [
@@ -265,6 +268,9 @@ class CpuTdpModelMeter(UtilizationModelMeter):
 
     def label(self) -> str:
         return f"modeled:cpu-tdp({self.tdp_w:g}W, cubic)"
+
+    def covers(self) -> str:
+        return "cpu (modeled)"
 
     def notes(self) -> list[str]:
         return [MODEL_ERROR_NOTE + f"; TDP {self.tdp_w:g} W from {self.tdp_source}"]

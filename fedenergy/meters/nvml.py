@@ -15,19 +15,23 @@ Sources (notes/energy-sources.md §4, NVML API reference):
     ``CUDA_DEVICE_ORDER=PCI_BUS_ID``.
   * MIG: NVML cannot meter a slice; the whole GPU is measured once and flagged
     ``mig-shared:gpu[i]`` (CodeCarbon maps MIG to the parent GPU; Zeus refuses).
-  * NVML gives no per-process GPU energy (codecarbon #936): GPU energy is machine-level here and
-    is attributed with the CPU-time share like everything else.
+  * NVML gives no per-process GPU energy (codecarbon #936): each GPU's energy is attributed to
+    the process tree by its GPU use — per-process utilization samples, else which processes hold
+    a context (``gpu_use.py``) — and never by CPU time; undefined → unattributed.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fedenergy.meters import gpu_use
 from fedenergy.meters.attribution import CpuAccounting
 from fedenergy.meters.base import Meter
-from fedenergy.meters.records import Availability, Clock, Component, Domain, Snapshot
+from fedenergy.meters.records import Availability, Clock, Component, Domain, Share, Snapshot
+from fedenergy.meters.shares import Part
 
 # Counter unchanged over a window shorter than this → estimate power × duration (notes §12:
 # "for windows < 0.5 s"; the counter itself updates every 20–100 ms).
@@ -47,6 +51,7 @@ class Gpu:
     mig: bool = False
     reason: str = ""
     last_mj: int | None = None
+    use: gpu_use.GpuUseState | None = None
 
     @property
     def domain(self) -> str:
@@ -78,11 +83,21 @@ class NvmlMeter(Meter):
         visible: str | None = None,
         use_env: bool = True,
         power_poll_s: float = 0.1,
+        pids: Callable[[], set[int]] | None = None,
+        pid_visible: Callable[[int], bool] | None = None,
         clock: Clock | None = None,
         accounting: CpuAccounting | None = None,
         poll: bool = True,
     ) -> None:
+        """pids: this process tree's pids (default: the accounting's ``tree_pids``, else this
+        pid); pid_visible: whether a pid exists in our pid namespace (default: ``/proc/<pid>``)."""
         super().__init__(clock=clock, accounting=accounting, poll=poll)
+        self._pids = pids or getattr(self.accounting, "tree_pids", None) or (lambda: {os.getpid()})
+        self._visible_pid = (
+            pid_visible
+            or getattr(self.accounting, "pid_visible", None)
+            or (lambda p: os.path.exists(f"/proc/{p}"))
+        )
         self._nvml = nvml
         self._visible = visible
         self._use_env = use_env
@@ -163,8 +178,12 @@ class NvmlMeter(Meter):
         self.notes_ = [g.reason for g in gpus if not g.mode]
         if not self.gpus:
             return Availability("unreadable", "; ".join(self.notes_) or "no readable GPU")
+        for g in self.gpus:
+            g.use = gpu_use.start(nv, g.handle, err)
         if any(g.mode == "power" for g in self.gpus):
             self.poll_interval_s = self.power_poll_s
+        elif any(g.use and g.use.util_ok for g in self.gpus):
+            self.poll_interval_s = gpu_use.UTIL_POLL_S
         self.kind = "counter" if all(g.mode == "counter" for g in self.gpus) else "power"
         return Availability("available")
 
@@ -179,6 +198,27 @@ class NvmlMeter(Meter):
     # --- reading ----------------------------------------------------------------------------
     def _update(self, now: float) -> None:
         nv, err = self._nvml, self._err()
+        self._update_energy(nv, err, now)
+        ours = self._pids()
+        for g in self.gpus:
+            if g.use is not None:
+                gpu_use.update(
+                    g.use, nv, g.handle, err, g.domain, ours, self._visible_pid, self._use
+                )
+
+    def attribution_parts(
+        self, comps: dict[str, Component], begin: Snapshot, end: Snapshot
+    ) -> list[Part]:
+        """Each GPU is its own part, attributed by its GPU use (never by CPU time)."""
+        return [(d, c.joules, d) for d, c in comps.items() if c.additive]
+
+    def window_shares(self, begin: Snapshot, end: Snapshot) -> tuple[dict[str, Share], list[str]]:
+        return gpu_use.shares([g.domain for g in self.gpus], begin, end)
+
+    def covers(self) -> str:
+        return ", ".join(g.domain for g in self.gpus) + " (nvml)"
+
+    def _update_energy(self, nv: Any, err: type[BaseException], now: float) -> None:
         for g in self.gpus:
             if g.mode == "counter":
                 try:

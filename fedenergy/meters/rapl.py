@@ -9,8 +9,12 @@ Rules implemented here:
     total and package/dram are reported beside it as informational (non-additive); otherwise
     the total is Σ package + Σ dram.
   * AMD dies that mirror one socket counter (CodeCarbon #788: summing them doubles the figure)
-    are counted once: at probe time, a die whose raw counter is within ``MIRROR_REL_TOL`` of an
-    earlier die of the same package is treated as a mirror and not read.
+    are counted once. A mirror is the same counter read twice, so it must agree on the level
+    *and* on the change: at probe time a die whose raw counter is within ``MIRROR_REL_TOL`` of an
+    earlier die of the same package is a candidate; both are read again ``MIRROR_SAMPLE_S``
+    later and the candidate is a mirror only if the two deltas agree within
+    ``MIRROR_DELTA_REL_TOL`` (two evenly loaded dies whose totals happen to be close draw
+    different energy over the interval and stay separate). Checked once per probe.
   * An MMIO zone with the same name as an MSR zone (``intel-rapl-mmio:0`` = ``package-0``)
     is the same energy: counted once (the MSR zone is kept).
   * Wrap-around: a decrease adds ``max_energy_range_uj`` once. If that range is unreadable the
@@ -25,6 +29,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedenergy.meters.attribution import CpuAccounting
@@ -42,6 +48,11 @@ ASSUMED_MAX_POWER_W = 3000.0
 UNKNOWN_RANGE_POLL_S = 1.0
 # Two die counters of one package within this relative distance are one mirrored counter.
 MIRROR_REL_TOL = 1e-3
+# ... and their changes over MIRROR_SAMPLE_S within this relative distance. ASSUMPTION: the
+# interval is long enough that one counter update (AMD: about 1 ms of energy) is under 1 % of the
+# change, and short enough to cost little once per process.
+MIRROR_SAMPLE_S = 0.2
+MIRROR_DELTA_REL_TOL = 1e-2
 
 PERMISSION_FIX = (
     "sudo chmod a+r /sys/class/powercap/intel-rapl:*/energy_uj "
@@ -81,6 +92,7 @@ class RaplMeter(Meter):
         sysfs_root: str | None = None,
         *,
         opener: Opener | None = None,
+        sleep: Callable[[float], None] = time.sleep,
         clock: Clock | None = None,
         accounting: CpuAccounting | None = None,
         poll: bool = True,
@@ -88,8 +100,10 @@ class RaplMeter(Meter):
         super().__init__(clock=clock, accounting=accounting, poll=poll)
         self.root = resolve_root(sysfs_root)
         self._opener = opener
+        self._sleep = sleep
         self.zones: list[Zone] = []
         self.used: list[Zone] = []
+        self._mirror_notes: list[str] = []
         self.poll_interval_s = None
 
     # --- discovery ------------------------------------------------------------------------
@@ -144,6 +158,7 @@ class RaplMeter(Meter):
     # --- probe ----------------------------------------------------------------------------
     def _probe(self) -> Availability:
         self.close()
+        self._mirror_notes = []
         self.zones = self.discover()
         if not self.zones:
             where = root_path(self.root, "/sys/class/powercap")
@@ -187,8 +202,9 @@ class RaplMeter(Meter):
             z.label = f"measured:{src}:{label}"
             used.append(z)
 
-        # Read every used counter once: permissions, errors, mirrored dies.
+        # Read every used counter once: permissions, errors, mirror candidates.
         first_die: dict[int, Zone] = {}
+        candidates: list[tuple[Zone, Zone]] = []
         for z in used:
             z.file = SysfsFile(os.path.join(z.path, "energy_uj"), self._opener)
             try:
@@ -216,8 +232,9 @@ class RaplMeter(Meter):
                 if ref is None:
                     first_die[z.socket] = z
                 elif _close(ref.last, z.last):
-                    z.mirror_of = ref.domain
-                    z.skipped = f"mirrors {ref.name} (same counter reported twice): counted once"
+                    candidates.append((ref, z))
+        if candidates:
+            self._confirm_mirrors(candidates)
         for z in used:
             if z.mirror_of:
                 z.file.close()
@@ -236,6 +253,49 @@ class RaplMeter(Meter):
         if not self.used:
             return Availability("absent", "RAPL zones exist but none is package, dram or psys")
         return Availability("available")
+
+    def _confirm_mirrors(self, pairs: list[tuple[Zone, Zone]]) -> None:
+        """Read candidate die pairs again after ``MIRROR_SAMPLE_S``; mark those whose deltas
+        agree as mirrors (the later die is not read)."""
+        first = {id(z): z.last for pair in pairs for z in pair}
+        self._sleep(MIRROR_SAMPLE_S)
+        delta: dict[int, int | None] = {}
+        for pair in pairs:
+            for z in pair:
+                if id(z) in delta:
+                    continue
+                try:
+                    raw = z.file.read_int() if z.file else None
+                except (OSError, ValueError):
+                    raw = None
+                d = None if raw is None or first[id(z)] is None else raw - first[id(z)]
+                if d is not None and d < 0 and z.max_uj:
+                    d += z.max_uj
+                delta[id(z)] = d if d is None or d >= 0 else None
+                if raw is not None:
+                    z.last = raw
+        for ref, z in pairs:
+            a, b = delta[id(ref)], delta[id(z)]
+            if a and b and abs(a - b) <= MIRROR_DELTA_REL_TOL * max(a, b):
+                z.mirror_of = ref.domain
+                z.skipped = (
+                    f"mirrors {ref.name} (same level and same change over "
+                    f"{MIRROR_SAMPLE_S:g} s: one counter reported twice): counted once"
+                )
+            elif not (a and b):  # no usable change: kept apart, and said so on every window
+                self._mirror_notes.append(
+                    f"{z.name}: level close to {ref.name} but no change seen in "
+                    f"{MIRROR_SAMPLE_S:g} s; counted as a separate die"
+                )
+
+    def covers(self) -> str:
+        if self.has_psys:
+            return "platform (rapl psys)"
+        roles = {z.role for z in self.used}
+        return "cpu packages + dram (rapl)" if "dram" in roles else "cpu packages (rapl)"
+
+    def notes(self) -> list[str]:
+        return list(self._mirror_notes)
 
     @property
     def has_psys(self) -> bool:

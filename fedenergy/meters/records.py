@@ -62,6 +62,49 @@ class Component:
     additive: bool
 
 
+@dataclass(frozen=True)
+class Share:
+    """The fraction of one part of the energy that belongs to this process tree, and why.
+
+    basis: ``cpu-time`` (process-tree CPU time ÷ machine busy CPU time), ``gpu-use`` (the tree's
+    SM utilization samples ÷ every process's on that GPU), ``gpu-context`` (NVML's list of
+    processes holding a context: sole holder 1, absent 0) or ``none``.
+    value: 0..1, or None when it is undefined (nothing observed): that part is then
+    *unattributed*, never a measured 0 J. process / machine: the two quantities behind it (s of
+    CPU, or summed utilization %). source: the clocks or NVML calls read.
+    """
+
+    basis: str
+    value: float | None
+    process: float = 0.0
+    machine: float = 0.0
+    source: str = ""
+
+    @property
+    def defined(self) -> bool:
+        return self.value is not None
+
+
+@dataclass(frozen=True)
+class Attributed:
+    """One part of the window's total and the process tree's part of it.
+
+    part: what it is (``cpu`` = everything split by CPU time, ``gpu[0]``, ``soc.rail[VDD_GPU]``).
+    machine_j: J of that part (machine/device side). share: the key into
+    ``Measurement.shares``. process_j: J attributed to the tree, None when the share is undefined
+    (the part is ``unattributed``).
+    """
+
+    part: str
+    machine_j: float
+    share: str
+    process_j: float | None
+
+    @property
+    def status(self) -> str:
+        return "attributed" if self.process_j is not None else "unattributed"
+
+
 @dataclass
 class Measurement:
     """Energy of one named window.
@@ -73,12 +116,19 @@ class Measurement:
       total_j: machine/device total over the window (J): the sum of the additive components.
       total_scope: what ``total_j`` covers: ``machine`` (RAPL, model, GPU) or ``device``
         (board rails, battery: the whole device, screen and radio included).
-      process_share: this process tree's CPU time ÷ machine busy CPU time over the window (0..1).
-      process_j: ``total_j × process_share`` (J), the energy attributed to this process tree.
-      process_cpu_s / machine_cpu_s: the two CPU times behind the share (s).
+      process_share: this process tree's CPU time ÷ machine busy CPU time over the window (0..1;
+        0 when undefined, see ``shares["cpu"]``).
+      process_j: J attributed to this process tree: Σ over ``attribution`` parts of their
+        share × J (GPU parts by GPU use, the rest by CPU time); unattributed parts are left out.
+      process_cpu_s / machine_cpu_s: the two CPU times behind the CPU share (s).
       flags: machine-readable tokens (``wrap-dropped:cpu.package[0]``,
         ``short-window-estimated:gpu[0]``, ``mig-shared:gpu[0]`` …).
       warnings: human-readable sentences explaining the flags and modeled figures.
+      covers: what ``total_j`` covers, in words (``cpu packages + dram (rapl)``, ``gpu[0]
+        (nvml)``, ``whole device (jetson VDD_IN)`` …): RAPL is not the whole machine.
+      shares: ``{key: Share}`` (``cpu``, ``gpu[0]`` …). attribution: the parts of ``total_j``
+        with their share and process joules. unattributed_j: J of the parts whose share is
+        undefined (> 0 means ``process_j`` is incomplete: see ``attribution``).
     """
 
     name: str
@@ -93,6 +143,19 @@ class Measurement:
     machine_cpu_s: float = 0.0
     flags: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    covers: str = ""
+    shares: dict[str, Share] = field(default_factory=dict)
+    attribution: list[Attributed] = field(default_factory=list)
+    unattributed_j: float = 0.0
+
+    @property
+    def attribution_status(self) -> str:
+        """``complete`` (every part attributed), ``partial`` or ``unattributed`` (none)."""
+        if self.unattributed_j <= 0.0 and all(a.process_j is not None for a in self.attribution):
+            return "complete"
+        if any(a.process_j is not None and a.machine_j > 0 for a in self.attribution):
+            return "partial"
+        return "unattributed"
 
     @property
     def joules(self) -> dict[str, float]:
@@ -107,6 +170,8 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["components"] = {k: asdict(v) for k, v in self.components.items()}
+        d["shares"] = {k: asdict(v) for k, v in self.shares.items()}
+        d["attribution_status"] = self.attribution_status
         return d
 
 
@@ -117,6 +182,9 @@ class Snapshot:
     t: float
     energy: dict[str, float]
     events: dict[str, int]
+    # cumulative use counters for GPU attribution: {key: value} (e.g. "gpu[0].ours" = summed SM
+    # utilization % of this tree's processes), and the last observed holder state per GPU
+    use: dict[str, float] = field(default_factory=dict)
 
 
 # Human-readable explanation for flag prefixes.
@@ -130,7 +198,12 @@ FLAG_TEXT = {
     "mig-shared": "MIG: the whole GPU was measured; its energy is shared with other MIG slices",
     "not-discharging": "the battery was not discharging for part of the window: that part was "
     "dropped",
-    "attribution-undefined": "no CPU time was observed in the window: process share set to 0",
+    "attribution-undefined": "no CPU time was observed in the window: the CPU-time part of the "
+    "energy is unattributed (reported beside, not as the process's)",
+    "gpu-attribution-undefined": "this GPU's use by the process tree could not be told apart "
+    "from other processes': its energy is unattributed",
+    "coarse-cpu-clock": "the machine CPU clock counts 10 ms ticks: the CPU share of this short "
+    "window is uncertain",
     "modeled": "modeled figure, not a measurement",
 }
 

@@ -10,7 +10,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from fedenergy.meters.attribution import CpuAccounting, default_accounting
+from fedenergy.meters.attribution import CpuAccounting
+from fedenergy.meters.cputime import default_accounting
 from fedenergy.meters.records import Clock, Measurement
 
 if TYPE_CHECKING:

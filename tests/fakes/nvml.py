@@ -1,7 +1,10 @@
 """A fake ``pynvml`` module object, with the handful of NVML calls the meter uses.
 
 Units as NVML's: energy in mJ (``nvmlDeviceGetTotalEnergyConsumption``), power in mW
-(``nvmlDeviceGetPowerUsage``). Return codes from nvml.h.
+(``nvmlDeviceGetPowerUsage``), utilization samples with µs time stamps and % values
+(``nvmlDeviceGetProcessUtilization``: samples newer than the given time stamp, NOT_FOUND when
+there is none), compute processes with their used memory in bytes
+(``nvmlDeviceGetComputeRunningProcesses``). Return codes from nvml.h.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass, field
 
 NVML_SUCCESS = 0
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 NVML_ERROR_LIBRARY_NOT_FOUND = 12
 NVML_ERROR_GPU_IS_LOST = 15
@@ -31,6 +35,35 @@ class FakeGpu:
     mig: bool = False
     lost: bool = False  # every reading raises GPU_IS_LOST
     mig_uuids: list[str] = field(default_factory=list)
+    procs: dict[int, int] = field(default_factory=dict)  # pid -> used GPU memory (bytes)
+    samples: list[tuple[int, int, int]] = field(default_factory=list)  # (pid, µs, smUtil %)
+    util_supported: bool = True
+    procs_supported: bool = True
+    clock_us: int = 1_000_000
+
+    def run(self, uses: dict[int, int], seconds: float, period_s: float = 1 / 6) -> None:
+        """Append driver samples: every ``period_s`` for ``seconds``, pid -> smUtil % (as the
+        driver samples, one entry per pid that used the GPU in that period)."""
+        for _ in range(round(seconds / period_s)):
+            self.clock_us += round(period_s * 1e6)
+            for pid, sm in uses.items():
+                self.samples.append((pid, self.clock_us, sm))
+
+
+@dataclass
+class _ProcInfo:
+    pid: int
+    usedGpuMemory: int | None
+
+
+@dataclass
+class _UtilSample:
+    pid: int
+    timeStamp: int
+    smUtil: int
+    memUtil: int = 0
+    encUtil: int = 0
+    decUtil: int = 0
 
 
 @dataclass
@@ -102,6 +135,25 @@ class FakeNVML:
         if h.energy_mj is None:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
         return h.energy_mj
+
+    def nvmlDeviceGetProcessUtilization(self, h: FakeGpu, lastSeenTimeStamp: int = 0) -> list:
+        self._n("process-util")
+        if h.lost:
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        if not h.util_supported:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        out = [_UtilSample(p, ts, sm) for p, ts, sm in h.samples if ts > lastSeenTimeStamp]
+        if not out:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return out
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeGpu) -> list:
+        self._n("processes")
+        if h.lost:
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        if not h.procs_supported:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        return [_ProcInfo(p, m) for p, m in h.procs.items()]
 
     def nvmlDeviceGetPowerUsage(self, h: FakeGpu) -> float:
         self._n("power")

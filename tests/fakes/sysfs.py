@@ -168,3 +168,43 @@ def device_tree_model(root: str | os.PathLike, model: str) -> None:
     p = Path(root) / "proc/device-tree/model"
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(model.encode() + b"\x00")
+
+
+# --- fine-grained CPU time -----------------------------------------------------------------------
+def task_schedstat(root: str | os.PathLike, pid: int, run_ns: int, tid: int | None = None) -> None:
+    """``/proc/<pid>/task/<tid>/schedstat``: ns on a CPU, ns waiting, timeslices."""
+    write(root, f"proc/{pid}/task/{tid or pid}/schedstat", f"{run_ns} 0 1")
+
+
+def proc_children(root: str | os.PathLike, pid: int, kids: list[int], tid: int | None = None):
+    """``/proc/<pid>/task/<tid>/children``: the pids this thread forked."""
+    write(root, f"proc/{pid}/task/{tid or pid}/children", " ".join(map(str, kids)))
+
+
+def proc_schedstat(root: str | os.PathLike, per_cpu_run_ns: list[int]) -> None:
+    """``/proc/schedstat`` (version 15 layout): the 7th number of each cpuN line is its ns."""
+    lines = ["version 15", "timestamp 4295000000"]
+    for i, ns in enumerate(per_cpu_run_ns):
+        lines.append(f"cpu{i} 0 0 100 50 80 40 {ns} 1000 90")
+        lines.append(f"domain0 {'f' * 4} 0 0 0 0 0 0 0 0")
+    write(root, "proc/schedstat", "\n".join(lines))
+
+
+def cpuacct_usage(root: str | os.PathLike, ns: int) -> None:
+    """cgroup v1 root ``cpuacct.usage`` (ns of every task on the machine)."""
+    write(root, "sys/fs/cgroup/cpuacct/cpuacct.usage", ns)
+
+
+def cgroup_cpu_stat(root: str | os.PathLike, cgroup: str, usage_usec: int) -> None:
+    """cgroup v2 ``<cgroup>/cpu.stat`` with ``usage_usec`` (and user/system split)."""
+    write(
+        root,
+        f"sys/fs/cgroup/{cgroup}/cpu.stat",
+        f"usage_usec {usage_usec}\nuser_usec {usage_usec}\nsystem_usec 0\n"
+        "nr_periods 0\nnr_throttled 0\nthrottled_usec 0",
+    )
+
+
+def gpu_load(root: str | os.PathLike, permille: int | str) -> None:
+    """Jetson integrated-GPU busy load, 0..1000 (``/sys/devices/gpu.0/load``)."""
+    write(root, "sys/devices/gpu.0/load", permille)
