@@ -42,6 +42,8 @@ def meters_report(ms: MeterSet, sample_s: float = 0.0) -> dict[str, Any]:
             "informational": [m.name for m in ms.info],
         },
         "total_scope": ms.total_scope,
+        "covers": ms.covers(),
+        "cpu_clocks": str(getattr(ms.accounting, "source", "")),
         "measured": measured,
         "fallback": fallback,
         "sample": sample,
@@ -77,16 +79,17 @@ def _text(rep: dict[str, Any], out: TextIO) -> None:
         for n in fb["notes"]:
             w(f"  {n}\n")
     else:
-        w(
-            f"Measured: {', '.join(rep['selected']['total'])} "
-            f"(total covers the {rep['total_scope']}).\n"
-        )
+        w(f"Measured: {', '.join(rep['selected']['total'])} (total covers {rep['covers']}).\n")
+    if rep["cpu_clocks"]:
+        w(f"CPU-time share from: {rep['cpu_clocks']}\n")
     s = rep["sample"]
     if s:
         w(
             f"\nSample over {s['duration_s']:.2f} s: total {s['total_j']:.3f} J "
-            f"({s['total_scope']}), this process {s['process_j']:.3f} J "
-            f"(share {s['process_share']:.2f}).\n"
+            f"({s['covers']}), this process {s['process_j']:.3f} J "
+            f"(CPU share {s['process_share']:.2f}; {s['attribution_status']}"
+            + (f", {s['unattributed_j']:.3f} J unattributed" if s["unattributed_j"] > 0 else "")
+            + ").\n"
         )
         for f in s["warnings"]:
             w(f"  warning: {f}\n")
