@@ -19,6 +19,7 @@ from tests.fakes.nvml import FakeGpu, FakeNVML
 from tests.fakes.sysfs import (
     FakeClock,
     ManualAccounting,
+    battery,
     cgroup_cpu_stat,
     cpuacct_usage,
     gpu_load,
@@ -61,7 +62,7 @@ def setup(root, gpus, **kw):
         poll=False,
         cuda_visible_devices=None,
     )
-    return ms, clock, ms.total[-1]._nvml
+    return ms, clock, next(m for m in ms.candidates if m.name == "nvml")._nvml
 
 
 # --- GPU energy by GPU use ---------------------------------------------------------------------
@@ -101,7 +102,7 @@ def test_two_clients_sharing_a_gpu_split_by_sm_samples(tmp_path):
     ms.begin("w")
     gpu.energy_mj = 90_000
     gpu.run({P: 60, OTHER: 30}, seconds=1.0)
-    ms.total[-1].sample()  # the poll thread's read, mid-window
+    ms.total[-1].sample()  # NVML: the poll thread's read, mid-window
     gpu.run({P: 60, OTHER: 30}, seconds=1.0)
     task_schedstat(tmp_path, P, 1_000_000)
     proc_schedstat(tmp_path, [1_000_000, 1_000_000])
@@ -343,3 +344,45 @@ def test_detection_is_cached_per_process_and_invalidated(tmp_path, monkeypatch):
     cache.invalidate()
     assert cache.get(str(tmp_path), **kw) is not c
     assert os.getpid() in {k[0] for k in cache._sets}
+
+
+def test_fine_clocks_count_live_and_reaped_children():
+    import subprocess
+    import sys
+
+    acct = FineAccounting()
+    before = acct.process_cpu_s()
+    code = (
+        "import sys, time\n"
+        "while time.process_time() < 0.2: pass\n"
+        "print('ready', flush=True); sys.stdin.read()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert child.pid in acct.tree_pids()
+        live = acct.process_cpu_s() - before
+        assert live >= 0.2  # the child's schedstat (ns): no tick rounding down
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+    assert acct.process_cpu_s() - before >= live  # reaped: now in RUSAGE_CHILDREN
+
+
+def test_gpu_inside_a_battery_total_is_attributed_apart(tmp_path):
+    # Laptop on battery: the battery is the total, the NVML GPU is inside it (informational).
+    battery(tmp_path, power_uw=20_000_000)  # 20 W
+    gpu = FakeGpu(UUID, energy_mj=0, procs={os.getpid(): 1 << 30})  # this process: sole user
+    acct = ManualAccounting(proc=0.0, mach=0.0, step=0.0)
+    ms, clock, nv = setup(tmp_path, [gpu], accounting=acct)
+    assert [m.name for m in ms.total] == ["battery"] and [m.name for m in ms.info] == ["nvml"]
+    ms.begin("w")
+    gpu.energy_mj = 8_000  # 8 J of the 20 J
+    acct.proc, acct.mach = 1.0, 2.0  # CPU share 0.5
+    clock.advance(1.0)
+    r = ms.end("w")
+    assert r.total_j == 20.0 and r.joules["gpu[0]"] == 8.0
+    assert r.process_j == pytest.approx((20.0 - 8.0) * 0.5 + 8.0)
+    assert {a.part: a.machine_j for a in r.attribution} == {"cpu": 12.0, "gpu[0]": 8.0}

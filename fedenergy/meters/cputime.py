@@ -23,8 +23,11 @@ machine (busy time of all CPUs)
 
 A kernel updates a running task's runtime at scheduler ticks and switches, so any reading of
 another CPU may lag by up to one tick; the process side uses ``process_time_ns`` (exact) for
-itself. Cumulative readings are clamped so that they never decrease (a descendant that exited
-but is not yet reaped leaves ``/proc`` for a moment).
+itself. Cumulative readings are clamped so that they never decrease (a child reaped between
+reading ``RUSAGE_CHILDREN`` and walking the live descendants is missed for one reading). A
+grandchild reaped by a live child leaves the tree's figure until that child is reaped; the clamp
+then holds the figure until the tree's time catches up (rare for a client: DataLoader workers
+are direct children).
 """
 
 from __future__ import annotations
@@ -187,12 +190,14 @@ class FineAccounting:
             v = parse_cpu_stat_usec(_read(self._cgroup)) / 1e6
         else:
             pr = self.proc_root
-            kids = sum(task_run_ns(pr, p) for p in descendants(pr, self.pid))
             if self._live_self:
+                # reaped children first, live ones second: a child reaped between the two reads
+                # is then missed for one reading (the clamp below holds), never counted twice
                 ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-                v = time.process_time_ns() / 1e9 + ch.ru_utime + ch.ru_stime + kids / 1e9
+                own = time.process_time_ns() / 1e9 + ch.ru_utime + ch.ru_stime
             else:
-                v = (task_run_ns(pr, self.pid) + kids) / 1e9
+                own = task_run_ns(pr, self.pid) / 1e9
+            v = own + sum(task_run_ns(pr, p) for p in descendants(pr, self.pid)) / 1e9
         self._last_proc = max(self._last_proc, v)
         return self._last_proc
 

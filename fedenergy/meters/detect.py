@@ -93,6 +93,8 @@ class MeterSet(Windowed):
         notes: list[str] = []
         parts: list[Part] = []
         shares: dict[str, Share] = {}
+        # a board whose GPU rails are attributed apart already: NVML's GPU is inside those
+        rails = any(isinstance(t, JetsonMeter) and t.gpu_rails() for t in self.total)
         for m, s0, s1 in zip(self.meters, snaps0, snaps1, strict=True):
             total = self.role(m) == "total"
             c, f = m.components(s0, s1, informational=not total)
@@ -105,6 +107,12 @@ class MeterSet(Windowed):
                 shares.update(sh)
                 flags += sf
                 self.faults += any(x.startswith(FAULT_FLAGS) for x in f)
+            elif isinstance(m, NvmlMeter) and not rails:  # a GPU inside a device total
+                gpu = [(d, x.joules, d) for d, x in c.items()]
+                parts = _carve(parts, gpu)
+                sh, sf = m.window_shares(s0, s1)
+                shares.update(sh)
+                flags += sf
         return make_measurement(
             name,
             t0,
@@ -195,6 +203,20 @@ def detect(
         if m not in total and m not in info:
             m.close()
     return MeterSet(total, info, candidates, fallback, scope, clock, acct, poll)
+
+
+def _carve(parts: list[Part], inner: list[Part]) -> list[Part]:
+    """Move ``inner`` parts (measured inside the total) out of the CPU-time part."""
+    inside = sum(j for _, j, _ in inner)
+    out = []
+    for name, joules, key in parts:
+        if key == "cpu" and inside > 0:
+            take = min(joules, inside)
+            joules, inside = joules - take, inside - take
+        out.append((name, joules, key))
+    carved = sum(j for _, j, _ in inner) - inside
+    scale = carved / sum(j for _, j, _ in inner) if inner and carved > 0 else 0.0
+    return out + [(n, j * scale, k) for n, j, k in inner]
 
 
 class DetectCache:

@@ -214,12 +214,13 @@ class JetsonMeter(Meter):
             return f"whole device (jetson {total.label})"
         return "monitored rails (jetson)"
 
-    def _gpu_rails(self) -> list[Rail]:
+    def gpu_rails(self) -> list[Rail]:
+        """The rails whose label names the GPU (attributed apart from the rest)."""
         return [r for r in self.rails if rail_class(r.label) == "gpu"]
 
     def attribution_parts(self, comps, begin, end):
         """GPU rails apart (by GPU load, see the module docstring); the rest by CPU time."""
-        gpu = [r for r in self._gpu_rails() if r.domain in comps]
+        gpu = [r for r in self.gpu_rails() if r.domain in comps]
         total = sum(c.joules for c in comps.values() if c.additive)
         if not gpu:
             return [("cpu", total, "cpu")]
@@ -236,7 +237,7 @@ class JetsonMeter(Meter):
         return d["gpu.busy_s"] <= 0.0 and d["gpu.gaps"] == 0
 
     def window_shares(self, begin, end):
-        if not self._gpu_rails():
+        if not self.gpu_rails():
             return {}, []
         if self._gpu_idle(begin, end):
             return {}, []  # idle GPU: its rails went with the CPU-time part
