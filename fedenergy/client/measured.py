@@ -5,7 +5,8 @@ device model: host sensors say nothing about a virtual Raspberry Pi). Optional n
 ``sysfs-root`` (read sysfs elsewhere, e.g. in a container) and ``tdp-w`` (CPU TDP override for the
 modeled fallback).
 
-The call's compute figure is the process tree's share of the machine energy (CPU-time share, see
+The call's compute figure is the process tree's share of the machine energy (by part: CPU time for
+the CPU side, GPU use for GPUs; an undefined share is reported ``unattributed``, see
 docs/meters.md); the machine total is reported beside it (``machine_j``), never added. In Flower's
 deployment each call runs in a fresh ``flwr-clientapp`` process whose imports cost CPU seconds
 before the handler starts: that start-up cost is charged once per process, at the J per busy
