@@ -129,9 +129,12 @@ def window_share(domain: str, begin: Snapshot, end: Snapshot) -> tuple[Share, li
     return share, [f"gpu-attribution-undefined:{domain}"]
 
 
-def shares(domains: Iterable[str], begin: Snapshot, end: Snapshot) -> tuple[dict, list[str]]:
+def shares(
+    domains: Iterable[str], begin: Snapshot, end: Snapshot
+) -> tuple[dict[str, Share], list[str]]:
     """``window_share`` for several GPU domains: ({domain: Share}, flags)."""
-    out, flags = {}, []
+    out: dict[str, Share] = {}
+    flags: list[str] = []
     for d in domains:
         out[d], f = window_share(d, begin, end)
         flags += f

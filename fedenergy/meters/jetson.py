@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 from fedenergy.meters.attribution import CpuAccounting
 from fedenergy.meters.base import Meter
-from fedenergy.meters.records import Availability, Clock, Domain, Share
+from fedenergy.meters.records import Availability, Clock, Component, Domain, Share, Snapshot
+from fedenergy.meters.shares import Part
 from fedenergy.meters.sysfs import read_number, read_optional, resolve_root, root_path
 
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
@@ -218,7 +219,9 @@ class JetsonMeter(Meter):
         """The rails whose label names the GPU (attributed apart from the rest)."""
         return [r for r in self.rails if rail_class(r.label) == "gpu"]
 
-    def attribution_parts(self, comps, begin, end):
+    def attribution_parts(
+        self, comps: dict[str, Component], begin: Snapshot, end: Snapshot
+    ) -> list[Part]:
         """GPU rails apart (by GPU load, see the module docstring); the rest by CPU time."""
         gpu = [r for r in self.gpu_rails() if r.domain in comps]
         total = sum(c.joules for c in comps.values() if c.additive)
@@ -229,14 +232,14 @@ class JetsonMeter(Meter):
         parts = [(r.domain, j, key) for r, j in zip(gpu, gpu_j, strict=True)]
         return [("cpu", max(0.0, total - sum(gpu_j)), "cpu"), *parts]
 
-    def _gpu_idle(self, begin, end) -> bool:
+    def _gpu_idle(self, begin: Snapshot, end: Snapshot) -> bool:
         """The GPU load file read 0 throughout the window (every reading good)."""
         if self.gpu_load_path is None or "gpu.busy_s" not in end.use:
             return False
         d = {k: end.use.get(k, 0.0) - begin.use.get(k, 0.0) for k in ("gpu.busy_s", "gpu.gaps")}
         return d["gpu.busy_s"] <= 0.0 and d["gpu.gaps"] == 0
 
-    def window_shares(self, begin, end):
+    def window_shares(self, begin: Snapshot, end: Snapshot) -> tuple[dict[str, Share], list[str]]:
         if not self.gpu_rails():
             return {}, []
         if self._gpu_idle(begin, end):
