@@ -14,6 +14,7 @@ from rich.markup import escape
 from fedenergy.analysis.console import print_comparison, print_summary, round_printer
 from fedenergy.settings import Settings
 from fedenergy.sim.app_runner import add_app_options
+from fedenergy.sim.backend import add_backend_options, backend_from_args
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -52,6 +53,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             plan, run = load_run(args.resume)
         else:
             plan = plan_run(settings)
+        backend = backend_from_args(args)
+        backend.connect(args.verbose)  # a cluster that cannot run the clients: nothing is run
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
@@ -74,7 +77,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     queried = settings.discovery == "query"
     start, progress = time.monotonic(), round_printer(console, settings.rounds, queried)
     try:
-        summary = simulate(plan, on_round=progress, verbose=args.verbose)
+        summary = simulate(plan, on_round=progress, verbose=args.verbose, backend=backend)
     except Exception as err:  # a failed run: say why (the ledger keeps the reason), exit 1
         console.print(f"[red]run failed:[/red] {escape(str(err))}", soft_wrap=True)
         console.print(f"ledger: {Path(settings.out) / 'ledger.sqlite'}", soft_wrap=True)
@@ -151,6 +154,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         if get_device(args.datacenter).kind != "datacenter":
             raise ValueError(f"device {args.datacenter!r} is not a datacenter profile")
+        backend = backend_from_args(args)
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}")
         return 2
@@ -177,7 +181,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             console.print(f"  round {o.server_round}: acc {acc}  total {cumulative[0]:8.4g} J")
 
         try:
-            simulate(plan, on_round=progress, verbose=args.verbose)
+            simulate(plan, on_round=progress, verbose=args.verbose, backend=backend)
         except Exception as err:
             console.print(f"[red]run failed:[/red] {err}")
             return 1
@@ -341,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings (other options are ignored)",
     )
     add_app_options(s)
+    add_backend_options(s)
     s.set_defaults(func=cmd_simulate)
     r = sub.add_parser("report", help="print the summary of a saved ledger")
     r.add_argument("run_dir", help="a run directory or a ledger.sqlite file")

@@ -111,3 +111,24 @@ def test_the_signature_tells_apart_models_with_the_same_parameters():
     cache, x = FlopCache(), torch.zeros(1, 3, 9, 9)
     assert cache.forward(a, x) == 2 * 3 * 4 * 9 * 7 * 7
     assert cache.forward(b, x) == 2 * 3 * 4 * 9 * 4 * 4
+
+
+def test_a_depthwise_convolution_backward_is_counted_per_group():
+    # pointwise 3->96 (1x1), then depthwise 96 channels 3x3 (groups=96), 16 images of 56x56:
+    # forward: 2 * C_in/groups * k*k * C_out * H*W * N per layer
+    # backward: depthwise input gradient = its forward; each weight gradient = its forward
+    # (the pointwise layer is first: no input gradient)
+    from fedenergy.physics.flops import count_pass
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 96, 1, bias=False),
+        torch.nn.Conv2d(96, 96, 3, padding=1, groups=96, bias=False),
+    )
+    n, hw = 16, 56 * 56
+    pointwise = 2 * 3 * 1 * 96 * hw * n  # 28,901,376
+    depthwise = 2 * 1 * 9 * 96 * hw * n  # 86,704,128
+    p = count_pass(model, (torch.zeros(n, 3, 56, 56),), backward=True)
+    assert p.forward == pointwise + depthwise
+    assert (
+        p.backward == pointwise + 2 * depthwise
+    )  # torch 2.13's own formula: depthwise weight grad x96

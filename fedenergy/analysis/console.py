@@ -59,6 +59,10 @@ def print_summary(console: Console, s: dict) -> None:
         f"{k} {v:.4g} J" for k, v in s["by_provenance"].items() if isinstance(v, (int, float))
     )
     console.print(f"provenance: {prov}")
+    if s.get("experiment"):  # the host's own energy over a simulation, beside the modeled one
+        from fedenergy.sim.experiment_energy import describe
+
+        console.print(describe(s["experiment"]), soft_wrap=True)
     if unmetered.get("calls"):
         console.print(
             f"compute unmetered for {unmetered['calls']} calls of {unmetered['nodes']} nodes "

@@ -41,6 +41,7 @@ from rich.markup import escape
 from fedenergy.server.rounds import RoundOutcome
 from fedenergy.server.wrapper import OUT_ENV, ROUND_FIELD, RUN_FIELD
 from fedenergy.settings import Settings
+from fedenergy.sim.backend import Backend, backend_from_args
 
 if TYPE_CHECKING:
     from fedenergy.plan import RunPlan
@@ -268,6 +269,7 @@ def run_app(
     watcher: RunWatcher,
     verbose: bool = False,
     num_cpus: int | None = None,
+    backend: Backend | None = None,
 ) -> None:
     """Run ``app`` on the plan's virtual SuperNodes (``settings.nodes`` of ``settings.fleet``,
     named after their profiles, ids seeded by ``settings.seed``) with FEDENERGY_OUT set to
@@ -288,10 +290,10 @@ def run_app(
         warnings.filterwarnings("ignore", category=FutureWarning)
     server, client = configured_apps(app)
     client = ProfiledClientApp(client, plan.profiles)  # each node knows its fleet profile
-    cpus = num_cpus or os.cpu_count() or 1
+    backend = (backend or Backend(num_cpus=num_cpus)).check()
     with watching(watcher, Path(settings.out)):
         with seeded_node_ids(settings.seed), declared_node_names(simulated_names(plan)):
-            _run(run_simulation, server, client, settings, cpus, verbose)
+            _run(run_simulation, server, client, settings, backend, verbose)
 
 
 # -- the command ------------------------------------------------------------------------------
@@ -303,7 +305,7 @@ def add_app_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="run the Flower app in DIR (its pyproject.toml's [tool.flwr.app.components] and "
         "config) on the fleet; with it only --nodes, --rounds (num-server-rounds), --fleet, "
-        "--seed, --out, --run-config and --verbose apply",
+        "--seed, --out, --run-config, --verbose and the Ray options apply",
     )
     parser.add_argument(
         "--run-config",
@@ -326,8 +328,10 @@ def app_command(args: argparse.Namespace, printer: Printer) -> int:
             raise AppError("--resume does not apply with --app")
         # the fleet's settings are checked before anything of the app is imported
         plan = plan_run(Settings(nodes=args.nodes, fleet=args.fleet, seed=args.seed, out=args.out))
+        backend = backend_from_args(args)
         with app_on_path(directory):
             app = load_app(directory, args.run_config, args.rounds)
+        backend.connect(args.verbose)  # a cluster that cannot run the clients: nothing is run
     except ValueError as err:
         console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True)
         return 2
@@ -341,7 +345,7 @@ def app_command(args: argparse.Namespace, printer: Printer) -> int:
     watcher = RunWatcher(printer(console, rounds if isinstance(rounds, int) else None))
     try:
         with app_on_path(directory):
-            run_app(app, plan, watcher, args.verbose)
+            run_app(app, plan, watcher, args.verbose, backend=backend)
     except Exception as err:  # a failed run: say why (the ledger keeps the reason), exit 1
         console.print(f"[red]run failed:[/red] {escape(str(err))}", soft_wrap=True)
         if watcher.runs:

@@ -6,15 +6,19 @@ plan_run`) once; given a plan it runs that plan as it is.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fedenergy.plan import RunPlan, plan_run
 from fedenergy.server import RoundOutcome
 from fedenergy.settings import Settings
+from fedenergy.sim.backend import Backend
+from fedenergy.sim.experiment_energy import metered_experiment
 from fedenergy.sim.hooks import declared_node_names, seeded_node_ids
 from fedenergy.sim.node_profiles import ProfiledClientApp
 
@@ -50,16 +54,21 @@ def simulate(
     verbose: bool = False,
     num_cpus: int | None = None,
     client_app: ClientApp | None = None,
+    backend: Backend | None = None,
 ) -> dict:
     """Run the federation ``plan`` describes (Settings are validated and planned first) on
     ``settings.nodes`` virtual SuperNodes running ``client_app`` (default: fedenergy's own,
     :mod:`fedenergy.sim.clientapp`; any Flower ClientApp works, e.g. a stock one without the
-    energy mod:
-    its replies carry no report and are accounted from the coordinator's side).
+    energy mod: its replies carry no report and are accounted from the coordinator's side).
+    ``backend``
+    says where the clients run (:class:`~fedenergy.sim.backend.Backend`: a local Ray with
+    ``num_cpus``, the default, or an existing Ray cluster) and what each holds (CPUs, GPUs).
 
-    Returns the run summary. Exceptions raised by the coordinator are re-raised here: a failed
-    run (stopped by its short rounds, or one in which no round produced a usable update) raises
-    :class:`~fedenergy.server.coordinator.RunStopped` with the reason, after its ledger
+    Returns the run summary, with this host's own energy over the run under ``experiment``
+    (:mod:`fedenergy.sim.experiment_energy`). Exceptions raised by the coordinator are re-raised
+    here: a failed run (stopped by its short rounds, or one in which no round produced a usable
+    update) raises :class:`~fedenergy.server.coordinator.RunStopped` with the reason, after its
+    ledger
     (``runs.status`` 'failed', ``runs.reason``) and ``summary.json`` are written.
     """
     if not isinstance(plan, RunPlan):
@@ -93,31 +102,35 @@ def simulate(
         except BaseException as err:  # surfaced to the caller after the engine stops
             outcome["error"] = err
 
-    cpus = num_cpus or os.cpu_count() or 1
+    backend = (backend or Backend(num_cpus=num_cpus)).check()
     names = simulated_names(plan) if settings.discovery == "declared" else []
-    with seeded_node_ids(settings.seed), declared_node_names(names):
-        _run(run_simulation, server_app, client_app, settings, cpus, verbose)
+    with metered_experiment(on_cluster=not backend.local) as experiment:
+        with seeded_node_ids(settings.seed), declared_node_names(names):
+            _run(run_simulation, server_app, client_app, settings, backend, verbose)
     if "error" in outcome:
         raise outcome["error"]
     if "summary" not in outcome:
         raise RuntimeError("the simulation ended without a result (see the log above)")
-    return outcome["summary"]
+    return add_experiment(outcome["summary"], experiment, Path(settings.out))
 
 
-def _run(run_simulation, server_app, client_app, settings: Settings, cpus: int, verbose: bool):
+def add_experiment(summary: dict, experiment: dict, out: Path) -> dict:
+    """``summary`` with the host's own energy over the run under ``experiment`` (beside the
+    modeled device energy, never added to it), also in ``out/summary.json`` when it exists."""
+    summary = {**summary, "experiment": experiment}
+    path = out / "summary.json"
+    if path.is_file():
+        path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _run(run_simulation, server_app, client_app, settings: Settings, backend: Backend, verbose):
+    """Flower's ``run_simulation`` on ``backend`` (connected first when it is a cluster)."""
+    backend.connect(verbose)
     run_simulation(
         server_app=server_app,
         client_app=client_app,
         num_supernodes=settings.nodes,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {
-                "num_cpus": cpus,
-                "num_gpus": 0,
-                "logging_level": "error",
-                "log_to_driver": verbose,
-                "include_dashboard": False,
-            },
-        },
+        backend_config=backend.config(verbose),
         verbose_logging=verbose,
     )
