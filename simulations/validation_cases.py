@@ -199,8 +199,8 @@ CASES: tuple[Case, ...] = (
         lambda: _marginal_nj_per_bit("lte", "down", 1.05, 50.08),
         (("links", "lte"),),
         ("links:lte.alpha_down_mw_per_mbps",),
-        "the constant comes from a 2011 phone and LTE modem (Huang et al. 2012); a 2020 phone "
-        "spends a fraction of that per extra Mbit/s",
+        "the constant comes from a 2011 phone and LTE modem (Huang et al. 2012); the phone "
+        "Narayanan et al. measured spends a fraction of that per extra Mbit/s",
     ),
     Case(
         "LTE uplink, marginal energy",
@@ -214,7 +214,7 @@ CASES: tuple[Case, ...] = (
         (("links", "lte"),),
         ("links:lte.alpha_up_mw_per_mbps",),
         "the constant comes from a 2011 phone (Huang et al. 2012), whose transmit chain spent "
-        "several times more per uplink Mbit/s than a 2020 phone's",
+        "several times more per uplink Mbit/s than the phone Narayanan et al. measured",
     ),
     Case(
         "5G low-band downlink, marginal energy",
