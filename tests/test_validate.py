@@ -4,6 +4,10 @@ second."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import importlib.util
+import io
 import json
 import math
 import re
@@ -17,11 +21,14 @@ SIM = Path(__file__).resolve().parents[1] / "simulations"
 if str(SIM) not in sys.path:
     sys.path.insert(0, str(SIM))
 
-import validate  # noqa: E402
 import validation_cases as vc  # noqa: E402
 import validation_model as vm  # noqa: E402
 
 from fedenergy.physics.constants import load_table  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("fe_validate", SIM / "validate.py")
+validate = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(validate)
 
 KEYS = {"case", "source", "measured", "modeled", "rel_error", "fitted"}
 SUMMARY = re.compile(
@@ -35,9 +42,6 @@ SUMMARY = re.compile(
 def run(tmp_path_factory):
     """One run of the CLI: its stdout and the JSON it wrote."""
     out = tmp_path_factory.mktemp("validate")
-    import contextlib
-    import io
-
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         assert validate.main(["--json", str(out / "v.json"), "--markdown", str(out / "v.md")]) == 0
@@ -109,8 +113,6 @@ def test_fitted_when_a_constant_cites_the_case_source(monkeypatch):
     monkeypatch.setitem(vc.SOURCE_KEYS, "probe-huang", ("huang 2012",))
     monkeypatch.setitem(vc.SOURCE_KEYS, "probe-none", ("no such publication xyz",))
     base = next(c for c in vc.CASES if ("links", "lte") in c.uses)
-    import dataclasses
-
     hit = dataclasses.replace(base, ref="probe-huang")
     miss = dataclasses.replace(base, ref="probe-none")
     assert validate.fitted_by(hit) == sorted(f"links:lte.{f}" for f in cited)
