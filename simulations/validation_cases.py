@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from validation_model import model_link_mbps, model_power_w, model_radio_power_w
+from validation_model import (
+    model_link_mbps,
+    model_power_w,
+    model_radio_power_w,
+    model_train_time_s,
+)
 
 REFERENCES = {
     "sbc-reviews": (
@@ -44,6 +49,17 @@ REFERENCES = {
         "(openreview.net/forum?id=PWh_5aXEpPp): on smartphones 'power consumption escalates to "
         "2 - 3x over 4G' (NSA 3.5 GHz campus network)"
     ),
+    "embedded-vision": (
+        "J. Fernandez-Marques (Flower Labs), 'Raspberry Pi 5: Ready for Federated Vision', Flower "
+        "blog, 2023-12-07 (flower.ai/blog/2023-12-07-raspberrypi-is-ready-for-fl), and its "
+        "benchmark github.com/jafermarq/federated-embedded-vision @17ecd8b: eflbench/jobs.py "
+        "train() times 20 SGD steps (lr 0.1) of timm models, 1000 classes, batch 16 of 3x224x224 "
+        "JPEGs read with torchvision ImageFolder (num_workers 0), no frozen parameters, PyTorch "
+        "CPU with its default threads; Raspberry Pi 4 figures from results/blog/"
+        "rpi4_bench_results.pkl (board 'RPi 4'), Raspberry Pi 5 figures from the output table "
+        "the README shows for a Raspberry Pi 5 ('python main.py job.max_steps=20 "
+        "dataset_fn=in_fs')"
+    ),
 }
 
 # Strings that identify each publication inside a constant's source text (lower case).
@@ -53,6 +69,11 @@ SOURCE_KEYS = {
     "narayanan": ("narayanan", "sigcomm21-5g"),
     "aau": ("aau.dk", "aalborg"),
     "xu": ("xu et al", "operational 5g", "pwh_5aXEpPp".lower()),
+    "embedded-vision": (
+        "federated-embedded-vision",
+        "raspberrypi-is-ready-for-fl",
+        "ready for federated vision",
+    ),
 }
 
 
@@ -81,6 +102,36 @@ def _marginal_nj_per_bit(link: str, direction: str, lo: float, hi: float) -> flo
 
 def _aau_wifi_j_per_bit(kbps: float) -> float:
     return 6.45e-7 + -1.27e-10 * (kbps - 2.13e3)
+
+
+# FLOPs of one SGD step on a batch of 16 3x224x224 images (1000 classes), counted by
+# simulations/validation_flops.py with fedenergy's convention (tests/test_validate.py recounts).
+RESNET18_STEP_FLOPS = 170_397_973_584
+MOBILENETV2_STEP_FLOPS = 28_534_523_344
+BENCH_STEPS, BENCH_BATCH = 20, 16
+
+
+def _bench_time_s(device: str, step_flops: int) -> float:
+    """Modeled seconds of the benchmark's training job: 20 steps of batch 16."""
+    return model_train_time_s(device, BENCH_STEPS * step_flops, BENCH_STEPS, BENCH_BATCH)
+
+
+def _bench_setup(board: str, model: str, step_flops: int) -> str:
+    return (
+        f"{board}, PyTorch CPU (default threads), {model} (1000 classes), 20 SGD steps of "
+        f"batch 16 at 3x224x224 read from JPEG files, all parameters trained; "
+        f"{step_flops / 1e9:.1f} GFLOP a step (simulations/validation_flops.py)"
+    )
+
+
+_THROUGHPUT_NOTE = (
+    "train_flops_per_s is one effective rate per device, set for batch-32 small MLPs (0.2 x "
+    "HPL, an ASSUMPTION). Dense 3x3 convolutions on 224x224 images run near a third of the "
+    "FP32 peak (ResNet-18 measures about 15.6 GFLOP/s on a Pi 4, 29 GFLOP/s on a Pi 5), so "
+    "the model is several times too slow for them; MobileNetV2's depthwise layers run at "
+    "about 1.9 (Pi 4) and 4.0 (Pi 5) GFLOP/s, close to the constant. No single FLOP rate "
+    "fits both; the measured time also includes JPEG decoding (num_workers 0)"
+)
 
 
 def _sbc(board: str, issue: int) -> str:
@@ -300,6 +351,65 @@ CASES: tuple[Case, ...] = (
         ("links:5g.beta_mw", "links:lte.beta_mw"),
         "5g.beta_mw subtracts a whole-phone offset calibrated on LTE (an ASSUMPTION); the "
         "profile is low-band, Xu et al. measured 3.5 GHz mid-band; the source gives a range",
+    ),
+)
+
+CASES += (
+    Case(
+        "rpi4 ResNet-18 training, 20 steps",
+        "training",
+        "embedded-vision",
+        "results/blog/rpi4_bench_results.pkl, row 'resnet18' (board 'RPi 4'): t_train = "
+        "218.37 s for train_batches = 20",
+        _bench_setup("Raspberry Pi 4 B", "ResNet-18", RESNET18_STEP_FLOPS),
+        218.366,
+        "s",
+        lambda: _bench_time_s("rpi4", RESNET18_STEP_FLOPS),
+        (("devices", "rpi4"),),
+        ("devices:rpi4.train_flops_per_s",),
+        _THROUGHPUT_NOTE,
+    ),
+    Case(
+        "rpi4 MobileNetV2 training, 20 steps",
+        "training",
+        "embedded-vision",
+        "results/blog/rpi4_bench_results.pkl, row 'mobilenetv2_100' (board 'RPi 4'): t_train "
+        "= 305.47 s for train_batches = 20",
+        _bench_setup("Raspberry Pi 4 B", "MobileNetV2 (width 1.0)", MOBILENETV2_STEP_FLOPS),
+        305.473,
+        "s",
+        lambda: _bench_time_s("rpi4", MOBILENETV2_STEP_FLOPS),
+        (("devices", "rpi4"),),
+        ("devices:rpi4.train_flops_per_s",),
+        _THROUGHPUT_NOTE,
+    ),
+    Case(
+        "rpi5 ResNet-18 training, 20 steps",
+        "training",
+        "embedded-vision",
+        "README.md, Raspberry Pi 5 output table, row 0 'resnet18': t_train = 116.85 s for "
+        "train_batches = 20",
+        _bench_setup("Raspberry Pi 5 (8 GB)", "ResNet-18", RESNET18_STEP_FLOPS),
+        116.851,
+        "s",
+        lambda: _bench_time_s("rpi5", RESNET18_STEP_FLOPS),
+        (("devices", "rpi5"),),
+        ("devices:rpi5.train_flops_per_s",),
+        _THROUGHPUT_NOTE,
+    ),
+    Case(
+        "rpi5 MobileNetV2 training, 20 steps",
+        "training",
+        "embedded-vision",
+        "README.md, Raspberry Pi 5 output table, row 4 'mobilenetv2_100': t_train = 144.35 s "
+        "for train_batches = 20",
+        _bench_setup("Raspberry Pi 5 (8 GB)", "MobileNetV2 (width 1.0)", MOBILENETV2_STEP_FLOPS),
+        144.351,
+        "s",
+        lambda: _bench_time_s("rpi5", MOBILENETV2_STEP_FLOPS),
+        (("devices", "rpi5"),),
+        ("devices:rpi5.train_flops_per_s",),
+        _THROUGHPUT_NOTE,
     ),
 )
 

@@ -153,7 +153,7 @@ def test_adapter_against_the_constants():
 
 
 def test_training_and_federation_adapters_scale():
-    """No case uses them yet (docs/validation.md: gaps); they must still answer sensibly."""
+    """More work takes longer and costs more; a federation of n calls is n times one call."""
     t1 = vm.model_train_time_s("rpi4", 1e9, steps=10, batch=32)
     t2 = vm.model_train_time_s("rpi4", 2e9, steps=10, batch=32)
     assert 0 < t1 < t2
@@ -162,3 +162,37 @@ def test_training_and_federation_adapters_scale():
     three = vm.model_federation_j("phone", "lte", 1e8, 40_000, 40_000, calls=3)
     assert one > vm.model_train_energy_j("phone", 1e8, steps=1, batch=1)
     assert three == pytest.approx(3 * one, rel=1e-12)
+
+
+def test_training_cases_flops_are_the_counted_ones():
+    """The training cases store FLOPs counted by simulations/validation_flops.py; recount them.
+    For ResNet-18 (no grouped convolution) the stated convention (3 x forward - first layer +
+    2 x parameters) must equal fedenergy's own counted training step."""
+    import torch
+    import validation_flops as vf
+
+    from fedenergy.physics.flops import FlopCache, num_parameters
+
+    r18, mnv2 = vf.resnet18(), vf.mobilenet_v2()
+    assert num_parameters(r18) == 11_689_512  # torchvision / timm resnet18
+    assert num_parameters(mnv2) == 3_504_872  # torchvision mobilenet_v2, timm mobilenetv2_100
+    x = torch.zeros(1, 3, 224, 224)
+    # forward by hand: ResNet-18 1.814 GMAC, MobileNetV2 0.301 GMAC per 224x224 image
+    assert FlopCache().forward(r18, x) == pytest.approx(2 * 1.814e9, rel=2e-3)
+    assert FlopCache().forward(mnv2, x) == pytest.approx(2 * 0.3008e9, rel=2e-3)
+    assert vf.resnet18_train_step_flops(16) == vc.RESNET18_STEP_FLOPS
+    assert vf.mobilenet_v2_train_step_flops(16) == vc.MOBILENETV2_STEP_FLOPS
+    counted = FlopCache().train_step(r18, torch.zeros(16, 3, 224, 224))
+    assert counted == vc.RESNET18_STEP_FLOPS
+
+
+def test_training_cases_model_the_benchmark_job():
+    """Each training case asks the adapter for 20 steps of batch 16 of its model's FLOPs on its
+    device, and is validating unless a device constant cites the benchmark."""
+    rows = {r["case"]: r for r in validate.run_cases() if r["kind"] == "training"}
+    assert len(rows) >= 2
+    for name, r in rows.items():
+        device = name.split()[0]
+        step = vc.RESNET18_STEP_FLOPS if "ResNet-18" in name else vc.MOBILENETV2_STEP_FLOPS
+        assert r["modeled"] == pytest.approx(vm.model_train_time_s(device, 20 * step, 20, 16))
+        assert r["unit"] == "s" and r["measured"] > 60
