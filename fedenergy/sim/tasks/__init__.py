@@ -84,7 +84,9 @@ def import_task(name: str, ref: str, directory: str | None = None) -> Task:
         obj = obj()  # a factory
     missing = [f for f in FUNCTIONS if not callable(getattr(obj, f, None))]
     if missing:
-        raise ValueError(f"task {ref!r} has no {', '.join(missing)} (a task has {FUNCTIONS})")
+        raise ValueError(
+            f"task {ref!r} has no {', '.join(missing)}: a task provides {', '.join(FUNCTIONS)}"
+        )
     return Task(name, obj)
 
 
