@@ -412,3 +412,12 @@ def test_the_api_and_the_run_config_take_a_catalog(catalog_dir, tmp_path, monkey
     assert "fe-catalog" not in plan_run(Settings()).message_config  # nothing new on the wire
     with pytest.raises(ValueError, match="run-config key 'catalog'"):
         Settings.from_run_config({"catalog": 3})
+
+
+def test_the_example_catalog_of_the_docs_resolves():
+    """examples/catalog (docs/catalogs.md): its device, link and fleet pass every rule."""
+    root = Path(__file__).resolve().parents[1]
+    resolved = Settings(catalog=(str(root / "examples" / "catalog"),), fleet="bench").resolve()
+    groups = [(g.device.id, g.link.id, g.fraction) for g in resolved.fleet.groups]
+    assert groups == [("bench-board", "bench-wifi", 0.5), ("phone", "lte", 0.5)]
+    assert resolved.catalog.device("bench-board").provenance() == "devices.toml:bench-board"
