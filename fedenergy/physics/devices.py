@@ -61,7 +61,9 @@ ENTRY_KEYS = frozenset(
 KINDS = ("edge", "datacenter")
 
 
-def _build(key: str, e: dict, origin: str = "devices.toml", extra: frozenset = frozenset()):
+def _build(
+    key: str, e: dict, origin: str = "devices.toml", extra: frozenset = frozenset()
+) -> DeviceProfile:
     """The profile of entry ``key`` of a devices table (packaged or a user's: the same rules);
     ValueError names the entry and the field. ``extra``: keys the caller reads itself."""
     check_entry("device", key, e, NUMERIC, ENTRY_KEYS | extra)

@@ -125,7 +125,9 @@ def link_table(links: Sequence[LinkProfile]) -> LinkTerms:
 ENTRY_KEYS = frozenset({f.name for f in fields(LinkProfile)} - {"id", "origin"})
 
 
-def _build(key: str, e: dict, origin: str = "links.toml", extra: frozenset = frozenset()):
+def _build(
+    key: str, e: dict, origin: str = "links.toml", extra: frozenset = frozenset()
+) -> LinkProfile:
     """The profile of entry ``key`` of a links table (packaged or a user's: the same rules);
     ValueError names the entry and the field. ``extra``: keys the caller reads itself."""
     check_entry("link", key, e, NUMERIC, ENTRY_KEYS | extra)
