@@ -421,3 +421,36 @@ def test_the_example_catalog_of_the_docs_resolves():
     groups = [(g.device.id, g.link.id, g.fraction) for g in resolved.fleet.groups]
     assert groups == [("bench-board", "bench-wifi", 0.5), ("phone", "lte", 0.5)]
     assert resolved.catalog.device("bench-board").provenance() == "devices.toml:bench-board"
+
+
+def test_a_node_finds_its_catalog_and_a_deployed_one_reads_only_its_own(catalog_dir, monkeypatch):
+    from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from fedenergy.client.mod import node_catalog
+
+    for name in ("_run_id", "_node_id", "_task_id"):  # a message is made inside a task
+        monkeypatch.setattr(TaskIdentity, name, 1)
+
+    def ctx(node_config: dict) -> Context:
+        return Context(
+            run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config={}
+        )
+
+    def msg(config: dict) -> Message:
+        record = RecordDict({"config": ConfigRecord(config)})
+        return Message(record, message_type=MessageType.TRAIN, dst_node_id=7)
+
+    sent = msg({"fe-catalog": [str(catalog_dir.resolve())]})
+    simulated = node_catalog(sent, ctx({"partition-id": 0, "num-partitions": 4}))
+    assert simulated.device("lab-board").active_power_w == ACTIVE_W  # the run's, as sent
+    assert node_catalog(sent, ctx({"partition-id": 0, "num-partitions": 4})) is simulated  # once
+    deployed = node_catalog(sent, ctx({"device": "rpi4", "link": "wifi"}))
+    assert deployed.is_packaged  # a deployed node ignores paths a server names
+    own = node_catalog(msg({}), ctx({"device": "lab-board", "catalog": str(catalog_dir)}))
+    assert own.device("lab-board").train_flops_per_s == FLOPS_PER_S  # its node config's
+    assert node_catalog(msg({}), ctx({})).is_packaged
+    # an edited file is read again
+    (catalog_dir / "devices.toml").write_text(DEVICES.replace(f"= {ACTIVE_W}", "= 19.5"))
+    again = node_catalog(sent, ctx({"partition-id": 0, "num-partitions": 4}))
+    assert again.device("lab-board").active_power_w == 19.5
