@@ -106,10 +106,10 @@ class Settings:
         ValueError naming the setting (or the catalog file, entry and field) that does not
         resolve."""
         catalog = load_catalog(self.catalog)
-        check_fleets(catalog)
+        user_fleets = check_fleets(catalog)  # each read once
         check_tasks(catalog)
         task = get_task(self.task, catalog)
-        fleet = load_fleet(self.fleet, catalog)
+        fleet = user_fleets.get(self.fleet) or load_fleet(self.fleet, catalog)
         specs = []
         for name in ("codec", "downlink"):
             text = getattr(self, name)

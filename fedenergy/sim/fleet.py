@@ -238,11 +238,11 @@ def load_fleet(name_or_path: str, catalog: Catalog | None = None) -> Fleet:
     return parse_fleet(data, str(path), catalog)
 
 
-def check_fleets(catalog: Catalog) -> None:
-    """Validate every user fleet of ``catalog`` against its devices and links; a fleet named
-    as a packaged one is refused unless its table says ``override = true``. CatalogError names
-    the file, the fleet, the group and the field."""
-    packaged = set(available_fleets())
+def check_fleets(catalog: Catalog) -> dict[str, Fleet]:
+    """Validate every user fleet of ``catalog`` against its devices and links and return them
+    by name; a fleet named as a packaged one is refused unless its table says
+    ``override = true``. CatalogError names the file, the fleet, the group and the field."""
+    packaged, out = set(available_fleets()), {}
     for name, entry in catalog.fleets.items():
         flag = entry.data.get(OVERRIDE, False)
         if not isinstance(flag, bool):
@@ -255,6 +255,7 @@ def check_fleets(catalog: Catalog) -> None:
                 f"name; choose another name, or set '{OVERRIDE} = true' to replace it"
             )
         try:
-            load_fleet(name, catalog)
+            out[name] = load_fleet(name, catalog)
         except ValueError as err:
             raise CatalogError(str(err)) from None
+    return out
