@@ -41,6 +41,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         strict_reports=args.strict_reports,
         checkpoint_keep=args.checkpoint_keep,
         out=args.out,
+        catalog=tuple(args.catalog or ()),
     )
     from fedenergy.plan import plan_run
 
@@ -150,9 +151,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ValueError(f"target-accuracy must be in (0, 1], got {args.target_accuracy!r}")
         if args.max_epochs <= 0:
             raise ValueError(f"max-epochs must be a positive integer, got {args.max_epochs!r}")
-        from fedenergy.physics.devices import get_device
-
-        if get_device(args.datacenter).kind != "datacenter":
+        if plan.catalog.device(args.datacenter).kind != "datacenter":
             raise ValueError(f"device {args.datacenter!r} is not a datacenter profile")
         backend = backend_from_args(args)
     except ValueError as err:
@@ -336,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"(OUT/checkpoints/; 0 keeps all; default {d.checkpoint_keep})",
     )
     s.add_argument("--out", default=d.out, help="output directory (ledger.sqlite, summary.json)")
+    s.add_argument(
+        "--catalog",
+        action="append",
+        default=None,
+        metavar="PATH",
+        help="a user catalog (a TOML file or a directory of them: your own devices, links, "
+        "fleets and tasks, docs/catalogs.md), merged over the packaged one; repeatable",
+    )
     s.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
     s.add_argument(
         "--resume",

@@ -15,15 +15,17 @@ round (the utility selector's history, FedAdam's moments), so plan each run afre
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from flwr.serverapp.strategy import Strategy
 
 from fedenergy.codecs import CodecSpec
+from fedenergy.physics.catalog import Catalog, packaged_catalog
 from fedenergy.protocol import (
     CFG_ALPHA,
     CFG_BATCH_SIZE,
+    CFG_CATALOG,
     CFG_CODEC,
     CFG_EPOCHS,
     CFG_FLEET,
@@ -63,10 +65,15 @@ class RunPlan:
     # profile as ``flwr supernode register --name`` would; used with declared discovery
     node_names: tuple[str, ...]
     resume_run_id: str | None = None  # continue this run of the ledger in ``settings.out``
+    # the devices, links, fleets and tasks the run knows (packaged + ``settings.catalog``)
+    catalog: Catalog = field(default_factory=packaged_catalog)
 
 
 def message_config(settings: Settings, uplink: CodecSpec) -> Mapping[str, object]:
-    """The per-message config every node needs to rebuild its data and profile (read-only)."""
+    """The per-message config every node needs to rebuild its data and profile (read-only);
+    a run with a user catalog sends its paths (``fe-catalog``: a simulated node reads the same
+    files, docs/catalogs.md)."""
+    catalog = {CFG_CATALOG: list(settings.catalog)} if settings.catalog else {}
     return MappingProxyType(
         {
             CFG_TASK: settings.task,
@@ -78,6 +85,7 @@ def message_config(settings: Settings, uplink: CodecSpec) -> Mapping[str, object
             CFG_FLEET: settings.fleet,
             CFG_INFRA_KWH_PER_GB: settings.infra_kwh_per_gb,
             CFG_CODEC: uplink.label(),
+            **catalog,
         }
     )
 
@@ -95,7 +103,9 @@ def plan_run(settings: Settings, resume_run_id: str | None = None) -> RunPlan:
     here, once); ValueError names the first bad setting. ``resume_run_id``: the plan continues
     that run of the ledger in ``settings.out`` (:mod:`fedenergy.sim.resume`)."""
     s = settings.check()
-    task, fleet, uplink, downlink = s.resolve()
+    task, fleet, uplink, downlink, catalog = s.resolve()
+    if s.catalog != catalog.paths:  # absolute: the record and the nodes read them so
+        s = replace(s, catalog=catalog.paths)
     profiles = tuple(fleet.assign(s.nodes, s.seed))
     return RunPlan(
         settings=s,
@@ -112,4 +122,5 @@ def plan_run(settings: Settings, resume_run_id: str | None = None) -> RunPlan:
         policy=make_policy(s.compression, uplink, downlink),
         node_names=registration_names(profiles),
         resume_run_id=resume_run_id,
+        catalog=catalog,
     )

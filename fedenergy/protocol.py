@@ -50,6 +50,7 @@ CFG_CODEC = "fe-codec"  # uplink codec label the node encodes its update with
 CFG_DOWNLINK = "fe-downlink"  # codec label of the global model in "arrays"
 CFG_DEVICE = "fe-device"  # the device the coordinator knows the node as
 CFG_LINK = "fe-link"  # the link the coordinator knows the node as
+CFG_CATALOG = "fe-catalog"  # the run's user catalog paths (list of str), read by simulated nodes
 SERVER_ROUND = "server-round"  # Flower's
 LR = "lr"
 PROXIMAL_MU = "proximal-mu"  # Flower's FedProx
@@ -63,6 +64,7 @@ NODE_COUNTRY = "country"
 NODE_METER = "meter"  # "auto": measure with this host's meters; else the device model
 NODE_SYSFS_ROOT = "sysfs-root"
 NODE_TDP_W = "tdp-w"
+NODE_CATALOG = "catalog"  # the node's own user catalog path(s), os.pathsep-separated
 
 # -- the QUERY reply's profile record: only what the coordinator reads -------------------------
 # (a node's config may hold paths or secrets: nothing else of it leaves the node)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from flwr.app import ConfigRecord
 
 from fedenergy.physics.call import call_energy
-from fedenergy.physics.devices import DeviceProfile, device_catalog, modeled_compute
-from fedenergy.physics.network import LinkProfile, link_catalog
+from fedenergy.physics.catalog import Catalog, packaged_catalog
+from fedenergy.physics.devices import DeviceProfile, modeled_compute
+from fedenergy.physics.network import LinkProfile
 from fedenergy.protocol import REPORT_SCHEMA_VERSION
 
 KINDS = ("train", "evaluate", "query")
@@ -89,6 +89,9 @@ class Expected:
     device: DeviceProfile | None = None
     link: LinkProfile | None = None
     infra_kwh_per_gb: float | None = None
+    # the devices and links the run knows (None: the packaged ones): a report naming another
+    # device or link is rejected
+    catalog: Catalog | None = None
     bytes_sent: int | None = None  # the exact size of the message the server sent
     reply_payload_bytes: int | None = None  # the bytes of the arrays the reply carries
 
@@ -157,16 +160,6 @@ class EnergyReport:
         return validate_report(rec, expected)[0]
 
 
-@lru_cache(maxsize=1)
-def _devices() -> dict[str, DeviceProfile]:
-    return device_catalog()
-
-
-@lru_cache(maxsize=1)
-def _links() -> dict[str, LinkProfile]:
-    return link_catalog()
-
-
 def validate_report(
     rec: ConfigRecord, expected: Expected | None = None
 ) -> tuple[EnergyReport, list[str]]:
@@ -178,12 +171,13 @@ def validate_report(
     unknown = sorted(str(k) for k in rec if k not in FIELDS)
     if unknown:
         raise ReportError(f"unknown field {unknown[0][:40]!r}")
-    report = _parse(rec)
     exp = expected or Expected()
-    return report, _check(report, exp)
+    catalog = packaged_catalog() if exp.catalog is None else exp.catalog
+    report = _parse(rec, catalog)
+    return report, _check(report, exp, catalog)
 
 
-def _parse(rec: ConfigRecord) -> EnergyReport:
+def _parse(rec: ConfigRecord, catalog: Catalog) -> EnergyReport:
     get = _Reader(rec)
     schema = get.int("schema", lo=0)
     if schema != REPORT_SCHEMA_VERSION:
@@ -225,9 +219,9 @@ def _parse(rec: ConfigRecord) -> EnergyReport:
             raise ReportError(f"component {i}: phase {phases[i]!r} in a {kind} report")
         comps.append(Component(phases[i], domains[i], joules[i], provs[i], sources[i]))
     device, link = get.text("device"), get.text("link")
-    if device not in _devices():
+    if device not in catalog.devices:
         raise ReportError(f"field 'device': unknown device {device[:40]!r}")
-    if link not in _links():
+    if link not in catalog.links:
         raise ReportError(f"field 'link': unknown link {link[:40]!r}")
     return EnergyReport(
         kind=kind,
@@ -245,7 +239,7 @@ def _parse(rec: ConfigRecord) -> EnergyReport:
     )
 
 
-def _check(r: EnergyReport, exp: Expected) -> list[str]:
+def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
     """Plausibility against what the server knows; raise ReportError or return flags."""
     for name, want, got in (
         ("call kind", exp.kind, r.kind),
@@ -265,8 +259,8 @@ def _check(r: EnergyReport, exp: Expected) -> list[str]:
         raise ReportError(
             f"bytes-up {r.bytes_up} far above the reply's {exp.reply_payload_bytes} payload bytes"
         )
-    device = exp.device or _devices()[r.device]
-    link = exp.link or _links()[r.link]
+    device = exp.device or catalog.devices[r.device]
+    link = exp.link or catalog.links[r.link]
     model_j, model_s = modeled_compute(r.flops, device.train_flops_per_s, device.active_power_w)
     if model_s > MAX_CALL_S:
         raise ReportError(

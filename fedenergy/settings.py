@@ -8,22 +8,26 @@ naming the setting. A run resolves them once, at its edge, into a plan (:mod:`fe
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 from fedenergy.codecs import CodecSpec, parse_codec
-from fedenergy.sim.fleet import Fleet, load_fleet
-from fedenergy.sim.tasks import Task, get_task
+from fedenergy.physics.catalog import Catalog, load_catalog, split_paths
+from fedenergy.sim.fleet import Fleet, check_fleets, load_fleet
+from fedenergy.sim.tasks import Task, check_tasks, get_task
 from fedenergy.sim.tasks.partition import PARTITIONERS
 
 
 class Resolved(NamedTuple):
-    """The objects a run's names stand for: task, fleet, uplink and downlink codec."""
+    """The objects a run's names stand for: task, fleet, uplink and downlink codec, and the
+    catalog of devices, links, fleets and tasks they were looked up in."""
 
     task: Task
     fleet: Fleet
     uplink: CodecSpec
     downlink: CodecSpec
+    catalog: Catalog
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,17 @@ class Settings:
     # committed rounds (0: keep all); a resume starts from the last committed round's
     checkpoint_keep: int = 2
     out: str = "runs/latest"
+    # the user's catalog paths (TOML files or directories: their own devices, links, fleets
+    # and tasks, docs/catalogs.md), merged over the packaged catalog; relative paths are taken
+    # from the current directory, and the plan records them absolute
+    catalog: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        value = self.catalog
+        if isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(p, str) for p in value)
+        ):
+            object.__setattr__(self, "catalog", split_paths(value))
 
     def validate(self) -> Settings:
         """Raise ValueError naming the first bad setting, its names (task, fleet, codecs)
@@ -86,10 +101,15 @@ class Settings:
         return self
 
     def resolve(self) -> Resolved:
-        """Look the task, the fleet (its file read and validated) and the codecs up; raise
-        ValueError naming the setting whose name does not resolve."""
-        task = get_task(self.task)
-        fleet = load_fleet(self.fleet)
+        """Read the catalog (packaged + the user's files, every user fleet and task checked),
+        look the task, the fleet (its file read and validated) and the codecs up in it; raise
+        ValueError naming the setting (or the catalog file, entry and field) that does not
+        resolve."""
+        catalog = load_catalog(self.catalog)
+        user_fleets = check_fleets(catalog)  # each read once
+        check_tasks(catalog)
+        task = get_task(self.task, catalog)
+        fleet = user_fleets.get(self.fleet) or load_fleet(self.fleet, catalog)
         specs = []
         for name in ("codec", "downlink"):
             text = getattr(self, name)
@@ -97,7 +117,7 @@ class Settings:
                 specs.append(parse_codec(text))
             except ValueError as err:
                 raise ValueError(f"invalid {name} {text!r}: {err}") from None
-        return Resolved(task, fleet, *specs)
+        return Resolved(task, fleet, *specs, catalog)
 
     def check(self) -> Settings:
         """Raise ValueError naming the first bad value (types, ranges, choices); names of a
@@ -159,6 +179,8 @@ class Settings:
             raise ValueError("round-timeout-s must be > 0")
         if isinstance(self.max_staleness, bool) or self.max_staleness < 1:
             raise ValueError("max-staleness must be a positive integer")
+        if not isinstance(self.catalog, tuple) or not all(isinstance(p, str) for p in self.catalog):
+            raise ValueError(f"catalog must be a list of paths, got {self.catalog!r}")
         keep = self.checkpoint_keep
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
             raise ValueError(
@@ -185,6 +207,15 @@ class Settings:
             if name not in known:
                 raise ValueError(f"unknown run-config key {key!r}")
             default = known[name].default
+            if name == "catalog":
+                try:
+                    values[name] = split_paths(val)
+                except ValueError:
+                    raise ValueError(
+                        f"run-config key {key!r} must be a path or paths separated by "
+                        f"{os.pathsep!r}, got {val!r}"
+                    ) from None
+                continue
             if isinstance(default, float) and isinstance(val, int) and not isinstance(val, bool):
                 val = float(val)
             if type(val) is not type(default):

@@ -121,9 +121,9 @@ def test_a_simulated_run_reads_its_fleet_once_and_looks_its_task_up_once(
     parses, lookups = [], []
     parse = fleet_module.parse_fleet
 
-    def counted_parse(data, source):
+    def counted_parse(data, source, catalog=None):
         parses.append(source)
-        return parse(data, source)
+        return parse(data, source, catalog)
 
     monkeypatch.setattr(fleet_module, "parse_fleet", counted_parse)
     monkeypatch.setattr(tasks_module, "TASKS", _CountingTasks(tasks_module.TASKS, lookups))

@@ -12,18 +12,25 @@ Rules (docs/compare.md):
     network. It is converted with the WORLD intensity (``INFRA_COUNTRY``);
   * unmetered energy (NULL joules in the ledger) has no carbon figure: it is counted
     (``unmetered_components``), never converted as 0 J.
+
+A run's devices are those of its catalog: the packaged one, plus the user's catalog files its
+run record names (``config_json``'s ``catalog``, :func:`run_catalog`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
 
+from fedenergy.physics.catalog import Catalog, load_catalog, packaged_catalog, split_paths
 from fedenergy.physics.constants import load_table
-from fedenergy.physics.devices import DeviceProfile, get_device
+from fedenergy.physics.devices import DeviceProfile
 from fedenergy.physics.network import J_PER_KWH
+
+log = logging.getLogger("fedenergy")
 
 WORLD = "WORLD"
 INFRA_COUNTRY = WORLD  # infrastructure energy spans countries: world-average intensity
@@ -120,7 +127,28 @@ class Carbon:
         }
 
 
-def node_countries(run: dict) -> dict[int, str]:
+def run_catalog(run: dict) -> Catalog:
+    """The catalog of a ledger run (a row of ``Ledger.runs()``): the packaged one merged with
+    the user catalog files its run record names; when those can no longer be read, the packaged
+    one (with a warning: the run's own devices are then unknown)."""
+    try:
+        paths = split_paths(json.loads(run["config_json"]).get("catalog"))
+    except (ValueError, TypeError, AttributeError):
+        paths = ()
+    if not paths:
+        return packaged_catalog()
+    try:
+        return load_catalog(paths)
+    except ValueError as err:
+        log.warning(
+            "run %s: its catalog cannot be read (%s); packaged profiles only",
+            run.get("run_id"),
+            err,
+        )
+        return packaged_catalog()
+
+
+def node_countries(run: dict, catalog: Catalog | None = None) -> dict[int, str]:
     """Country of every partition id of a ledger run (re-derived from the run's fleet).
 
     ``run`` is a row of ``Ledger.runs()``. The ledger's ``fleet_json`` holds the groups'
@@ -130,6 +158,7 @@ def node_countries(run: dict) -> dict[int, str]:
     """
     from fedenergy.sim.fleet import load_fleet
 
+    catalog = run_catalog(run) if catalog is None else catalog
     cfg = json.loads(run["config_json"])
     doc = json.loads(run["fleet_json"])
     recorded = [(g["device"], g["link"], float(g["fraction"])) for g in doc.get("groups", [])]
@@ -138,7 +167,7 @@ def node_countries(run: dict) -> dict[int, str]:
         if not ref:
             continue
         try:
-            cand = load_fleet(str(ref))
+            cand = load_fleet(str(ref), catalog)
         except ValueError:
             continue
         groups = [(g.device.id, g.link.id, g.fraction) for g in cand.groups]
@@ -150,7 +179,9 @@ def node_countries(run: dict) -> dict[int, str]:
     return {n.partition_id: n.country for n in fleet.assign(int(cfg["nodes"]), int(cfg["seed"]))}
 
 
-def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
+def ledger_carbon(
+    ledger, run_id: str, up_to_round: int | None = None, catalog: Catalog | None = None
+) -> dict:
     """Carbon of a ledger run (rounds 0..``up_to_round``), from its components.
 
     Compute and radio components use the node's country (PUE for datacenter devices);
@@ -160,6 +191,7 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
     without a figure, left out).
     """
     run = next(r for r in ledger.runs() if r["run_id"] == run_id)
+    catalog = run_catalog(run) if catalog is None else catalog
     countries: dict[int, str] | None = None  # from the fleet file, read only if needed
     stored: dict[str, str] = {}  # the country each node reported (or its fleet group's)
     nodes = {}
@@ -183,7 +215,7 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
         pid, dev_id = nodes.get(str(c["node_id"]), (None, None))
         if dev_id not in devices:
             try:
-                devices[dev_id] = get_device(dev_id) if dev_id else None
+                devices[dev_id] = catalog.device(dev_id) if dev_id else None
             except ValueError:
                 devices[dev_id] = None
         if c["domain"] == INFRA_DOMAIN:
@@ -193,7 +225,7 @@ def ledger_carbon(ledger, run_id: str, up_to_round: int | None = None) -> dict:
         else:
             country = stored.get(str(c["node_id"]))
             if not country and pid is not None:
-                countries = node_countries(run) if countries is None else countries
+                countries = node_countries(run, catalog) if countries is None else countries
                 country = countries.get(pid)
             out.add(c["joules"], country or WORLD, devices[dev_id])
             split["radio_j" if c["domain"] == "radio" else "compute_j"] += c["joules"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, facility_factor
 from fedenergy.physics.call import call_energy
-from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache
 from fedenergy.plan import RunPlan
 from fedenergy.sim.tasks import DataConfig, Task, evaluate, train_epochs
@@ -108,7 +107,7 @@ def run_centralized(
     """Train the pooled data centrally until ``target_accuracy``, with the task, data, fleet and
     hyperparameters of the federated run ``plan``; return the energy record."""
     settings = plan.settings
-    dc = get_device(device)
+    dc = plan.catalog.device(device)
     if dc.kind != "datacenter":
         raise ValueError(f"device {device!r} is not a datacenter profile (kind {dc.kind!r})")
     if max_epochs <= 0:
@@ -139,7 +138,7 @@ def run_centralized(
             }
         )
     network_pue = sum(
-        u["radio_j"] * (facility_factor(get_device(u["device"])) - 1.0) for u in uploads
+        u["radio_j"] * (facility_factor(plan.catalog.device(u["device"])) - 1.0) for u in uploads
     )
 
     # 2. train on the pooled data, epoch by epoch, until the target accuracy

@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from fedenergy.analysis.carbon import ledger_carbon
+from fedenergy.analysis.carbon import ledger_carbon, run_catalog
 from fedenergy.analysis.centralized import (
     DEFAULT_COUNTRY,
     DEFAULT_DATACENTER,
@@ -19,7 +19,7 @@ from fedenergy.analysis.centralized import (
     run_centralized,
 )
 from fedenergy.ledger import NETWORK_PHASES, Ledger
-from fedenergy.physics.network import get_link
+from fedenergy.physics.catalog import Catalog
 from fedenergy.plan import plan_run
 from fedenergy.settings import Settings
 
@@ -34,13 +34,14 @@ def target_round(rounds: list[dict], target: float) -> tuple[int, bool]:
     return (rounds[-1]["round"] if rounds else 0), False
 
 
-def _modeled_round_seconds(rows: list[dict]) -> dict[int, float]:
-    """Per round, the slowest node's download + compute + upload time (links' nominal rates)."""
+def _modeled_round_seconds(rows: list[dict], catalog: Catalog) -> dict[int, float]:
+    """Per round, the slowest node's download + compute + upload time (links' nominal rates,
+    the links of the run's ``catalog``)."""
     per: dict[tuple[int, str], float] = defaultdict(float)
     for r in rows:
         if r["phase"] in NETWORK_PHASES:
             try:
-                link = get_link(r["link"])
+                link = catalog.link(r["link"])
             except (ValueError, TypeError):
                 continue
             t = link.download_time_s if r["phase"] == "download" else link.upload_time_s
@@ -57,7 +58,8 @@ def federated_side(ledger: Ledger, run_id: str, target: float) -> dict:
     """Energy, carbon and breakdown of a ledger run up to the round that reaches ``target``."""
     rounds = ledger.rounds(run_id)
     upto, reached = target_round(rounds, target)
-    carbon = ledger_carbon(ledger, run_id, upto)
+    catalog = run_catalog(next(x for x in ledger.runs() if x["run_id"] == run_id))
+    carbon = ledger_carbon(ledger, run_id, upto, catalog)
     rows = [r for r in ledger.energy_rows(run_id) if r["round"] <= upto]
     by_phase: dict[str, float] = defaultdict(float)
     by_class: dict[str, dict[str, float]] = defaultdict(
@@ -70,7 +72,7 @@ def federated_side(ledger: Ledger, run_id: str, target: float) -> dict:
         c = by_class[f"{r['device']}/{r['link']}"]
         c["network_j" if r["phase"] in NETWORK_PHASES else "compute_j"] += r["joules"]
         c["total_j"] += r["joules"]
-    secs = _modeled_round_seconds(rows)
+    secs = _modeled_round_seconds(rows, catalog)
     per_round, cum = [], 0.0
     fac_by_round = carbon.pop("per_round_facility_j")
     for r in rounds:

@@ -16,13 +16,16 @@ else from the per-message config the server sends (``fe-device``, ``fe-link``), 
 node's own profile in its ``context.state`` (``NODE_PROFILE_STATE_KEY``, which the simulation's
 fault mod records for a fleet node, :mod:`fedenergy.sim.faults`), else the defaults. The mod
 knows nothing of fleets or simulated faults.
+
+The ids are looked up in the node's catalog (:func:`node_catalog`): the node's own user catalog
+files (node config ``catalog=PATH``, deployment), else, on a simulated node, the run's catalog
+paths the server sends (``fe-catalog``), else the packaged profiles.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import replace
-from functools import lru_cache
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
@@ -32,13 +35,15 @@ from fedenergy.client.measured import MeasuredCall, measure_call, wants_measurem
 from fedenergy.client.work import COUNTED, UNKNOWN, CallWork, call_work, torch_calls
 from fedenergy.client.work import work_record as work_record  # re-exported: the handler's side
 from fedenergy.physics.call import call_energy, modeled_call
-from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import INFRA_SOURCE, get_link
+from fedenergy.physics.catalog import Catalog, cached_catalog, packaged_catalog
+from fedenergy.physics.network import INFRA_SOURCE
 from fedenergy.protocol import (
+    CFG_CATALOG,
     CFG_DEVICE,
     CFG_INFRA_KWH_PER_GB,
     CFG_LINK,
     CONFIG_RECORD,
+    NODE_CATALOG,
     NODE_DEVICE,
     NODE_LINK,
     NODE_PROFILE_STATE_KEY,
@@ -72,16 +77,24 @@ def resolve_profile(msg: Message, ctx: Context) -> tuple[str, str]:
     return str(device or DEFAULT_DEVICE), str(link or DEFAULT_LINK)
 
 
-@lru_cache(maxsize=64)
-def _device(device_id: str):
-    """get_device, once per id (the catalog is read-only data parsed once per process)."""
-    return get_device(device_id)
-
-
-@lru_cache(maxsize=64)
-def _link(link_id: str):
-    """get_link, once per id."""
-    return get_link(link_id)
+def node_catalog(msg: Message, ctx: Context) -> Catalog:
+    """The catalog this node's device and link are looked up in: the node's own catalog files
+    (node config ``catalog``, paths separated by ``os.pathsep``); else, on a node whose config
+    names no device of its own (a simulated node: the run's files are on this machine), the
+    run's catalog paths the server sent (``fe-catalog``) or the simulation recorded in the
+    node's state; else the packaged catalog. A deployed node never reads paths a server names.
+    Each state of the files is read once per process."""
+    own = ctx.node_config.get(NODE_CATALOG)
+    if own:
+        return cached_catalog(str(own))
+    if ctx.node_config.get(NODE_DEVICE):
+        return packaged_catalog()
+    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
+    paths = cfg.get(CFG_CATALOG)
+    if not paths:
+        state = ctx.state.config_records.get(NODE_PROFILE_STATE_KEY, ConfigRecord())
+        paths = state.get(NODE_CATALOG)
+    return cached_catalog(paths) if paths else packaged_catalog()
 
 
 def build_report(
@@ -95,12 +108,14 @@ def build_report(
     bytes_up: int,
     infra_kwh_per_gb: float,
     measured: MeasuredCall | None = None,
+    catalog: Catalog | None = None,
 ) -> EnergyReport:
     """The report of one call: compute from FLOPs through the device model (or the measured
     components of a deployed node), radio and infrastructure from bytes through the link model
     (the call model, :mod:`fedenergy.physics.call`; a measured call's tail after the download
-    lasts its measured seconds)."""
-    device, link = _device(device_id), _link(link_id)
+    lasts its measured seconds). The ids are looked up in ``catalog`` (default: packaged)."""
+    catalog = packaged_catalog() if catalog is None else catalog
+    device, link = catalog.device(device_id), catalog.link(link_id)
     if measured:  # compute from the meters (their components), the network from the model
         e = call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds)
         compute = measured.components
@@ -193,6 +208,7 @@ def meter_call(
         bytes_down=bytes_down,
         infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, 0.059)),
         measured=measured,
+        catalog=node_catalog(msg, ctx),
     )
 
     def report(bytes_up: int) -> EnergyReport:

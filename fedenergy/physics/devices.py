@@ -7,10 +7,10 @@ written once, in ``modeled_compute``; a call's whole energy is :mod:`fedenergy.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache
 
-from fedenergy.physics.constants import Num, check_sources, load_table
+from fedenergy.physics.constants import Num, check_entry, load_table
 
 NUMERIC = ("train_flops_per_s", "active_power_w", "idle_power_w", "pue", "battery_wh")
 
@@ -36,6 +36,8 @@ class DeviceProfile:
     pue: float = 1.0
     battery_wh: float = 0.0
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # the file whose entry this is, as provenance names it (a user catalog's file name)
+    origin: str = field(default="devices.toml", compare=False, repr=False)
 
     def compute_time_s(self, flops: float) -> float:
         """Seconds this device needs for ``flops`` floating-point operations."""
@@ -48,23 +50,46 @@ class DeviceProfile:
     def provenance(self) -> str:
         """The model and constants behind a modeled compute figure (kept short: it travels in
         every report; the constants and their sources are in data/devices.toml)."""
-        return f"devices.toml:{self.id}"
+        return f"{self.origin}:{self.id}"
 
 
-def _build(key: str, e: dict) -> DeviceProfile:
-    check_sources("device", key, e, NUMERIC)
+# the keys of a catalog entry: the profile's own fields, as the TOML tables spell them
+TOML_NAMES = {"cls": "class"}
+ENTRY_KEYS = frozenset(
+    {TOML_NAMES.get(f.name, f.name) for f in fields(DeviceProfile)} - {"id", "origin"}
+)
+KINDS = ("edge", "datacenter")
+
+
+def _build(
+    key: str, e: dict, origin: str = "devices.toml", extra: frozenset = frozenset()
+) -> DeviceProfile:
+    """The profile of entry ``key`` of a devices table (packaged or a user's: the same rules);
+    ValueError names the entry and the field. ``extra``: keys the caller reads itself."""
+    check_entry("device", key, e, NUMERIC, ENTRY_KEYS | extra)
+    for name in ("label", "kind", "class"):
+        if name in e and not isinstance(e[name], str):
+            raise ValueError(f"device {key!r}: field {name!r} must be a string, got {e[name]!r}")
     prof = DeviceProfile(
         id=key,
         label=str(e.get("label", key)),
         kind=str(e.get("kind", "edge")),
         cls=str(e.get("class", key)),
         sources=dict(e["sources"]),
+        origin=origin,
         **{f: float(e[f]) for f in NUMERIC},
     )
-    if prof.train_flops_per_s <= 0 or prof.active_power_w <= 0 or prof.idle_power_w < 0:
-        raise ValueError(f"device {key!r}: throughput and active power must be > 0")
-    if prof.pue < 1.0:
-        raise ValueError(f"device {key!r}: pue must be >= 1")
+    if prof.kind not in KINDS:
+        raise ValueError(f"device {key!r}: field 'kind' must be one of {KINDS}, got {prof.kind!r}")
+    for f, ok, rule in (
+        ("train_flops_per_s", prof.train_flops_per_s > 0, "> 0"),
+        ("active_power_w", prof.active_power_w > 0, "> 0"),
+        ("idle_power_w", prof.idle_power_w >= 0, ">= 0"),
+        ("pue", prof.pue >= 1.0, ">= 1"),
+        ("battery_wh", prof.battery_wh >= 0, ">= 0"),
+    ):
+        if not ok:
+            raise ValueError(f"device {key!r}: field {f!r} must be {rule}, got {e[f]!r}")
     return prof
 
 

@@ -15,13 +15,13 @@ scalars or numpy arrays alike (elementwise: the same floats).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache, cached_property
 from typing import NamedTuple
 
 import numpy as np
 
-from fedenergy.physics.constants import Num, check_sources, load_table
+from fedenergy.physics.constants import Num, check_entry, load_table
 
 NUMERIC = (
     "down_mbps",
@@ -84,6 +84,8 @@ class LinkProfile:
     tail_mw: float
     tail_s: float
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # the file whose entry this is, as provenance names it (a user catalog's file name)
+    origin: str = field(default="links.toml", compare=False, repr=False)
 
     @cached_property
     def terms(self) -> LinkTerms:
@@ -110,7 +112,7 @@ class LinkProfile:
         return transfer_time_s(nbytes, self.terms.up_bps)
 
     def provenance(self) -> str:
-        return f"links.toml:{self.id}"  # Huang et al. 2012 model; constants and sources there
+        return f"{self.origin}:{self.id}"  # Huang et al. 2012 model; constants and sources there
 
 
 def link_table(links: Sequence[LinkProfile]) -> LinkTerms:
@@ -119,19 +121,33 @@ def link_table(links: Sequence[LinkProfile]) -> LinkTerms:
     return LinkTerms(*(np.array([r[i] for r in rows], dtype=np.float64) for i in range(6)))
 
 
-def _build(key: str, e: dict) -> LinkProfile:
-    check_sources("link", key, e, NUMERIC)
+# the keys of a catalog entry: the profile's own fields
+ENTRY_KEYS = frozenset({f.name for f in fields(LinkProfile)} - {"id", "origin"})
+
+
+def _build(
+    key: str, e: dict, origin: str = "links.toml", extra: frozenset = frozenset()
+) -> LinkProfile:
+    """The profile of entry ``key`` of a links table (packaged or a user's: the same rules);
+    ValueError names the entry and the field. ``extra``: keys the caller reads itself."""
+    check_entry("link", key, e, NUMERIC, ENTRY_KEYS | extra)
+    for name in ("label", "kind"):
+        if name in e and not isinstance(e[name], str):
+            raise ValueError(f"link {key!r}: field {name!r} must be a string, got {e[name]!r}")
     prof = LinkProfile(
         id=key,
         label=str(e.get("label", key)),
         kind=str(e.get("kind", "wireless")),
         sources=dict(e["sources"]),
+        origin=origin,
         **{f: float(e[f]) for f in NUMERIC},
     )
-    if prof.down_mbps <= 0 or prof.up_mbps <= 0:
-        raise ValueError(f"link {key!r}: throughputs must be > 0")
-    if min(prof.beta_mw, prof.tail_mw, prof.tail_s) < 0:
-        raise ValueError(f"link {key!r}: powers and tail time must be >= 0")
+    for f in NUMERIC:
+        positive = f in ("down_mbps", "up_mbps")
+        v = getattr(prof, f)
+        if (v <= 0) if positive else (v < 0):
+            rule = "> 0" if positive else ">= 0"
+            raise ValueError(f"link {key!r}: field {f!r} must be {rule}, got {e[f]!r}")
     return prof
 
 

@@ -265,6 +265,7 @@ class Collector:
             device=st.device if st is not None else None,
             link=st.link if st is not None else None,
             infra_kwh_per_gb=self.fleet.infra_kwh_per_gb,
+            catalog=self.fleet.catalog,
             bytes_sent=self.outbox.sent.get((node_id, call)) or None,
             reply_payload_bytes=payload,
         )

@@ -221,6 +221,7 @@ def run_federation(
             eval_selector=plan.eval_selector,
             policy=plan.policy,
             strict_reports=settings.strict_reports,
+            catalog=plan.catalog,
         )
         admit_fleet(strategy, grid, wait_for_nodes(grid, settings.nodes))
         test_data = plan.task.server_test_data(plan.data)

@@ -24,8 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fedenergy.physics.devices import device_catalog
-from fedenergy.physics.network import link_catalog
+from fedenergy.physics.catalog import Catalog, packaged_catalog
 from fedenergy.protocol import DECLARATION_PREFIX
 
 if TYPE_CHECKING:
@@ -54,10 +53,10 @@ class Declaration:
         return f"{DECLARATION_PREFIX}{self.device}/{self.link}{tail}"
 
 
-def parse_declaration(name: str | None) -> Declaration | None:
+def parse_declaration(name: str | None, catalog: Catalog | None = None) -> Declaration | None:
     """The profile a registration name declares, or None if it declares none (no ``fe:``
     token). Raise DeclarationError when an ``fe:`` token is malformed, names a device or link
-    not in the catalogs, or appears twice."""
+    not in ``catalog`` (default: the packaged one), or appears twice."""
     if not name:
         return None
     if len(name) > MAX_NAME_CHARS:
@@ -74,7 +73,8 @@ def parse_declaration(name: str | None) -> Declaration | None:
             f"'{DECLARATION_PREFIX}DEVICE/LINK/COUNTRY'"
         )
     device, link = parts[0].lower(), parts[1].lower()
-    devices, links = device_catalog(), link_catalog()
+    catalog = packaged_catalog() if catalog is None else catalog
+    devices, links = catalog.devices, catalog.links
     if device not in devices:
         raise DeclarationError(
             f"unknown device {device[:40]!r}; known: {', '.join(sorted(devices))}"
@@ -87,8 +87,11 @@ def parse_declaration(name: str | None) -> Declaration | None:
     return Declaration(device, link, country)
 
 
-def read_declarations(grid: Grid, node_ids: Iterable[int]) -> dict[int, Declaration]:
-    """Declared profiles of ``node_ids``, from their registration names (``grid.get_nodes()``).
+def read_declarations(
+    grid: Grid, node_ids: Iterable[int], catalog: Catalog | None = None
+) -> dict[int, Declaration]:
+    """Declared profiles of ``node_ids``, from their registration names (``grid.get_nodes()``),
+    their devices and links looked up in ``catalog`` (default: the packaged one).
 
     Nodes without a declaration are left out; a malformed one is logged (once per node) and
     left out too, so that node is learned from its first reply instead. A Grid that cannot list
@@ -106,7 +109,7 @@ def read_declarations(grid: Grid, node_ids: Iterable[int]) -> dict[int, Declarat
             continue
         name = getattr(info, "name", "") or ""
         try:
-            decl = parse_declaration(name)
+            decl = parse_declaration(name, catalog)
         except DeclarationError as err:
             log.warning(
                 "node %s: registration name %r declares no usable profile (%s); learning it "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from fedenergy.physics.catalog import Catalog
 from fedenergy.protocol import CONFIG_RECORD, NUM_EXAMPLES, PARTITION_ID, PROFILE_RECORD
 from fedenergy.server.declared import read_declarations
 from fedenergy.server.node import UNKNOWN_PARTITION, NodeInfo
@@ -79,11 +80,13 @@ def query_nodes(
     return infos
 
 
-def declared_nodes(grid: Grid, node_ids: list[int], profiles: list) -> list[NodeInfo]:
+def declared_nodes(
+    grid: Grid, node_ids: list[int], profiles: list, catalog: Catalog | None = None
+) -> list[NodeInfo]:
     """The nodes among ``node_ids`` that declared a profile when they were registered
     (:mod:`fedenergy.server.declared`), with that device, link and country; their partition and data
     are learned from their first reply."""
     return [
         node_info(nid, UNKNOWN_PARTITION, d.device, d.link, 0, d.country, profiles)
-        for nid, d in sorted(read_declarations(grid, node_ids).items())
+        for nid, d in sorted(read_declarations(grid, node_ids, catalog).items())
     ]

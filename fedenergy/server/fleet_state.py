@@ -23,6 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from fedenergy.ledger import EnergyRow
+from fedenergy.physics.catalog import Catalog, packaged_catalog
 from fedenergy.server.availability import online_mask
 from fedenergy.server.battery import drain, install, recharge_all, shift_initial
 from fedenergy.server.columns import HISTORY, FleetColumns, NodeState
@@ -64,7 +65,15 @@ class Nodes(Mapping):
 class FleetState:
     """Per-node state, availability draws, battery bookkeeping and forecasts."""
 
-    def __init__(self, nodes: Iterable[NodeInfo], seed: int, infra_kwh_per_gb: float) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[NodeInfo],
+        seed: int,
+        infra_kwh_per_gb: float,
+        catalog: Catalog | None = None,
+    ) -> None:
+        # the devices and links node profiles are looked up in (default: the packaged ones)
+        self.catalog = packaged_catalog() if catalog is None else catalog
         self.seed = seed
         self.infra_kwh_per_gb = infra_kwh_per_gb
         self.flops_per_example = 0.0  # training FLOPs per local example (set by the coordinator)
@@ -86,7 +95,7 @@ class FleetState:
     def add(self, info: NodeInfo) -> None:
         """Add a node with its profile; an unknown node with that id is upgraded in place
         (its participation history is kept)."""
-        device, link = profiles(info.device, info.link)
+        device, link = profiles(info.device, info.link, self.catalog)
         cols, row = self.cols, self.cols.row.get(info.node_id)
         if row is None:
             row = cols.new_row(info.node_id, info, device, link)
@@ -104,7 +113,7 @@ class FleetState:
         """A registered node whose profile is not known yet (lazy discovery)."""
         if node_id in self.cols.row:
             return
-        device, link = profiles(*PRIOR_PROFILE)
+        device, link = profiles(*PRIOR_PROFILE, self.catalog)
         self.cols.new_row(node_id, NodeInfo(node_id, UNKNOWN_PARTITION, "", ""), device, link)
 
     def complete(self, info: NodeInfo) -> None:
@@ -258,7 +267,7 @@ class FleetState:
         if len(known):
             out = mean_forecast(rows_forecast(self.cols, known, call, model))
         else:
-            out = profile_forecast(*profiles(*PRIOR_PROFILE), 1, call, model)
+            out = profile_forecast(*profiles(*PRIOR_PROFILE, self.catalog), 1, call, model)
         if len(self._prior) > 64:
             self._prior.clear()
         self._prior[key] = out

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-from fedenergy.physics.devices import DeviceProfile, get_device
-from fedenergy.physics.network import LinkProfile, get_link
+from fedenergy.physics.catalog import Catalog, packaged_catalog
+from fedenergy.physics.devices import DeviceProfile
+from fedenergy.physics.network import LinkProfile
 
 UNKNOWN_PARTITION = -1
 PRIOR_PROFILE = ("laptop", "wifi")  # forecast of unknown nodes while no node is known
@@ -28,8 +28,10 @@ class NodeInfo:
     country: str = "WORLD"
 
 
-@lru_cache(maxsize=256)
-def profiles(device_id: str, link_id: str) -> tuple[DeviceProfile, LinkProfile]:
-    """get_device/get_link once per id pair (the catalogs are read-only data; building a catalog
-    per node made a FleetState of 100,000 nodes take minutes)."""
-    return get_device(device_id), get_link(link_id)
+def profiles(
+    device_id: str, link_id: str, catalog: Catalog | None = None
+) -> tuple[DeviceProfile, LinkProfile]:
+    """The device and link profiles of the ids in ``catalog`` (default: the packaged one; two
+    lookups in read-only mappings built once, never a catalog per node)."""
+    catalog = packaged_catalog() if catalog is None else catalog
+    return catalog.device(device_id), catalog.link(link_id)

@@ -33,6 +33,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedenergy.ledger import Ledger
+from fedenergy.physics.catalog import Catalog
 from fedenergy.server.discovery import declared_nodes, node_info, query_nodes
 from fedenergy.server.fleet_state import FleetState
 from fedenergy.server.node import NodeInfo
@@ -121,13 +122,16 @@ def energy_strategy(
     policy: CompressionPolicy | None = None,
     base_samples: bool = False,
     strict_reports: bool = False,
+    catalog: Catalog | None = None,
 ) -> EnergyAwareStrategy:
     """An EnergyAwareStrategy around ``base`` with an empty fleet state and ``discovery``
     (query | declared | lazy) wired. ``profiles``: a simulated fleet's node profiles by
-    partition id (availability, failures, battery; empty: every node is always online)."""
+    partition id (availability, failures, battery; empty: every node is always online).
+    ``catalog``: the devices and links the run knows (default: the packaged ones); node
+    profiles, declarations and reports are checked against it."""
     check_discovery(discovery)
     profiles = list(profiles)
-    fleet = FleetState([], seed, infra_kwh_per_gb)
+    fleet = FleetState([], seed, infra_kwh_per_gb, catalog)
 
     def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
         infos = query_nodes(g, ids, strategy, common_config, query_timeout, profiles)
@@ -145,7 +149,7 @@ def energy_strategy(
         return infos
 
     def declare(g: Grid, ids: list[int]) -> list[NodeInfo]:
-        return declared_nodes(g, ids, profiles)
+        return declared_nodes(g, ids, profiles, fleet.catalog)
 
     strategy = EnergyAwareStrategy(
         base,

@@ -13,6 +13,11 @@ is set (``fedenergy simulate --app`` sets it to its ``--out``), else ``DEFAULT_L
 start logs its run and ledger, and each committed round, on the ``fedenergy`` logger at INFO;
 those records carry the run (``RUN_FIELD``) or the round's outcome (``ROUND_FIELD``) as
 attributes, which is how the CLI prints a user's app's progress without code in the app.
+
+A ``catalog`` (the user's own devices, links and fleets, docs/catalogs.md) defaults to the
+paths in ``$FEDENERGY_CATALOG`` (``fedenergy simulate --app --catalog`` sets it), else the
+packaged catalog; its paths also travel to the nodes in every message (``fe-catalog``), so a
+simulated node prices its calls with the same user profiles.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fedenergy.codecs import parse_codec
 from fedenergy.ledger import Ledger
+from fedenergy.physics.catalog import Catalog, load_catalog, split_paths
 from fedenergy.physics.network import INFRA_KWH_PER_GB
-from fedenergy.protocol import CFG_INFRA_KWH_PER_GB
+from fedenergy.protocol import CFG_CATALOG, CFG_INFRA_KWH_PER_GB
 from fedenergy.server.build import make_policy, named_selector
 from fedenergy.server.policies import POLICIES, CompressionPolicy
 from fedenergy.server.rounds import RoundOutcome
@@ -48,6 +54,7 @@ from fedenergy.server.session import (
 log = logging.getLogger("fedenergy")
 DEFAULT_LEDGER = "runs/fedenergy/ledger.sqlite"
 OUT_ENV = "FEDENERGY_OUT"  # a folder: the default ledger is its ledger.sqlite
+CATALOG_ENV = "FEDENERGY_CATALOG"  # the default catalog paths, os.pathsep-separated
 RUN_FIELD = "fedenergy_run"  # log record attribute: (run id, ledger path) of a start
 ROUND_FIELD = "fedenergy_round"  # log record attribute: the RoundOutcome of a committed round
 
@@ -57,6 +64,11 @@ def default_ledger() -> Path:
     ``DEFAULT_LEDGER``."""
     out = os.environ.get(OUT_ENV)
     return Path(out) / "ledger.sqlite" if out else Path(DEFAULT_LEDGER)
+
+
+def default_catalog() -> tuple[str, ...]:
+    """The catalog paths in ``$FEDENERGY_CATALOG`` (``os.pathsep``-separated; none when unset)."""
+    return split_paths(os.environ.get(CATALOG_ENV))
 
 
 def _log_round(outcome: RoundOutcome) -> None:
@@ -91,7 +103,9 @@ class EnergyAware:
     learned: ``"declared"`` (a ``fe:DEVICE/LINK`` token in its SuperNode name, else as lazy),
     ``"lazy"`` (its first energy report) or ``"query"`` (a QUERY message to every node before
     round 1). ``seed``: of the selectors' random draws. ``infra_kwh_per_gb``: the network
-    infrastructure's energy per byte.
+    infrastructure's energy per byte. ``catalog``: the user's catalog paths (a path, several
+    separated by ``os.pathsep``, a list) or a Catalog: devices and links nodes may be, beside
+    the packaged ones (default :func:`default_catalog`, read when the wrapper is made).
     """
 
     def __init__(
@@ -104,6 +118,7 @@ class EnergyAware:
         discovery: str = "declared",
         seed: int = 0,
         infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
+        catalog: str | list[str] | tuple[str, ...] | Catalog | None = None,
     ) -> None:
         self.strategy = strategy
         self.ledger_path = default_ledger() if ledger is None else Path(ledger)
@@ -111,6 +126,11 @@ class EnergyAware:
         self.discovery = check_discovery(discovery)
         self.seed, self.infra_kwh_per_gb = seed, infra_kwh_per_gb
         self.run_id: str | None = None  # the run of the latest ``start``
+        if catalog is None:
+            catalog = default_catalog()
+        self.catalog = (
+            catalog if isinstance(catalog, Catalog) else load_catalog(split_paths(catalog))
+        )
         self._parts()  # a bad name fails here, not at the start of a run
 
     @property
@@ -153,6 +173,7 @@ class EnergyAware:
             "seed": self.seed,
             "infra_kwh_per_gb": self.infra_kwh_per_gb,
             "round_timeout_s": timeout,
+            "catalog": list(self.catalog.paths),
         }
 
     def start(
@@ -185,11 +206,14 @@ class EnergyAware:
                     self.seed,
                     base_versions(),
                 )
+                common = {CFG_INFRA_KWH_PER_GB: self.infra_kwh_per_gb}
+                if self.catalog.paths:
+                    common[CFG_CATALOG] = list(self.catalog.paths)
                 strategy = energy_strategy(
                     base,
                     ledger,
                     run_id,
-                    {CFG_INFRA_KWH_PER_GB: self.infra_kwh_per_gb},
+                    common,
                     discovery=self.discovery,
                     seed=self.seed,
                     infra_kwh_per_gb=self.infra_kwh_per_gb,
@@ -199,6 +223,7 @@ class EnergyAware:
                     selector=selector,
                     policy=policy,
                     base_samples=selector is None,
+                    catalog=self.catalog,
                 )
                 # what selection set on the wrapped strategy (its sampling) goes back after
                 forced = {k: v for k, v in before.items() if getattr(base, k, v) is not v}

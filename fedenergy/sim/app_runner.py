@@ -13,6 +13,12 @@ books: its default ledger is ``$FEDENERGY_OUT/ledger.sqlite``, and FEDENERGY_OUT
 the run lasts. The run and ledger each ``EnergyAware.start`` used, and each committed round,
 are read from the records that wrapper logs (:mod:`fedenergy.server.wrapper`), so the app needs
 no code for the CLI: the live progress and the summary of the run come from there.
+
+A user catalog (``--catalog PATH``, and the app's own run config key ``catalog``: paths
+relative to the app directory, several separated by ``os.pathsep``) is the plan's: the fleet's
+devices and links come from it, each virtual node knows it (:mod:`fedenergy.sim.node_profiles`)
+and FEDENERGY_CATALOG names its files while the run lasts, the default catalog of the app's
+``EnergyAware`` (:mod:`fedenergy.server.wrapper`).
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 from rich.markup import escape
 
+from fedenergy.physics.catalog import split_paths
 from fedenergy.server.rounds import RoundOutcome
-from fedenergy.server.wrapper import OUT_ENV, ROUND_FIELD, RUN_FIELD
+from fedenergy.server.wrapper import CATALOG_ENV, OUT_ENV, ROUND_FIELD, RUN_FIELD
 from fedenergy.settings import Settings
 from fedenergy.sim.backend import Backend, backend_from_args
 
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
     from fedenergy.plan import RunPlan
 
 ROUNDS_KEY = "num-server-rounds"  # the run config key of Flower's templates that --rounds sets
+CATALOG_KEY = "catalog"  # the run config key of the app's own catalog paths (app-relative)
 Printer = Callable[[Console, int | None], Callable[[RoundOutcome], None]]
 
 
@@ -124,6 +132,19 @@ def app_run_config(
     return config
 
 
+def app_catalog(pyproject: Path, run_config: dict) -> tuple[str, ...]:
+    """The catalog paths of the app's run config key ``catalog`` (one path, or several
+    separated by ``os.pathsep``), relative ones taken from the app directory; AppError names
+    the file and key of a value that is not paths."""
+    if CATALOG_KEY not in run_config:
+        return ()
+    try:
+        paths = split_paths(run_config[CATALOG_KEY])
+    except ValueError as err:
+        raise AppError(f"{pyproject}: [tool.flwr.app.config] {CATALOG_KEY}: {err}") from None
+    return tuple(str(pyproject.parent / Path(p).expanduser()) for p in paths)
+
+
 def load_component(ref: object, kind: type, pyproject: Path, key: str) -> object:
     """The object ``ref`` (``"module:attribute"``) names, imported (the app directory must be on
     ``sys.path``); AppError naming ``pyproject`` and ``key`` when it does not import or is not a
@@ -160,6 +181,17 @@ def app_on_path(directory: Path) -> Iterator[None]:
         with contextlib.suppress(ValueError):
             sys.path.remove(path)
         _restore_env("PYTHONPATH", old)
+
+
+@contextlib.contextmanager
+def environment(name: str, value: str | None) -> Iterator[None]:
+    """The variable ``name`` set to ``value`` (unset when None) while the block runs."""
+    old = os.environ.get(name)
+    _restore_env(name, value)
+    try:
+        yield
+    finally:
+        _restore_env(name, old)
 
 
 def _restore_env(name: str, value: str | None) -> None:
@@ -289,9 +321,11 @@ def run_app(
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
     server, client = configured_apps(app)
-    client = ProfiledClientApp(client, plan.profiles)  # each node knows its fleet profile
+    # each node knows its fleet profile (and the run's catalog, where its profile is)
+    client = ProfiledClientApp(client, plan.profiles, plan.catalog.paths)
     backend = (backend or Backend(num_cpus=num_cpus)).check()
-    with watching(watcher, Path(settings.out)):
+    paths = os.pathsep.join(plan.catalog.paths)
+    with watching(watcher, Path(settings.out)), environment(CATALOG_ENV, paths or None):
         with seeded_node_ids(settings.seed), declared_node_names(simulated_names(plan)):
             _run(run_simulation, server, client, settings, backend, verbose)
 
@@ -305,7 +339,7 @@ def add_app_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="run the Flower app in DIR (its pyproject.toml's [tool.flwr.app.components] and "
         "config) on the fleet; with it only --nodes, --rounds (num-server-rounds), --fleet, "
-        "--seed, --out, --run-config, --verbose and the Ray options apply",
+        "--seed, --out, --catalog, --run-config, --verbose and the Ray options apply",
     )
     parser.add_argument(
         "--run-config",
@@ -326,8 +360,16 @@ def app_command(args: argparse.Namespace, printer: Printer) -> int:
     try:
         if args.resume:
             raise AppError("--resume does not apply with --app")
-        # the fleet's settings are checked before anything of the app is imported
-        plan = plan_run(Settings(nodes=args.nodes, fleet=args.fleet, seed=args.seed, out=args.out))
+        # the fleet's settings (and the catalogs: --catalog, the app's run config key) are
+        # checked before anything of the app is imported
+        pyproject, table = app_table(directory)
+        own = app_catalog(pyproject, app_run_config(pyproject, table, args.run_config, None))
+        catalog = (*(getattr(args, "catalog", None) or ()), *own)
+        plan = plan_run(
+            Settings(
+                nodes=args.nodes, fleet=args.fleet, seed=args.seed, out=args.out, catalog=catalog
+            )
+        )
         backend = backend_from_args(args)
         with app_on_path(directory):
             app = load_app(directory, args.run_config, args.rounds)

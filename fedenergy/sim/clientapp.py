@@ -19,7 +19,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from fedenergy.client.mod import resolve_profile, stated_work_mod, work_record
+from fedenergy.client.mod import node_catalog, resolve_profile, stated_work_mod, work_record
 from fedenergy.codecs import decode_downlink, encode_reply_arrays, numpy_arrays, parse_codec
 from fedenergy.physics.flops import FlopCache
 from fedenergy.protocol import (
@@ -67,7 +67,7 @@ def _config(msg: Message) -> ConfigRecord:
 
 def _data(msg: Message, context: Context):
     cfg = _config(msg)
-    task = get_task(str(cfg.get(CFG_TASK, "digits")))
+    task = get_task(str(cfg.get(CFG_TASK, "digits")), node_catalog(msg, context))
     pid = int(context.node_config[PARTITION_ID])
     data_cfg = DataConfig(
         num_partitions=int(context.node_config[NUM_PARTITIONS]),

@@ -86,7 +86,7 @@ def simulate(
     if client_app is None:
         from fedenergy.sim.clientapp import app as client_app
     else:  # a user's app: each virtual node knows its fleet profile, as a deployed one would
-        client_app = ProfiledClientApp(client_app, plan.profiles)
+        client_app = ProfiledClientApp(client_app, plan.profiles, plan.catalog.paths)
 
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.ERROR)

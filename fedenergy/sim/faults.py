@@ -31,7 +31,8 @@ from flwr.app import ConfigRecord, Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
-from fedenergy.client.mod import configured_profile
+from fedenergy.client.mod import configured_profile, node_catalog
+from fedenergy.physics.catalog import Catalog
 from fedenergy.protocol import (
     CFG_FLEET,
     CFG_SEED,
@@ -58,13 +59,18 @@ def _config(msg: Message) -> ConfigRecord:
 
 
 @lru_cache(maxsize=8)
-def _assignment(fleet: str, num_nodes: int, seed: int) -> tuple[NodeProfile, ...]:
-    return tuple(load_fleet(fleet).assign(num_nodes, seed))
+def _assignment(
+    fleet: str, num_nodes: int, seed: int, catalog: Catalog | None = None
+) -> tuple[NodeProfile, ...]:
+    return tuple(load_fleet(fleet, catalog).assign(num_nodes, seed))
 
 
-def assigned_profile(fleet: str, num_nodes: int, seed: int, partition_id: int) -> NodeProfile:
-    """The fleet's profile for one partition (assignment cached per fleet, size and seed)."""
-    return _assignment(fleet, num_nodes, seed)[partition_id]
+def assigned_profile(
+    fleet: str, num_nodes: int, seed: int, partition_id: int, catalog: Catalog | None = None
+) -> NodeProfile:
+    """The fleet's profile for one partition (assignment cached per fleet, size, seed and
+    catalog: the run's, where its fleet and profiles are looked up)."""
+    return _assignment(fleet, num_nodes, seed, catalog)[partition_id]
 
 
 def fleet_profile(msg: Message, ctx: Context) -> NodeProfile | None:
@@ -80,6 +86,7 @@ def fleet_profile(msg: Message, ctx: Context) -> NodeProfile | None:
         int(ctx.node_config[NUM_PARTITIONS]),
         int(cfg.get(CFG_SEED, 0)),
         int(ctx.node_config[PARTITION_ID]),
+        node_catalog(msg, ctx),
     )
 
 

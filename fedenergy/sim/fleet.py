@@ -5,8 +5,8 @@ A fleet is a TOML file with one ``[[group]]`` per (device, link) mix::
     name = "mixed"
     description = "..."
     [[group]]
-    device = "phone"     # an id from data/devices.toml
-    link = "lte"         # an id from data/links.toml
+    device = "phone"     # an id of the run's catalog (data/devices.toml, or the user's)
+    link = "lte"         # an id of the run's catalog (data/links.toml, or the user's)
     fraction = 0.3       # fractions of all groups sum to 1
     country = "USA"      # optional: ISO-3166 alpha-3 for grid carbon intensity (default "WORLD")
     availability = 0.8   # optional: probability the node is online in a round (default 1.0)
@@ -14,8 +14,11 @@ A fleet is a TOML file with one ``[[group]]`` per (device, link) mix::
     battery_initial = 0.9      # optional: initial charge, fraction of battery_wh (default 1.0)
     recharge_per_round = 0.01  # optional: charge gained per round, fraction of capacity (default 0)
 
-Nodes (by partition id) are assigned to groups deterministically for a seed: group sizes by
-largest-remainder rounding of fraction x N, then a seeded permutation of partition ids.
+A fleet name is looked up among the user catalog's fleets first
+(:mod:`fedenergy.physics.catalog`), then in :func:`fleet_dirs`; its devices and links are the
+run's catalog's. Nodes (by partition id) are assigned to groups deterministically for a seed:
+group sizes by largest-remainder rounding of fraction x N, then a seeded permutation of
+partition ids.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedenergy.physics.devices import DeviceProfile, get_device
-from fedenergy.physics.network import LinkProfile, get_link
+from fedenergy.physics.catalog import OVERRIDE, Catalog, CatalogError, packaged_catalog
+from fedenergy.physics.devices import DeviceProfile
+from fedenergy.physics.network import LinkProfile
 
 GROUP_KEYS = {"device", "link", "fraction"}
 OPTIONAL_GROUP_KEYS = {
@@ -123,9 +127,10 @@ def fleet_dirs() -> list[Path]:
     ]
 
 
-def available_fleets() -> list[str]:
+def available_fleets(catalog: Catalog | None = None) -> list[str]:
+    """Names of the fleets :func:`load_fleet` finds: the packaged ones and ``catalog``'s."""
     names = {p.stem for d in fleet_dirs() if d.is_dir() for p in d.glob("*.toml")}
-    return sorted(names)
+    return sorted(names | set(catalog.fleets if catalog is not None else ()))
 
 
 def resolve_fleet_path(name_or_path: str) -> Path:
@@ -143,8 +148,10 @@ def resolve_fleet_path(name_or_path: str) -> Path:
     )
 
 
-def parse_fleet(data: dict, source: str) -> Fleet:
-    """Validate a parsed fleet table; every problem is named with its key."""
+def parse_fleet(data: dict, source: str, catalog: Catalog | None = None) -> Fleet:
+    """Validate a parsed fleet table against ``catalog``'s devices and links (default: the
+    packaged ones); every problem is named with its key."""
+    catalog = packaged_catalog() if catalog is None else catalog
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise ValueError(
@@ -185,11 +192,16 @@ def parse_fleet(data: dict, source: str) -> Fleet:
             )
             if not inside:
                 raise ValueError(f"{where}: {key} must be a number in {span}, got {v!r}")
+        profiles = []
+        for key in ("device", "link"):
+            try:
+                profiles.append(getattr(catalog, key)(str(g[key])))
+            except ValueError as e:
+                raise ValueError(f"{where}: field {key!r}: {e}") from None
         try:
             groups.append(
                 FleetGroup(
-                    get_device(str(g["device"])),
-                    get_link(str(g["link"])),
+                    *profiles,
                     float(frac),
                     opts["country"].strip().upper(),
                     float(opts["availability"]),
@@ -211,11 +223,39 @@ def parse_fleet(data: dict, source: str) -> Fleet:
     )
 
 
-def load_fleet(name_or_path: str) -> Fleet:
-    """Load and validate a fleet by name or path."""
+def load_fleet(name_or_path: str, catalog: Catalog | None = None) -> Fleet:
+    """Load and validate a fleet by name (``catalog``'s user fleets first) or path, its groups'
+    devices and links from ``catalog`` (default: the packaged one)."""
+    if catalog is not None and name_or_path in catalog.fleets:
+        entry = catalog.fleets[name_or_path]
+        data = {k: v for k, v in entry.data.items() if k != OVERRIDE}
+        return parse_fleet(data, entry.source, catalog)
     path = resolve_fleet_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text("utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"fleet {path}: malformed TOML: {e}") from None
-    return parse_fleet(data, str(path))
+    return parse_fleet(data, str(path), catalog)
+
+
+def check_fleets(catalog: Catalog) -> dict[str, Fleet]:
+    """Validate every user fleet of ``catalog`` against its devices and links and return them
+    by name; a fleet named as a packaged one is refused unless its table says
+    ``override = true``. CatalogError names the file, the fleet, the group and the field."""
+    packaged, out = set(available_fleets()), {}
+    for name, entry in catalog.fleets.items():
+        flag = entry.data.get(OVERRIDE, False)
+        if not isinstance(flag, bool):
+            raise CatalogError(
+                f"fleet {entry.source}: field {OVERRIDE!r} must be true or false, got {flag!r}"
+            )
+        if name in packaged and not flag:
+            raise CatalogError(
+                f"fleet {entry.source}: fleet {name!r} clashes with the packaged fleet of that "
+                f"name; choose another name, or set '{OVERRIDE} = true' to replace it"
+            )
+        try:
+            out[name] = load_fleet(name, catalog)
+        except ValueError as err:
+            raise CatalogError(str(err)) from None
+    return out
