@@ -18,6 +18,10 @@ def test_iid_partition_is_a_deterministic_cover():
     assert sorted(np.concatenate(a).tolist()) == list(range(100))
     assert max(len(p) for p in a) - min(len(p) for p in a) <= 1
     assert not all(np.array_equal(x, y) for x, y in zip(a, iid(100, 7, 4), strict=True))
+    # more partitions than rows (bench_scale's 10,000 nodes): one row each, the rest empty
+    many = iid(30, 100, seed=0)
+    assert [len(p) for p in many] == [1] * 30 + [0] * 70
+    assert sorted(np.concatenate(many).tolist()) == list(range(30))
 
 
 def test_the_partitions_are_flower_datasets_partitions():
@@ -77,6 +81,8 @@ def test_unknown_partitioner_and_task_are_named():
         partition_indices(np.zeros(4), 2, "x", 0.5, 0)
     with pytest.raises(ValueError, match="dirichlet alpha must be > 0"):
         partition_indices(np.zeros(4), 2, "dirichlet", 0.0, 0)
+    with pytest.raises(ValueError, match="fewer partitions than samples"):
+        partitioning(np.arange(10) % 2, 11, "dirichlet", 0.5, 0)
     with pytest.raises(ValueError, match="partition 2 of 2 does not exist"):
         partitioning(np.zeros(4), 2, "iid", 0.5, 0).indices(2)
     with pytest.raises(ValueError, match="unknown task 'mnist'.*digits"):

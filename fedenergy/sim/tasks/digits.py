@@ -1,4 +1,5 @@
-"""scikit-learn's embedded 8x8 digits (1,797 images, 10 classes) with a small MLP."""
+"""scikit-learn's embedded 8x8 digits (1,797 images, 10 classes) with a small MLP; the pool left
+after the server's hold-out is split across the nodes by flwr-datasets (:mod:`.partition`)."""
 
 from __future__ import annotations
 

@@ -5,12 +5,14 @@ a local ``datasets.Dataset`` (an ``index`` and a ``label`` column) that a ``flwr
 partitioner splits, as a Flower app splits a hub data set:
 
 - ``iid``: the rows shuffled with the seed (``Dataset.shuffle``, as ``FederatedDataset`` shuffles
-  before partitioning), then ``IidPartitioner``'s equal contiguous shards;
+  before partitioning), then ``IidPartitioner``'s equal contiguous shards (with more partitions
+  than rows, the first ones hold a row each, the others none);
 - ``dirichlet``: ``DirichletPartitioner(partition_by="label", alpha, min_partition_size, seed)``:
-  per class, shares across partitions ~ Dir(alpha). It redraws (up to 10 times) until every
+  per class, shares across partitions ~ Dir(alpha) (its docstring cites Yurochkin et al., 2019,
+  arXiv:1905.12022, for the sampling). It redraws (up to 10 times) until every
   partition holds ``min_partition_size`` rows; where no draw does (many nodes, small alpha), a
   draw without that minimum is topped up by moving random rows from the largest partitions, so
-  that no simulated node is left without data.
+  that no simulated node is left without data. It needs fewer partitions than samples.
 
 ``datasets`` and ``flwr_datasets`` are imported when a partition is first made (about half a
 second per process), not when fedenergy is imported.
@@ -64,6 +66,7 @@ class Partitioning:
     num_partitions: int
     partitioner: Partitioner | None = None
     fixed: list[np.ndarray] | None = None
+    empty_from: int | None = None  # IID over fewer rows than partitions: these hold none
     _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def indices(self, partition_id: int) -> np.ndarray:
@@ -72,6 +75,8 @@ class Partitioning:
             raise ValueError(f"partition {partition_id} of {self.num_partitions} does not exist")
         if self.fixed is not None:
             return self.fixed[partition_id]
+        if self.empty_from is not None and partition_id >= self.empty_from:
+            return np.zeros(0, dtype=np.int64)  # datasets' shard() refuses a shard past the end
         if partition_id not in self._cache:
             part = self.partitioner.load_partition(partition_id)
             self._cache[partition_id] = np.asarray(part[INDEX], dtype=np.int64)
@@ -108,7 +113,15 @@ def partitioning(
     if partitioner == "iid":
         part = make_partitioner("iid", num_partitions, alpha, seed)
         part.dataset = ds.shuffle(seed=seed)
-        return Partitioning(num_partitions, part)
+        # IidPartitioner's contiguous shards give the first len(ds) partitions one row each
+        empty = len(ds) if num_partitions > len(ds) else None
+        return Partitioning(num_partitions, part, empty_from=empty)
+    if num_partitions > len(ds):
+        raise ValueError(
+            f"dirichlet partitioning of {len(ds)} samples into {num_partitions} partitions: "
+            "flwr-datasets' DirichletPartitioner needs fewer partitions than samples "
+            "(use the iid partitioner or fewer nodes)"
+        )
     need = min(min_size, len(ds) // num_partitions)
     part = make_partitioner("dirichlet", num_partitions, alpha, seed, min_size=need)
     part.dataset = ds
