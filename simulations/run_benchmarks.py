@@ -41,7 +41,7 @@ def benchmarks(results: str) -> dict[str, list[str]]:
             f"{SIM}/bench_overhead.py",
             *("--nodes", "20", "--rounds", "5", "--reps", "2"),
             *("--calls", "1000", "--train-pairs", "10"),
-            *("--app-nodes", "10", "--app-rounds", "3", "--app-reps", "3", "--app-pairs", "10"),
+            *("--app-nodes", "10", "--app-rounds", "3", "--app-reps", "4", "--app-pairs", "20"),
             *("--json", f"{r}/overhead.json"),
         ],
         "scale": [
@@ -204,7 +204,7 @@ def section_overhead_cnn(c: dict) -> list[str]:
         f"| {_f(c.get('wall_ratio'), 3)} | ≤ 1.03 |",
         f"| wall ratio, whole run incl. Ray start/stop | {_f(c.get('total_wall_ratio'), 3)} | |",
         f"| CPU ratio, whole process tree | {_f(c.get('cpu_ratio'), 3)} | |",
-        f"| wall overhead estimated from the per-call CPU | "
+        f"| wall overhead estimated from the per-call CPU (calls x worst kind / actors / wall) | "
         f"{_f(100 * c['estimated_wall_overhead'], 2) if 'estimated_wall_overhead' in c else '–'}"
         " % | ≤ 3 % |",
     ]

@@ -62,6 +62,7 @@ def generate_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32), labels
 
 
+@lru_cache(maxsize=4)
 def images_dataset(n: int, seed: int) -> Dataset:
     """``n`` generated images as a ``datasets.Dataset`` with an ``img`` and a ``label`` column."""
     x, y = generate_images(n, seed)
