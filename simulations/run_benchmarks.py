@@ -232,7 +232,9 @@ def section_overhead_cnn(c: dict) -> list[str]:
         "",
         f"{c['nodes']} nodes, {c['rounds']} rounds, the app's run config (fraction-train and "
         f"fraction-evaluate 0.5, 1 local epoch, batch 32, 160 training images per node), "
-        f"{c.get('metered_calls_per_run', '–')} calls per run.",
+        f"{c.get('metered_calls_per_run', '–')} calls per run. The example's nodes seed no "
+        "torch generator, so shuffling and dropout depend on which Ray actor serves which node "
+        "and the final accuracy varies from run to run; the work per call does not.",
     ]
     return lines
 
