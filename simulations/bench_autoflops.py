@@ -13,10 +13,11 @@ Beside it, ``cold_count_ms``: turning one call's records into FLOPs with an empt
 copies and FlopCounterMode runs a process pays once per distinct module call).
 
 Workloads: ``mlp`` is the digits task (64-32-10 MLP) on one partition of a 20-node fleet,
-batch 32, 1 epoch (as ``fedenergy simulate``); ``cnn`` is a 2-conv BatchNorm/dropout CNN on
-256 random 32x32x3 images, batch 32, 1 epoch; ``builtin`` is fedenergy's own train handler on
-the main job's digits message: it states its work, so ``counter`` there is the hooks alone (the
-records are never counted). One torch thread, like the simulated nodes.
+batch 32, 1 epoch (as ``fedenergy simulate``); ``cnn`` is the example app's CNN
+(examples/quickstart-energy: 2 conv-BatchNorm blocks, dropout, linear) on 256 random 32x32x3
+images, batch 32, 1 epoch; ``builtin`` is fedenergy's own train handler on the main job's
+digits message: it states its work, so ``counter`` there is the hooks alone (the records are
+never counted). One torch thread, like the simulated nodes.
 CPU times of this process (``time.process_time``: on a shared host far steadier than wall time,
 and the counting is CPU work in the calling thread), the garbage collector off inside a timed
 run and run between rounds (each variant goes first in turn). Figures are the fastest of the
@@ -36,8 +37,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+EXAMPLE = ROOT / "examples" / "quickstart-energy"  # the CNN: quickstart_energy.task.Net
+for path in (ROOT, EXAMPLE):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 import torch  # noqa: E402
 from flwr.app import (  # noqa: E402
@@ -50,27 +53,11 @@ from flwr.app import (  # noqa: E402
     RecordDict,
 )
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+from quickstart_energy.task import Net  # noqa: E402
 
 from fedenergy.client.mod import energy_mod  # noqa: E402
 from fedenergy.client.torch_work import TorchCalls  # noqa: E402
 from fedenergy.physics.flops import PassCache  # noqa: E402
-
-
-def cnn() -> torch.nn.Module:
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Dropout(0.5),
-        nn.Linear(32 * 8 * 8, 10),
-    )
 
 
 def workload(name: str):
@@ -82,7 +69,7 @@ def workload(name: str):
         data, _ = task.client_data(0, DataConfig(num_partitions=20))
         return task.make_model, data.x, data.y, 32
     g = torch.Generator().manual_seed(0)
-    return cnn, torch.randn(256, 3, 32, 32, generator=g), torch.randint(0, 10, (256,)), 32
+    return Net, torch.randn(256, 3, 32, 32, generator=g), torch.randint(0, 10, (256,)), 32
 
 
 def plain_handler(make_model, x, y, batch):

@@ -24,14 +24,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flwr.serverapp.strategy import FedAvg
 
 from fedenergy import EnergyAware
 from fedenergy.cli import main
+from fedenergy.physics.devices import get_device
 from fedenergy.plan import plan_run
 from fedenergy.server.wrapper import DEFAULT_LEDGER, OUT_ENV
 from fedenergy.settings import Settings
 from tests.deploy_helpers import BIN, LOCAL_SUPERLINK_PORT, LOOPBACK, Deployment
+from tests.example_cnn import BACKWARD, FORWARD, PARAMS, Net, train_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "examples" / "quickstart-energy"
@@ -121,6 +124,73 @@ def test_the_server_accuracy_rises(db):
     acc = dict(db.execute("SELECT round, accuracy FROM rounds"))
     assert sorted(acc) == [0, 1, 2]  # --rounds 2 became the app's num-server-rounds
     assert acc[2] > acc[0] + 0.2
+
+
+def _phase_flops(conn: sqlite3.Connection, call: str) -> list[float]:
+    """The FLOPs behind each ``call``'s modeled compute in the ledger: its compute phase lasts
+    FLOPs / the device's train FLOP/s (devices.toml), so FLOPs = seconds x that rate."""
+    rows = conn.execute(
+        "SELECT e.seconds, n.device FROM energy e JOIN nodes n "
+        "ON n.run_id = e.run_id AND n.node_id = e.node_id WHERE e.call = ? AND e.phase = ?",
+        (call, call),
+    ).fetchall()
+    return [seconds * get_device(device).train_flops_per_s for seconds, device in rows]
+
+
+def test_a_train_call_is_counted_within_2_percent_of_the_cnns_analytic_count(db):
+    """Each node holds 200 generated images (examples-per-node), 20 % of them its test split
+    (datasets' train_test_split: ceil(0.2 x 200) = 40): 160 to train on, batches of 32, one
+    local epoch. The analytic count (tests/example_cnn.py) against the FLOPs the energy mod
+    counted, as the ledger books them; an evaluate call is 40 forward passes."""
+    expected = train_flops(samples=160, batch=32, epochs=1)
+    assert expected == 5 * (32 * (FORWARD + BACKWARD) + 2 * PARAMS)
+    train = _phase_flops(db, "train")
+    assert len(train) == ROUNDS * 2
+    for flops in train:
+        assert flops == pytest.approx(expected, rel=0.02)
+    evaluate = _phase_flops(db, "evaluate")
+    assert len(evaluate) == ROUNDS * 2
+    for flops in evaluate:
+        assert flops == pytest.approx(40 * FORWARD, rel=0.02)
+
+
+def test_the_examples_train_call_is_bit_identical_with_and_without_the_mod():
+    """The example's own train handler, called directly and inside energy_mod from the same
+    torch seed: the same weights and BatchNorm buffers (running mean and variance, batches
+    tracked) in the reply, and the same random state after (shuffling, dropout)."""
+    import tomllib
+
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+    from quickstart_energy.client_app import train
+
+    from fedenergy import energy_mod
+    from fedenergy.protocol import REPORT_KEY
+
+    config = tomllib.loads((APP / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 7, 1
+    torch.manual_seed(0)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(Net().state_dict()),
+            "config": ConfigRecord({"lr": 0.05, "server-round": 1, "fe-device": "rpi4"}),
+        }
+    )
+    msg = Message(content, message_type=MessageType.TRAIN, dst_node_id=7)
+    ctx = Context(7, 7, {"partition-id": 1, "num-partitions": NODES}, RecordDict(), config)
+    replies, states = [], []
+    for handler in (train, lambda m, c: energy_mod(m, c, train)):
+        torch.manual_seed(123)
+        replies.append(handler(msg, ctx))
+        states.append(torch.get_rng_state())
+    plain, metered = (r.content["arrays"] for r in replies)
+    assert REPORT_KEY in replies[1].content and REPORT_KEY not in replies[0].content
+    assert plain.keys() == metered.keys()
+    assert {"bn1.running_mean", "bn1.running_var", "bn2.num_batches_tracked"} <= set(plain)
+    assert int(plain["bn2.num_batches_tracked"].numpy()) == 5  # 160 images, batches of 32
+    for key in plain:
+        assert np.array_equal(plain[key].numpy(), metered[key].numpy()), key
+    assert torch.equal(states[0], states[1])
 
 
 def test_summary_and_report_read_the_apps_ledger(app_run, db):

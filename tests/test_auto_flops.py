@@ -2,11 +2,9 @@
 of its torch work are counted automatically, training is bit-identical with and without the mod,
 and a call whose work nobody knows is reported ``unmetered``, never 0 J modeled.
 
-FLOP convention (docs/meters.md, "What the mod counts"): 2 FLOPs per multiply-add of a
-convolution or matrix product, per sample; bias additions, BatchNorm, ReLU, pooling, dropout and
-the loss count 0. Backward = 2 x forward (input and weight gradients), except that the first
-layer's input gradient is not computed. Each optimizer step adds 2 FLOPs per trainable
-parameter.
+The CNN is the example app's (examples/quickstart-energy: conv-BatchNorm-ReLU-pool twice,
+dropout, linear); its analytic FLOP count and the convention behind it are in
+tests/example_cnn.py.
 """
 
 from __future__ import annotations
@@ -39,38 +37,18 @@ from fedenergy.physics.flops import FlopCache, PassCache
 from fedenergy.protocol import REPORT_KEY
 from fedenergy.report import EnergyReport
 from fedenergy.wire import message_bytes
+from tests.example_cnn import FORWARD, PARAMS, Net, train_flops
 
 N, BATCH, EPOCHS = 40, 16, 2  # batches of 16, 16 and 8 per epoch: 6 optimizer steps
 
-# The analytic count of the CNN below, per sample (convolutions keep 32x32 then 16x16 maps).
-CONV1 = 2 * 3 * 16 * 3 * 3 * 32 * 32
-CONV2 = 2 * 16 * 32 * 3 * 3 * 16 * 16
-FC = 2 * (32 * 8 * 8) * 10
-FORWARD = CONV1 + CONV2 + FC
-BACKWARD = 2 * FORWARD - CONV1  # no input gradient for the first layer
-PARAMS = (16 * 3 * 9 + 16) + 2 * 16 + (32 * 16 * 9 + 32) + 2 * 32 + (32 * 8 * 8 * 10 + 10)
-
 
 def analytic_train_flops() -> int:
-    batches = [min(BATCH, N - i) for i in range(0, N, BATCH)]
-    return EPOCHS * sum(b * (FORWARD + BACKWARD) + 2 * PARAMS for b in batches)
+    return train_flops(N, BATCH, EPOCHS)
 
 
 def make_cnn() -> torch.nn.Module:
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.BatchNorm2d(32),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Dropout(0.5),
-        nn.Linear(32 * 8 * 8, 10),
-    )
+    """The example app's CNN (one definition: tests/example_cnn.py imports it)."""
+    return Net()
 
 
 def local_data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +175,7 @@ def test_training_is_bit_identical_with_and_without_the_mod(fresh_passes):
     assert not torch.equal(plain_rng, start)  # dropout drew from the generator
     assert torch.equal(plain_rng, rng)
     ref, got = plain.model.state_dict(), metered.model.state_dict()
-    assert int(got["1.num_batches_tracked"]) == EPOCHS * 3
+    assert int(got["bn1.num_batches_tracked"]) == EPOCHS * 3
     for name in ref:  # weights, BatchNorm running_mean / running_var / num_batches_tracked
         assert torch.equal(ref[name], got[name]), name
     for p, q in zip(plain.model.parameters(), metered.model.parameters(), strict=True):

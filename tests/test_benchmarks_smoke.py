@@ -54,6 +54,20 @@ def test_run_benchmarks_renders_every_section(tmp_path):
             "train_with_mod_cpu_ms": 21.0,
             "in_process_train_ratio": 1.05,
             "load_avg_1m": [1.0, 1.0],
+            "cnn": {
+                "nodes": 4,
+                "rounds": 1,
+                "reps": 0,
+                "per_call": {
+                    k: {
+                        "handler_cpu_ms": 60.0,
+                        "with_mod_cpu_ms": 61.5,
+                        "mod_ms": 1.5,
+                        "ratio": 1.025,
+                    }
+                    for k in ("train", "evaluate")
+                },
+            },
         },
         "meters": {"rows": [{"meter": "rapl", "window_us": 12.5}]},
         "codecs": {
@@ -81,6 +95,7 @@ def test_run_benchmarks_renders_every_section(tmp_path):
     page = rb.render(runs, tmp_path, info, "2026-01-01 00:00 UTC", 60.0)
     assert "# Benchmark results" in page and "python x/overhead.py" in page
     assert "1.000 ms" in page  # the overhead's CPU per call
+    assert "Example CNN app" in page and "**1.50 ms per call**" in page
     assert "| rapl | 12.5 |" in page
     assert "**Failed** (exit code 1)" in page and "boom" in page
     assert info["cores"] and info["python"]
@@ -90,12 +105,16 @@ def test_bench_overhead_in_process_json(tmp_path):
     bo = _load("bench_overhead")
     out = tmp_path / "o.json"
     argv = ["--reps", "0", "--nodes", "4", "--calls", "20", "--train-pairs", "1"]
+    argv += ["--app-nodes", "4", "--app-pairs", "1", "--app-reps", "0"]
     assert bo.main([*argv, "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert set(doc["per_call"]) == {"train", "evaluate", "query"}
     for key in ("cpu_ms_per_call", "in_process_train_ratio", "load_avg_1m"):
         assert key in doc
     assert "wall_ratio" not in doc  # no federation was run
+    cnn = doc["cnn"]  # the example CNN app's calls, with and without the mod
+    assert set(cnn["per_call"]) == {"train", "evaluate"} and "wall_ratio" not in cnn
+    assert cnn["per_call"]["train"]["handler_cpu_ms"] > 0
 
 
 def test_bench_scale_selection_only_json(tmp_path):

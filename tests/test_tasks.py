@@ -1,38 +1,104 @@
+"""The built-in tasks and their partitions (through Flower Datasets' partitioners)."""
+
 import numpy as np
 import pytest
 
 from fedenergy.sim.tasks import DataConfig, get_task
-from fedenergy.sim.tasks.partition import dirichlet_partition, iid_partition, partition_indices
+from fedenergy.sim.tasks.partition import partition_indices, partitioning
+
+
+def iid(n: int, parts: int, seed: int) -> list[np.ndarray]:
+    return partition_indices(np.zeros(n, dtype=np.int64), parts, "iid", 0.5, seed)
 
 
 def test_iid_partition_is_a_deterministic_cover():
-    a = iid_partition(100, 7, seed=3)
-    b = iid_partition(100, 7, seed=3)
+    a = iid(100, 7, seed=3)
+    b = iid(100, 7, seed=3)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert sorted(np.concatenate(a).tolist()) == list(range(100))
     assert max(len(p) for p in a) - min(len(p) for p in a) <= 1
-    assert not all(np.array_equal(x, y) for x, y in zip(a, iid_partition(100, 7, 4), strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, iid(100, 7, 4), strict=True))
+    # more partitions than rows (bench_scale's 10,000 nodes): one row each, the rest empty
+    many = iid(30, 100, seed=0)
+    assert [len(p) for p in many] == [1] * 30 + [0] * 70
+    assert sorted(np.concatenate(many).tolist()) == list(range(30))
+
+
+def test_the_partitions_are_flower_datasets_partitions():
+    """What a Flower app gets from flwr_datasets with the same partitioner and seed: IID is
+    IidPartitioner over the rows shuffled with the seed; Dirichlet is DirichletPartitioner."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
+
+    labels = np.repeat(np.arange(10), 30)
+    ds = Dataset.from_dict({"index": np.arange(300), "label": labels})
+    flower = IidPartitioner(num_partitions=6)
+    flower.dataset = ds.shuffle(seed=5)
+    ours = partitioning(labels, 6, "iid", 0.5, seed=5)
+    assert isinstance(ours.partitioner, IidPartitioner)
+    for p in range(6):
+        assert ours.indices(p).tolist() == flower.load_partition(p)["index"]
+    flower = DirichletPartitioner(6, "label", 0.3, min_partition_size=2, seed=5)
+    flower.dataset = ds
+    ours = partitioning(labels, 6, "dirichlet", 0.3, seed=5)
+    assert isinstance(ours.partitioner, DirichletPartitioner)
+    for p in range(6):
+        assert ours.indices(p).tolist() == flower.load_partition(p)["index"]
 
 
 def test_dirichlet_partition_is_deterministic_skewed_and_complete():
     labels = np.repeat(np.arange(10), 100)
-    a = dirichlet_partition(labels, 10, alpha=0.1, seed=1, min_size=2)
-    b = dirichlet_partition(labels, 10, alpha=0.1, seed=1, min_size=2)
+    a = partition_indices(labels, 10, "dirichlet", alpha=0.1, seed=1)
+    b = partition_indices(labels, 10, "dirichlet", alpha=0.1, seed=1)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert sorted(np.concatenate(a).tolist()) == list(range(1000))
     assert min(len(p) for p in a) >= 2
     # strong skew: on average a partition's top class holds most of its samples
     top_share = np.mean([np.bincount(labels[p]).max() / len(p) for p in a])
     assert top_share > 0.5
-    iid_share = np.mean([np.bincount(labels[p]).max() / len(p) for p in iid_partition(1000, 10, 1)])
+    iid_share = np.mean([np.bincount(labels[p]).max() / len(p) for p in iid(1000, 10, 1)])
     assert iid_share < 0.3
+
+
+def test_dirichlet_tops_up_where_no_draw_gives_every_node_data():
+    """100 nodes at alpha 0.1 over 1,000 labels: flwr-datasets' 10 redraws all leave some
+    partition under 2 rows; the last draw is topped up from the largest partitions."""
+    labels = np.repeat(np.arange(10), 100)
+    part = partitioning(labels, 100, "dirichlet", 0.1, seed=0)
+    assert part.fixed is not None  # the top-up path was taken
+    parts = part.all()
+    assert min(len(p) for p in parts) >= 2
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    again = partitioning(labels, 100, "dirichlet", 0.1, seed=0).all()
+    assert all(np.array_equal(x, y) for x, y in zip(parts, again, strict=True))
+    # more nodes than rows / 2: no minimum to keep, partitions may be empty, still a cover
+    parts = partition_indices(labels[:50], 40, "dirichlet", 0.5, 0)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(50))
 
 
 def test_unknown_partitioner_and_task_are_named():
     with pytest.raises(ValueError, match="unknown partitioner 'x'"):
         partition_indices(np.zeros(4), 2, "x", 0.5, 0)
+    with pytest.raises(ValueError, match="dirichlet alpha must be > 0"):
+        partition_indices(np.zeros(4), 2, "dirichlet", 0.0, 0)
+    with pytest.raises(ValueError, match="fewer partitions than samples"):
+        partitioning(np.arange(10) % 2, 11, "dirichlet", 0.5, 0)
+    with pytest.raises(ValueError, match="partition 2 of 2 does not exist"):
+        partitioning(np.zeros(4), 2, "iid", 0.5, 0).indices(2)
     with pytest.raises(ValueError, match="unknown task 'mnist'.*digits"):
         get_task("mnist")
+
+
+def test_importing_the_tasks_does_not_load_flower_datasets():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fedenergy.settings, fedenergy.sim.tasks; "
+        "print('datasets' in sys.modules, 'flwr_datasets' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr
 
 
 def test_digits_partitions_and_server_test_are_disjoint():

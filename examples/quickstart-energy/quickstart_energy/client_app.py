@@ -20,6 +20,8 @@ def _data(context: Context):
         int(context.node_config["num-partitions"]),
         int(context.run_config["batch-size"]),
         int(context.run_config["examples-per-node"]),
+        str(context.run_config["partitioning"]),
+        float(context.run_config["dirichlet-alpha"]),
     )
 
 

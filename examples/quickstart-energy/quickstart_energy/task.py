@@ -1,7 +1,17 @@
-"""The model, the data and the train/test loops (plain PyTorch: nothing of fedenergy here).
+"""The model, the data and the train/test loops (plain PyTorch and Flower Datasets: nothing of
+fedenergy here).
 
 The images are generated: 32x32 RGB pictures of 10 classes, each class a colour and a stripe
-pattern of its own under noise, so the example runs anywhere in seconds without a download.
+pattern under noise, so the example runs anywhere in seconds without a download. They become a
+local ``datasets.Dataset`` that a Flower Datasets partitioner splits across the nodes, as
+Flower's quickstart splits CIFAR-10. With access to the Hugging Face hub, the same partitioner
+splits a hub data set instead (its images then need a ``ToTensor`` transform, as in Flower's
+quickstart-pytorch)::
+
+    from flwr_datasets import FederatedDataset
+
+    fds = FederatedDataset(dataset="uoft-cs/cifar10", partitioners={"train": partitioner})
+    partition = fds.load_partition(partition_id)  # instead of partitioner.load_partition
 """
 
 from functools import lru_cache
@@ -9,8 +19,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torch.nn.functional as F
+from datasets import Array3D, ClassLabel, Dataset, Features
+from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 NUM_CLASSES = 10
 TEST_SEED = 12345
@@ -50,22 +62,55 @@ def generate_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32), labels
 
 
+@lru_cache(maxsize=4)
+def images_dataset(n: int, seed: int) -> Dataset:
+    """``n`` generated images as a ``datasets.Dataset`` with an ``img`` and a ``label`` column."""
+    x, y = generate_images(n, seed)
+    features = Features(
+        {"img": Array3D(shape=(3, 32, 32), dtype="float32"), "label": ClassLabel(NUM_CLASSES)}
+    )
+    return Dataset.from_dict({"img": x, "label": y}, features=features)
+
+
+@lru_cache(maxsize=4)
+def make_partitioner(
+    num_partitions: int, examples_per_node: int, partitioning: str, alpha: float
+) -> Partitioner:
+    """A Flower Datasets partitioner over the generated images, made once per process:
+    ``iid`` (IidPartitioner) or ``dirichlet`` (DirichletPartitioner, label skew alpha)."""
+    if partitioning == "iid":
+        partitioner: Partitioner = IidPartitioner(num_partitions=num_partitions)
+    elif partitioning == "dirichlet":
+        partitioner = DirichletPartitioner(
+            num_partitions=num_partitions, partition_by="label", alpha=alpha, seed=42
+        )
+    else:
+        raise ValueError(f"partitioning must be 'iid' or 'dirichlet', got {partitioning!r}")
+    partitioner.dataset = images_dataset(examples_per_node * num_partitions, seed=0)
+    return partitioner
+
+
 def load_data(
-    partition_id: int, num_partitions: int, batch_size: int, examples_per_node: int
+    partition_id: int,
+    num_partitions: int,
+    batch_size: int,
+    examples_per_node: int,
+    partitioning: str = "iid",
+    alpha: float = 0.5,
 ) -> tuple[DataLoader, DataLoader]:
-    """This node's share of the generated data: a train and a test loader (80/20)."""
-    x, y = generate_images(examples_per_node * num_partitions, seed=0)
-    x, y = x[partition_id::num_partitions], y[partition_id::num_partitions]
-    cut = int(0.8 * len(y))
-    train = TensorDataset(torch.from_numpy(x[:cut]), torch.from_numpy(y[:cut]))
-    test = TensorDataset(torch.from_numpy(x[cut:]), torch.from_numpy(y[cut:]))
-    return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(test, batch_size)
+    """This node's partition of the generated data: a train and a test loader (80/20)."""
+    partitioner = make_partitioner(num_partitions, examples_per_node, partitioning, alpha)
+    partition = partitioner.load_partition(partition_id)
+    split = partition.train_test_split(test_size=0.2, seed=42).with_format("torch")
+    return (
+        DataLoader(split["train"], batch_size=batch_size, shuffle=True),
+        DataLoader(split["test"], batch_size=batch_size),
+    )
 
 
 def load_centralized_testset(n: int = 500) -> DataLoader:
     """Held-out generated data for the server's evaluation of the global model."""
-    x, y = generate_images(n, seed=TEST_SEED)
-    return DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=100)
+    return DataLoader(images_dataset(n, seed=TEST_SEED).with_format("torch"), batch_size=100)
 
 
 def train(net: Net, trainloader: DataLoader, epochs: int, lr: float, device: str) -> float:
@@ -76,9 +121,10 @@ def train(net: Net, trainloader: DataLoader, epochs: int, lr: float, device: str
     net.train()
     running_loss, batches = 0.0, 0
     for _ in range(epochs):
-        for images, labels in trainloader:
+        for batch in trainloader:
+            images, labels = batch["img"].to(device), batch["label"].to(device)
             optimizer.zero_grad()
-            loss = criterion(net(images.to(device)), labels.to(device))
+            loss = criterion(net(images), labels)
             loss.backward()
             optimizer.step()
             running_loss, batches = running_loss + loss.item(), batches + 1
@@ -92,9 +138,10 @@ def test(net: Net, testloader: DataLoader, device: str) -> tuple[float, float]:
     net.eval()
     correct, loss = 0, 0.0
     with torch.no_grad():
-        for images, labels in testloader:
-            outputs = net(images.to(device))
-            loss += criterion(outputs, labels.to(device)).item() * len(labels)
-            correct += (outputs.argmax(1) == labels.to(device)).sum().item()
+        for batch in testloader:
+            images, labels = batch["img"].to(device), batch["label"].to(device)
+            outputs = net(images)
+            loss += criterion(outputs, labels).item() * len(labels)
+            correct += (outputs.argmax(1) == labels).sum().item()
     n = len(testloader.dataset)
     return loss / n, correct / n

@@ -1,4 +1,5 @@
-"""scikit-learn's embedded 8x8 digits (1,797 images, 10 classes) with a small MLP."""
+"""scikit-learn's embedded 8x8 digits (1,797 images, 10 classes) with a small MLP; the pool left
+after the server's hold-out is split across the nodes by flwr-datasets (:mod:`.partition`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 
 from fedenergy.sim.tasks.base import DataConfig, Split
-from fedenergy.sim.tasks.partition import partition_indices
+from fedenergy.sim.tasks.partition import Partitioning, partitioning
 
 NAME = "digits"
 SERVER_TEST_FRACTION = 0.2
@@ -42,15 +43,16 @@ def _split(x: np.ndarray, y: np.ndarray) -> Split:
 
 
 @lru_cache(maxsize=8)
-def _parts(cfg: DataConfig) -> list[np.ndarray]:
+def _parts(cfg: DataConfig) -> Partitioning:
+    """The pool's labels partitioned by flwr-datasets (:mod:`fedenergy.sim.tasks.partition`)."""
     _, y, _, _ = _pool(cfg.seed)
-    return partition_indices(y, cfg.num_partitions, cfg.partitioner, cfg.alpha, cfg.seed)
+    return partitioning(y, cfg.num_partitions, cfg.partitioner, cfg.alpha, cfg.seed)
 
 
 def client_data(partition_id: int, cfg: DataConfig) -> tuple[Split, Split]:
     """(train, local test) of one partition of the pool."""
     x, y, _, _ = _pool(cfg.seed)
-    idx = _parts(cfg)[partition_id]
+    idx = _parts(cfg).indices(partition_id)
     cut = len(idx) - int(LOCAL_TEST_FRACTION * len(idx)) if len(idx) >= 5 else len(idx)
     train, test = idx[:cut], idx[cut:] if cut < len(idx) else idx
     return _split(x[train], y[train]), _split(x[test], y[test])
