@@ -28,6 +28,7 @@ from fedenergy.protocol import (
     CFG_EPOCHS,
     CFG_FLEET,
     CFG_INFRA_KWH_PER_GB,
+    CFG_KEEPALIVE,
     CFG_PARTITIONER,
     CFG_SEED,
     CFG_TASK,
@@ -78,6 +79,7 @@ def message_config(settings: Settings, uplink: CodecSpec) -> Mapping[str, object
             CFG_FLEET: settings.fleet,
             CFG_INFRA_KWH_PER_GB: settings.infra_kwh_per_gb,
             CFG_CODEC: uplink.label(),
+            CFG_KEEPALIVE: settings.keepalive,
         }
     )
 

@@ -20,6 +20,7 @@ knows nothing of fleets or simulated faults.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import replace
 from functools import lru_cache
@@ -34,10 +35,13 @@ from fedenergy.client.work import work_record as work_record  # re-exported: the
 from fedenergy.physics.call import call_energy, modeled_call
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import INFRA_SOURCE, get_link
+from fedenergy.physics.radio import KeepAlive, keepalive_from_table
 from fedenergy.protocol import (
     CFG_DEVICE,
     CFG_INFRA_KWH_PER_GB,
+    CFG_KEEPALIVE,
     CFG_LINK,
+    CFG_RADIO_IDLE,
     CONFIG_RECORD,
     NODE_DEVICE,
     NODE_LINK,
@@ -95,17 +99,24 @@ def build_report(
     bytes_up: int,
     infra_kwh_per_gb: float,
     measured: MeasuredCall | None = None,
+    *,
+    idle_s: float | None = None,
+    keepalive: KeepAlive | None = None,
 ) -> EnergyReport:
     """The report of one call: compute from FLOPs through the device model (or the measured
     components of a deployed node), radio and infrastructure from bytes through the link model
-    (the call model, :mod:`fedenergy.physics.call`; a measured call's tail after the download
-    lasts its measured seconds)."""
+    (the call model, :mod:`fedenergy.physics.call`; a measured call's gap between download and
+    upload lasts its measured seconds). ``idle_s``/``keepalive``: the node's radio on the run's
+    clock, as the coordinator sent them (None: the call stands alone)."""
     device, link = _device(device_id), _link(link_id)
+    radio = dict(idle_s=idle_s, keepalive=keepalive)
     if measured:  # compute from the meters (their components), the network from the model
-        e = call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds)
+        e = call_energy(
+            link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds, **radio
+        )
         compute = measured.components
     else:
-        e = modeled_call(device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb)
+        e = modeled_call(device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb, **radio)
         compute = (Component(kind, "compute", e.compute_j, "modeled", device.provenance()),)
     infra = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB"
     comps = (
@@ -128,6 +139,18 @@ def build_report(
         comps,
         machine_j=measured.machine_j if measured else 0.0,
     )
+
+
+def radio_config(cfg: ConfigRecord) -> tuple[float | None, KeepAlive | None]:
+    """The node's radio on the run's clock from the per-message config: (seconds since its
+    previous transfer ended, ``math.inf`` for none yet; None where the coordinator sent no
+    clock) and the keep-alive accounted (None: off)."""
+    idle = cfg.get(CFG_RADIO_IDLE)
+    if isinstance(idle, bool) or not isinstance(idle, (int, float)) or math.isnan(idle):
+        idle_s = None
+    else:
+        idle_s = math.inf if idle < 0 else float(idle)
+    return idle_s, (keepalive_from_table() if cfg.get(CFG_KEEPALIVE) is True else None)
 
 
 def message_kind(msg: Message) -> str:
@@ -183,6 +206,7 @@ def meter_call(
     work = call_work(reply, kind, seen, counting=count_torch)
     cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
     device_id, link_id = resolve_profile(msg, ctx)
+    idle_s, keepalive = radio_config(cfg)
     args = dict(
         kind=work.kind,
         server_round=int(cfg.get(SERVER_ROUND, 0)),
@@ -193,6 +217,8 @@ def meter_call(
         bytes_down=bytes_down,
         infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, 0.059)),
         measured=measured,
+        idle_s=idle_s,
+        keepalive=keepalive,
     )
 
     def report(bytes_up: int) -> EnergyReport:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -153,6 +154,7 @@ def closing_j(ops: Ops, link, after_s: Num, keepalive: KeepAlive | None = None) 
     return ops.where(seen, n * (per_j + exchange_j(link, keepalive)) + full, 0.0)
 
 
+@cache
 def keepalive_from_table(name: str = "flower") -> KeepAlive:
     """The keep-alive of ``[keepalive.<name>]`` in data/links.toml: polls every ``poll_s`` and
     heartbeats every ``heartbeat_s`` merged into one schedule at their combined rate."""

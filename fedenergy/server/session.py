@@ -121,10 +121,12 @@ def energy_strategy(
     policy: CompressionPolicy | None = None,
     base_samples: bool = False,
     strict_reports: bool = False,
+    radio_clock: str = "virtual",
 ) -> EnergyAwareStrategy:
     """An EnergyAwareStrategy around ``base`` with an empty fleet state and ``discovery``
     (query | declared | lazy) wired. ``profiles``: a simulated fleet's node profiles by
-    partition id (availability, failures, battery; empty: every node is always online)."""
+    partition id (availability, failures, battery; empty: every node is always online).
+    ``radio_clock``: the run's clock for the radio state machine (server/radio_clock.py)."""
     check_discovery(discovery)
     profiles = list(profiles)
     fleet = FleetState([], seed, infra_kwh_per_gb)
@@ -163,6 +165,7 @@ def energy_strategy(
         declare_fn=declare if discovery == "declared" else None,
         base_samples=base_samples,
         strict_reports=strict_reports,
+        radio_clock=radio_clock,
     )
     return strategy
 
