@@ -11,6 +11,7 @@ The hand figures are written out as numbers. Constants used (devices.toml, links
   ethernet: 940 / 940 Mbit/s, alpha 0.2 both ways, beta 700.0, no tail
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +247,71 @@ def test_the_model_is_pure_no_flower_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_report_forecast_and_failed_estimate_agree_over_a_node_s_call_sequence():
+    """Two train calls of a phone on LTE on the run's virtual clock (server/radio_clock.py):
+    the energy mod's report, the forecast (per node and vectorised) and the failed-call
+    estimate, each given the same idle time, give the same floats; summed over the node's
+    calls and its run-end tail they are the radio state machine's energy, by hand."""
+    from fedenergy.server.radio_clock import RunClock
+
+    kwh, down, up = 0.059, 1_300_000, 600_000
+    fleet = FleetState(
+        [NodeInfo(7, 0, "phone", "lte", num_examples=100), NodeInfo(8, 1, "phone", "lte", 500)],
+        0,
+        kwh,
+    )
+    fleet.flops_per_example = 2e8  # node 7: 2e10 FLOPs = 2 s on the phone; node 8: 10 s
+    fleet.default_upload_overhead = 1_000
+    clock = RunClock("virtual")
+    lte = get_link("lte")
+
+    def one_call(nid, flops):
+        fleet.clock_s = clock.now()
+        forecast = fleet.forecast(nid, "none", up - 1_000, download_bytes=down)
+        many = fleet.forecast_many(fleet.rows([nid]), "none", up - 1_000, download_bytes=down)
+        idle = clock.sent(fleet, nid, "train")
+        report = build_report("train", 1, 0, "phone", "lte", flops, down, up, kwh, idle_s=idle)
+        failed = failed_call_rows(fleet[nid], "train", "timeout", down, forecast, kwh, idle_s=idle)
+        return forecast, many, report, {r.phase: r for r in failed}, idle
+
+    def part(report, phase, domain=None):
+        return sum(
+            c.joules
+            for c in report.components
+            if c.phase == phase and (domain is None or c.domain == domain)
+        )
+
+    radio_sum = 0.0
+    for k, want_idle in enumerate([math.inf, 8.0]):
+        forecast, many, report, failed, idle = one_call(7, int(2e10))
+        assert idle == _approx(want_idle)
+        assert forecast.download_j == part(report, "download") == failed["download"].joules
+        assert forecast.upload_j == part(report, "upload")
+        assert forecast.compute_j == part(report, "train") == failed["train"].joules
+        assert [float(col[0]) for col in many] == [
+            forecast.compute_j,
+            forecast.download_j,
+            forecast.upload_j,
+            forecast.device_j,
+        ]
+        # by hand: a promotion on the first call; on the second, 8 s of the first's tail
+        lead = LTE_PROMO_J if k == 0 else 1.060 * 8.0
+        assert part(report, "download", "radio") == _approx(lead + LTE_DOWN_J)
+        assert part(report, "upload", "radio") == _approx(1.060 * 2.0 + LTE_UP_J)  # no tail
+        radio_sum += part(report, "download", "radio") + part(report, "upload", "radio")
+        clock.transferred(fleet, 7, "train", lte, down, up, report.compute_s)
+        if k == 0:  # node 8 computes 10 s in the same phase: the next starts when it is done
+            *_, report8, _, _ = one_call(8, int(1e11))
+            clock.transferred(fleet, 8, "train", lte, down, up, report8.compute_s)
+        clock.end_phase("train")
+        # node 8 ends at 0.2601 + 0.8 + 10 + 0.8 s, node 7 at 0.2601 + 0.8 + 2 + 0.8 s: 8 s
+        # apart (10 s is within LTE's 11.576 s tail: node 8's upload needs no promotion)
+        assert clock.now() == _approx(11.8601 if k == 0 else 11.8601 + 3.6)
+    closing = {r.node_id: r.joules for r in clock.closing_rows(fleet)}
+    assert closing == {"7": _approx(LTE_TAIL_J), "8": _approx(LTE_TAIL_J)}
+    # the node's radio over the run, by hand: one promotion, two transfers each way, two 2 s
+    # compute gaps, 8 s of cut tail and the last full tail
+    by_hand = LTE_PROMO_J + 2 * (LTE_DOWN_J + 2.12 + LTE_UP_J) + 8.48 + LTE_TAIL_J
+    assert radio_sum + closing["7"] == _approx(by_hand)

@@ -83,15 +83,19 @@ class CallEnergy:
 
 
 class _Gathered:
-    """A link table read at each node's entry, one constant at a time (see ``_compose``)."""
+    """A link table read at each node's entry, one constant at a time, each gathered once
+    when first read (see ``_compose``)."""
 
-    __slots__ = ("_table", "_index")
+    __slots__ = ("_table", "_index", "_seen")
 
     def __init__(self, table: LinkTerms, index: np.ndarray) -> None:
-        self._table, self._index = table, index
+        self._table, self._index, self._seen = table, index, {}
 
     def __getattr__(self, name: str) -> np.ndarray:
-        return getattr(self._table, name)[self._index]
+        col = self._seen.get(name)
+        if col is None:
+            col = self._seen[name] = getattr(self._table, name)[self._index]
+        return col
 
 
 def _compose(

@@ -134,6 +134,8 @@ def lead_in(
     if idle_s is None:
         return promo
     seen = ops.isfinite(idle_s)
+    if isinstance(seen, np.ndarray) and not seen.any():  # no node transferred yet: promotions
+        return promo  # (the values np.where would pick, without computing the other side)
     finite = ops.where(seen, ops.maximum(idle_s, 0.0), 0.0)
     gap_j, delay = gap(ops, link, finite, keepalive)
     return ops.where(seen, gap_j, promo[0]), ops.where(seen, delay, promo[1])
