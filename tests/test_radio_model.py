@@ -162,3 +162,32 @@ def test_vectorised_equals_scalar_float_for_float(keep):
 def test_keepalive_rejects_a_period_that_is_not_positive():
     with pytest.raises(ValueError, match="interval"):
         radio.KeepAlive(0.0, 1, 1)
+
+
+def test_keepalive_per_hour():
+    """The figures docs/constants.md quotes: an hour between two transfers with keep-alive."""
+    keep = radio.keepalive_from_table()
+    lte, wifi = get_link("lte").terms, get_link("wifi").terms
+    hour = 3599.9  # just under the 1380th exchange (1380 x 60/23 s = 3600 s)
+    lte_j, _ = radio.gap(radio.SCALAR, lte, hour, keep)
+    # 1379 exchanges, the radio in its tail throughout: 1.06 W x 3599.9 s + 1379 x 1.93 mJ
+    assert lte_j == _approx(1.060 * hour + 1379 * LTE_EXCHANGE_J)
+    assert lte_j == pytest.approx(3818.7, abs=1.2)  # "3.8 kJ per hour" (1380 exchanges: 3818.7)
+    wifi_j, _ = radio.gap(radio.SCALAR, wifi, hour, keep)
+    period = 0.1193 * 0.238 + 0.1244 * 0.0791 + 2.96456 * 2400 / 10e6 + 2.87306 * 2400 / 20e6
+    # 1379 periods, then the rest (2.51 s) outlasts the tail: a full tail and a promotion
+    assert wifi_j == _approx(1379 * period + 0.1193 * 0.238 + 0.1244 * 0.0791)
+    assert 1380 * period == pytest.approx(54.2, abs=0.05)  # "54.2 J per hour"
+
+
+def test_the_keepalive_setting_is_checked_and_off_by_default():
+    from fedenergy.plan import message_config
+    from fedenergy.protocol import CFG_KEEPALIVE
+    from fedenergy.settings import Settings
+
+    assert Settings().keepalive is False
+    with pytest.raises(ValueError, match="keepalive must be true or false"):
+        Settings(keepalive="yes").check()
+    on = Settings(keepalive=True).check()
+    assert message_config(on, on.resolve().uplink)[CFG_KEEPALIVE] is True
+    assert Settings.from_run_config({"keepalive": True}).keepalive is True
