@@ -191,3 +191,24 @@ def test_the_keepalive_setting_is_checked_and_off_by_default():
     on = Settings(keepalive=True).check()
     assert message_config(on, on.resolve().uplink)[CFG_KEEPALIVE] is True
     assert Settings.from_run_config({"keepalive": True}).keepalive is True
+
+
+def test_the_wall_clock_of_a_deployed_run_places_transfers_when_replies_arrive():
+    from fedenergy.server.fleet_state import FleetState
+    from fedenergy.server.node import NodeInfo
+    from fedenergy.server.radio_clock import RunClock
+
+    now = [100.0]
+    fleet = FleetState([NodeInfo(7, 0, "phone", "lte", num_examples=10)], 0, 0.059)
+    clock = RunClock("wall", wall=lambda: now[0])
+    now[0] = 105.0
+    assert clock.sent(fleet, 7, "train") == math.inf  # no transfer yet this run
+    now[0] = 106.5  # the reply is taken 1.5 s later: the node's last transfer ended then
+    clock.transferred(fleet, 7, "train", get_link("lte"), DOWN, UP, GAP)
+    clock.end_phase("train")
+    now[0] = 110.0
+    assert clock.sent(fleet, 7, "evaluate") == _approx(3.5)
+    assert clock.idle_sent(7, "evaluate") == _approx(3.5)
+    assert RunClock("off").sent(fleet, 7, "train") is None  # no clock: calls stand alone
+    with pytest.raises(ValueError, match="unknown radio clock"):
+        RunClock("sundial")

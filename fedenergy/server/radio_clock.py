@@ -75,7 +75,7 @@ class RunClock:
         clock (None: no clock; the message then carries none)."""
         if node_id not in fleet or (now := self.now()) is None:
             return None
-        idle = self.idle(fleet, node_id)
+        idle = max(self.idle(fleet, node_id), 0.0)  # (never negative on a monotonic clock)
         self.stamps[(node_id, call)] = (now, idle)
         return idle
 
