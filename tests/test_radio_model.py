@@ -212,3 +212,15 @@ def test_the_wall_clock_of_a_deployed_run_places_transfers_when_replies_arrive()
     assert RunClock("off").sent(fleet, 7, "train") is None  # no clock: calls stand alone
     with pytest.raises(ValueError, match="unknown radio clock"):
         RunClock("sundial")
+
+
+def test_the_mod_reads_the_radio_from_the_per_message_config():
+    from flwr.app import ConfigRecord
+
+    from fedenergy.client.mod import radio_config
+    from fedenergy.protocol import CFG_KEEPALIVE, CFG_RADIO_IDLE
+
+    assert radio_config(ConfigRecord()) == (None, None)  # no clock: the call stands alone
+    assert radio_config(ConfigRecord({CFG_RADIO_IDLE: -1.0})) == (math.inf, None)  # first
+    idle, keep = radio_config(ConfigRecord({CFG_RADIO_IDLE: 4.5, CFG_KEEPALIVE: True}))
+    assert idle == 4.5 and keep == radio.keepalive_from_table()
