@@ -39,6 +39,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         codec=args.codec,
         **strategy_settings(args),
         strict_reports=args.strict_reports,
+        keepalive=args.keepalive,
         checkpoint_keep=args.checkpoint_keep,
         out=args.out,
         catalog=tuple(args.catalog or ()),
@@ -326,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.strict_reports,
         help="refuse replies without an energy report (default: a stock Flower app's replies "
         "are accepted, their network energy modeled from bytes, their compute unmetered)",
+    )
+    s.add_argument(
+        "--keepalive",
+        action="store_true",
+        default=d.keepalive,
+        help="account a deployed SuperNode's keep-alive traffic (polls every 3 s, heartbeats "
+        "every ~20 s, flwr 1.42) in the radio between a node's calls (default: off)",
     )
     s.add_argument(
         "--checkpoint-keep",

@@ -30,6 +30,7 @@ from fedenergy.protocol import (
     CFG_EPOCHS,
     CFG_FLEET,
     CFG_INFRA_KWH_PER_GB,
+    CFG_KEEPALIVE,
     CFG_PARTITIONER,
     CFG_SEED,
     CFG_TASK,
@@ -86,6 +87,7 @@ def message_config(settings: Settings, uplink: CodecSpec) -> Mapping[str, object
             CFG_INFRA_KWH_PER_GB: settings.infra_kwh_per_gb,
             CFG_CODEC: uplink.label(),
             **catalog,
+            CFG_KEEPALIVE: settings.keepalive,
         }
     )
 

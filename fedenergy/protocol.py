@@ -51,6 +51,11 @@ CFG_DOWNLINK = "fe-downlink"  # codec label of the global model in "arrays"
 CFG_DEVICE = "fe-device"  # the device the coordinator knows the node as
 CFG_LINK = "fe-link"  # the link the coordinator knows the node as
 CFG_CATALOG = "fe-catalog"  # the run's user catalog paths (list of str), read by simulated nodes
+# the radio on the run's clock (fedenergy.physics.radio, docs: README "Energy model"): seconds
+# since the node's previous transfer ended when the coordinator sent this message (< 0: none
+# yet this run; absent: the call stands alone), and whether keep-alive traffic is accounted
+CFG_RADIO_IDLE = "fe-radio-idle-s"
+CFG_KEEPALIVE = "fe-keepalive"
 SERVER_ROUND = "server-round"  # Flower's
 LR = "lr"
 PROXIMAL_MU = "proximal-mu"  # Flower's FedProx

@@ -76,6 +76,11 @@ class Settings:
     # them from the coordinator's side (network from bytes, compute unmetered) and aggregates
     # them; True refuses them, as replies with an invalid report (docs/robustness.md)
     strict_reports: bool = False
+    # account a deployed SuperNode's keep-alive traffic (its polls and heartbeats between calls)
+    # in the radio between a node's calls (physics/radio.py). Off by default: the Simulation
+    # Engine's virtual nodes make no such traffic, and a simulated federation models the calls;
+    # turn it on for a deployment-style figure (a cellular radio then never idles between calls)
+    keepalive: bool = False
     # model checkpoints (OUT/checkpoints/, apart from the ledger): keep those of the last N
     # committed rounds (0: keep all); a resume starts from the last committed round's
     checkpoint_keep: int = 2

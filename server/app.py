@@ -24,7 +24,9 @@ def main(grid: Grid, context: Context) -> None:
     if not config.get("nodes") and "num-supernodes" not in config:
         config["nodes"] = settled_node_count(grid)
     plan = plan_run(Settings.from_run_config(config))
-    summary = run_federation(grid, plan)
+    summary = run_federation(
+        grid, plan, radio_clock="wall"
+    )  # deployed: the radio on the wall clock
     print(
         f"[fedenergy] total {summary['total_j']:.3f} J over {summary['rounds']} rounds, "
         f"final accuracy {summary['final_accuracy']}; ledger in {plan.settings.out}"

@@ -120,6 +120,8 @@ def build_strategy(n: int, seed: int = 0):
 
 
 def time_selection(n: int, k: int, reps: int) -> dict:
+    import numpy as np
+
     from fedenergy.server import RandomSelector, UtilityPerJouleSelector
 
     strategy, fleet, build_s, fleet_mb = build_strategy(n)
@@ -145,6 +147,10 @@ def time_selection(n: int, k: int, reps: int) -> dict:
             for r in range(1, 5):
                 for nid in ordered[(r - 1) * 100 : r * 100]:
                     fleet.observe_train(nid, r, 1.0 + (nid % 7) / 10)
+                # and a radio state: their last transfers 7-28 s before now on the run's clock
+                # (within LTE's tail for some, beyond it for others)
+                rows = fleet.rows(ordered[(r - 1) * 100 : r * 100])
+                fleet.cols.set_rows("radio_end", rows, np.full(len(rows), -7.0 * (5 - r)))
 
         # the first call of a round (FleetState keeps the round's answer for the second), with
         # the node order recomputed as after add() (lazy discovery learns nodes every round)

@@ -278,7 +278,11 @@ def _ledger(entry) -> tuple[sqlite3.Connection, str]:
 
 def _calls(entry) -> set[tuple[int, str, str]]:
     conn, run_id = _ledger(entry)
-    q = "SELECT DISTINCT round, node_id, call FROM energy WHERE run_id=? AND round > 0"
+    # (a run-end row is no call: the radio tail after a node's last transfer, last round)
+    q = (
+        "SELECT DISTINCT round, node_id, call FROM energy WHERE run_id=? AND round > 0 "
+        "AND call != 'run-end'"
+    )
     return set(conn.execute(q, (run_id,)))
 
 
@@ -391,9 +395,11 @@ def test_read_ledger_of_a_run(runs):
     tables = read_ledger(entry["strategy"].ledger_path)
     assert tables.run_id == entry["strategy"].run_id
     calls = tables.calls()
-    assert set(zip(calls["round"], calls["node_id"], calls["call"], strict=True)) == set(
-        entry["sent"]
-    )
+    keys = set(zip(calls["round"], calls["node_id"], calls["call"], strict=True))
+    ends = {k for k in keys if k[2] == "run-end"}  # each node's last radio tail, last round
+    assert keys - ends == set(entry["sent"])
+    assert ends and {k[0] for k in ends} == {ROUNDS}
+    assert {k[1] for k in ends} <= {k[1] for k in entry["sent"]}  # (none where no tail)
     conn, run_id = _ledger(entry)
     total = conn.execute("SELECT SUM(joules) FROM energy WHERE run_id=?", (run_id,)).fetchone()[0]
     assert calls["joules"].sum() == pytest.approx(total, rel=1e-12)

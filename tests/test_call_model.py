@@ -11,6 +11,7 @@ The hand figures are written out as numbers. Constants used (devices.toml, links
   ethernet: 940 / 940 Mbit/s, alpha 0.2 both ways, beta 700.0, no tail
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,10 @@ LTE_DOWN_J = 1.96365 * 0.8  # 1.57092 J of transfer
 LTE_UP_J = 3.91838 * 0.8  # 3.134704 J of transfer
 LTE_TAIL_J = 1.060 * 11.576  # 12.27056 J, a full tail
 GB_J = 0.059 * 3.6e6  # 212,400 J per GB at 0.059 kWh/GB
+# promotion from idle before a call's first transfer (a call with no clock stands alone):
+# LTE 1210.7 mW for 260.1 ms, Wi-Fi 124.4 mW for 79.1 ms
+LTE_PROMO_J = 1.2107 * 0.2601  # 0.31490307 J
+WIFI_PROMO_J = 0.1244 * 0.0791  # 0.00984004 J
 
 
 def _approx(x):
@@ -44,24 +49,26 @@ def test_phone_on_lte_with_a_compute_gap_shorter_than_the_tail():
     assert e.compute_s == _approx(2.0)  # 2e10 FLOPs / 1e10 FLOP/s
     assert e.compute_j == _approx(8.0)  # 2 s x 4 W
     assert e.download_s == _approx(0.8) and e.upload_s == _approx(0.8)
-    # the tail after the download lasts until the upload starts, 2 s later
-    assert e.download_radio_j == _approx(1.57092 + 1.060 * 2.0)  # 3.69092 J
-    assert e.upload_radio_j == _approx(3.134704 + 12.27056)  # 15.405264 J
+    # a promotion, the download; the upload is charged the tail that leads up to it (cut 2 s
+    # after the download), its transfer and, the call standing alone, its full tail
+    assert e.download_radio_j == _approx(0.31490307 + 1.57092)  # 1.88582307 J
+    assert e.upload_radio_j == _approx(1.060 * 2.0 + 3.134704 + 12.27056)  # 17.525264 J
     assert e.download_infra_j == _approx(0.0013 * 212_400)  # 276.12 J
     assert e.upload_infra_j == _approx(0.0006 * 212_400)  # 127.44 J
-    assert e.download_j == _approx(3.69092 + 276.12)
-    assert e.upload_j == _approx(15.405264 + 127.44)
-    assert e.device_j == _approx(8.0 + 3.69092 + 15.405264)  # no infrastructure on the device
-    assert e.network_j == _approx(3.69092 + 276.12 + 15.405264 + 127.44)
-    assert e.total_j == _approx(430.656184)
+    assert e.download_j == _approx(1.88582307 + 276.12)
+    assert e.upload_j == _approx(17.525264 + 127.44)
+    assert e.device_j == _approx(8.0 + 1.88582307 + 17.525264)  # no infrastructure on the device
+    assert e.network_j == _approx(1.88582307 + 276.12 + 17.525264 + 127.44)
+    assert e.total_j == _approx(430.97108707)
 
 
 def test_a_gap_longer_than_the_tail_gets_the_full_tail_and_a_negative_one_none():
     long = modeled_call(get_device("phone"), get_link("lte"), 3e11, 1_300_000, 600_000, 0.059)
     assert long.compute_s == _approx(30.0) and long.compute_j == _approx(120.0)
-    assert long.download_radio_j == _approx(1.57092 + 12.27056)
+    # the download's full tail, then a second promotion before the upload
+    assert long.upload_radio_j == _approx(12.27056 + 0.31490307 + 3.134704 + 12.27056)
     neg = call_energy(get_link("lte"), 1_300_000, 600_000, 0.059, compute_s=-1.0)
-    assert neg.download_radio_j == _approx(1.57092)
+    assert neg.upload_radio_j == _approx(3.134704 + 12.27056)
 
 
 def test_laptop_on_wifi_at_another_infrastructure_intensity():
@@ -70,14 +77,15 @@ def test_laptop_on_wifi_at_another_infrastructure_intensity():
     # upload (283.17 * 10 + 132.86) mW = 2.96456 W; tail 0.1193 W, cut to the 0.1 s gap
     e = modeled_call(get_device("laptop"), get_link("wifi"), 4.2e9, 2_500_000, 1_250_000, 0.1)
     assert e.compute_s == _approx(0.1) and e.compute_j == _approx(3.5)
-    assert e.download_radio_j == _approx(2.87306 + 0.1193 * 0.1)
-    assert e.upload_radio_j == _approx(2.96456 + 0.1193 * 0.238)
+    assert e.download_radio_j == _approx(0.00984004 + 2.87306)
+    assert e.upload_radio_j == _approx(0.1193 * 0.1 + 2.96456 + 0.1193 * 0.238)
     assert e.download_infra_j == _approx(0.0025 * 0.1 * 3.6e6)  # 900 J
     assert e.upload_infra_j == _approx(0.00125 * 0.1 * 3.6e6)  # 450 J
     # a 1 s gap outlasts Wi-Fi's 0.238 s tail
     longer = modeled_call(get_device("laptop"), get_link("wifi"), 4.2e10, 2_500_000, 1, 0.1)
     assert longer.compute_j == _approx(35.0)
-    assert longer.download_radio_j == _approx(2.87306 + 0.1193 * 0.238)
+    # the download's full tail, a promotion, 1 byte up (8 bit / 10 Mbit/s = 0.8 us), its tail
+    assert longer.upload_radio_j == _approx(0.0283934 + 0.00984004 + 2.96456 * 8e-7 + 0.0283934)
 
 
 def test_rpi4_on_ethernet_has_no_tail():
@@ -93,23 +101,23 @@ def test_rpi4_on_ethernet_has_no_tail():
 
 def test_nothing_one_way_costs_nothing_that_way():
     lte = get_link("lte")
-    # no upload after the download (a failed call): the download keeps its full tail
+    # no upload after the download (standing alone): a promotion, the download, its full tail
     e = call_energy(lte, 1_300_000, 0, 0.059, compute_j=8.0, compute_s=2.0)
-    assert e.download_radio_j == _approx(1.57092 + 12.27056)
+    assert e.download_radio_j == _approx(0.31490307 + 1.57092 + 12.27056)
     assert e.upload_radio_j == 0.0 and e.upload_infra_j == 0.0 and e.upload_s == 0.0
-    assert e.total_j == _approx(8.0 + 13.84148 + 276.12)
-    # only an upload (the centralized baseline): its transfer and tail, no download at all
+    assert e.total_j == _approx(8.0 + 14.15638307 + 276.12)
+    # only an upload (the centralized baseline): promotion, transfer and tail, no download
     e = call_energy(lte, 0, 600_000, 0.059)
     assert e.download_radio_j == 0.0 and e.download_infra_j == 0.0 and e.download_s == 0.0
-    assert e.upload_radio_j == _approx(15.405264) and e.upload_s == _approx(0.8)
+    assert e.upload_radio_j == _approx(0.31490307 + 15.405264) and e.upload_s == _approx(0.8)
     assert call_energy(lte, 0, 0, 0.059).total_j == 0.0
 
 
 def test_zero_flops_cost_no_compute_and_leave_no_gap():
     e = modeled_call(get_device("phone"), get_link("lte"), 0, 1_300_000, 600_000, 0.059)
     assert e.compute_j == 0.0 and e.compute_s == 0.0
-    assert e.download_radio_j == _approx(1.57092)  # the upload follows at once: no tail
-    assert e.upload_radio_j == _approx(15.405264)
+    assert e.download_radio_j == _approx(0.31490307 + 1.57092)
+    assert e.upload_radio_j == _approx(15.405264)  # the upload follows at once: no tail between
 
 
 def _random_calls(rng, n):
@@ -212,8 +220,10 @@ def test_report_forecast_and_failed_estimate_agree_on_the_same_call(flops, gap_o
     # by hand: 30 s or 2 s at 4 W; transfer + tail (cut by the upload where the gap is short)
     gap = 30.0 if gap_outlasts_tail else 2.0
     assert forecast.compute_j == _approx(4.0 * gap)
-    assert part("download", "radio") == _approx(LTE_DOWN_J + 1.060 * min(gap, 11.576))
-    assert part("upload", "radio") == _approx(LTE_UP_J + LTE_TAIL_J)
+    # (the call stands alone here: a promotion first, its own full tail at the end)
+    assert part("download", "radio") == _approx(LTE_PROMO_J + LTE_DOWN_J)
+    before_up = LTE_TAIL_J + LTE_PROMO_J if gap_outlasts_tail else 1.060 * gap
+    assert part("upload", "radio") == _approx(before_up + LTE_UP_J + LTE_TAIL_J)
 
     # the failed-call estimate: the download it was sent and the forecast compute
     rows = failed_call_rows(fleet[7], "train", "timeout", down, forecast, kwh)
@@ -221,13 +231,9 @@ def test_report_forecast_and_failed_estimate_agree_on_the_same_call(flops, gap_o
     assert set(by_phase) == {"download", "train"}
     assert by_phase["train"].joules == forecast.compute_j == part("train")
     failed_dl = by_phase["download"]
-    # nothing was uploaded after it, so its tail runs to the end: with a gap that outlasts the
-    # tail that is the report's download; with a short gap, the rest of the tail on top
-    assert failed_dl.joules == _approx(LTE_DOWN_J + LTE_TAIL_J + 0.0013 * GB_J)
-    if gap_outlasts_tail:
-        assert failed_dl.joules == part("download") == forecast.download_j
-    else:
-        assert failed_dl.joules == _approx(part("download") + 1.060 * (11.576 - 2.0))
+    # nothing was uploaded after it, so its full tail is its own: the report's download + a tail
+    assert failed_dl.joules == _approx(LTE_PROMO_J + LTE_DOWN_J + LTE_TAIL_J + 0.0013 * GB_J)
+    assert failed_dl.joules == _approx(part("download") + LTE_TAIL_J)
     assert failed_dl.bytes == down and failed_dl.seconds == _approx(0.8)
 
 
@@ -241,3 +247,71 @@ def test_the_model_is_pure_no_flower_no_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_report_forecast_and_failed_estimate_agree_over_a_node_s_call_sequence():
+    """Two train calls of a phone on LTE on the run's virtual clock (server/radio_clock.py):
+    the energy mod's report, the forecast (per node and vectorised) and the failed-call
+    estimate, each given the same idle time, give the same floats; summed over the node's
+    calls and its run-end tail they are the radio state machine's energy, by hand."""
+    from fedenergy.server.radio_clock import RunClock
+
+    kwh, down, up = 0.059, 1_300_000, 600_000
+    fleet = FleetState(
+        [NodeInfo(7, 0, "phone", "lte", num_examples=100), NodeInfo(8, 1, "phone", "lte", 500)],
+        0,
+        kwh,
+    )
+    fleet.flops_per_example = 2e8  # node 7: 2e10 FLOPs = 2 s on the phone; node 8: 10 s
+    fleet.default_upload_overhead = 1_000
+    clock = RunClock("virtual")
+    lte = get_link("lte")
+
+    def one_call(nid, flops):
+        fleet.clock_s = clock.now()
+        forecast = fleet.forecast(nid, "none", up - 1_000, download_bytes=down)
+        many = fleet.forecast_many(fleet.rows([nid]), "none", up - 1_000, download_bytes=down)
+        idle = clock.sent(fleet, nid, "train")
+        report = build_report("train", 1, 0, "phone", "lte", flops, down, up, kwh, idle_s=idle)
+        failed = failed_call_rows(fleet[nid], "train", "timeout", down, forecast, kwh, idle_s=idle)
+        return forecast, many, report, {r.phase: r for r in failed}, idle
+
+    def part(report, phase, domain=None):
+        return sum(
+            c.joules
+            for c in report.components
+            if c.phase == phase and (domain is None or c.domain == domain)
+        )
+
+    radio_sum = 0.0
+    for k, want_idle in enumerate([math.inf, 8.0]):
+        forecast, many, report, failed, idle = one_call(7, int(2e10))
+        assert idle == _approx(want_idle)
+        assert forecast.download_j == part(report, "download") == failed["download"].joules
+        assert forecast.upload_j == part(report, "upload")
+        assert forecast.compute_j == part(report, "train") == failed["train"].joules
+        assert [float(col[0]) for col in many] == [
+            forecast.compute_j,
+            forecast.download_j,
+            forecast.upload_j,
+            forecast.device_j,
+        ]
+        # by hand: a promotion on the first call; on the second, 8 s of the first's tail
+        lead = LTE_PROMO_J if k == 0 else 1.060 * 8.0
+        assert part(report, "download", "radio") == _approx(lead + LTE_DOWN_J)
+        assert part(report, "upload", "radio") == _approx(1.060 * 2.0 + LTE_UP_J)  # no tail
+        radio_sum += part(report, "download", "radio") + part(report, "upload", "radio")
+        clock.transferred(fleet, 7, "train", lte, down, up, report.compute_s)
+        if k == 0:  # node 8 computes 10 s in the same phase: the next starts when it is done
+            *_, report8, _, _ = one_call(8, int(1e11))
+            clock.transferred(fleet, 8, "train", lte, down, up, report8.compute_s)
+        clock.end_phase("train")
+        # node 8 ends at 0.2601 + 0.8 + 10 + 0.8 s, node 7 at 0.2601 + 0.8 + 2 + 0.8 s: 8 s
+        # apart (10 s is within LTE's 11.576 s tail: node 8's upload needs no promotion)
+        assert clock.now() == _approx(11.8601 if k == 0 else 11.8601 + 3.6)
+    closing = {r.node_id: r.joules for r in clock.closing_rows(fleet)}
+    assert closing == {"7": _approx(LTE_TAIL_J), "8": _approx(LTE_TAIL_J)}
+    # the node's radio over the run, by hand: one promotion, two transfers each way, two 2 s
+    # compute gaps, 8 s of cut tail and the last full tail
+    by_hand = LTE_PROMO_J + 2 * (LTE_DOWN_J + 2.12 + LTE_UP_J) + 8.48 + LTE_TAIL_J
+    assert radio_sum + closing["7"] == _approx(by_hand)

@@ -29,11 +29,14 @@ def test_lte_energy_for_known_bytes_matches_a_hand_computation():
     p_down = (51.97 * 13 + 1288.04) / 1000  # W
     p_up = (438.39 * 6 + 1288.04) / 1000
     assert e.download_s == pytest.approx(0.8) and e.upload_s == pytest.approx(0.8)
-    # tail after the download is cut by the upload 2 s later; full 11.576 s tail after upload
-    assert e.download_j == pytest.approx(p_down * 0.8 + 1.060 * 2.0)
-    assert e.upload_j == pytest.approx(p_up * 0.8 + 1.060 * 11.576)
+    # a promotion from idle (1210.7 mW for 260.1 ms, Huang 2012 Table 3) before the download;
+    # the upload pays the download's tail, cut 2 s later, and its own full 11.576 s tail after
+    promo = 1.2107 * 0.2601
+    assert e.download_j == pytest.approx(promo + p_down * 0.8)
+    assert e.upload_j == pytest.approx(1.060 * 2.0 + p_up * 0.8 + 1.060 * 11.576)
     long_gap = radio_energy(lte, 1_300_000, 600_000, gap_s=60.0)
-    assert long_gap.download_j == pytest.approx(p_down * 0.8 + 1.060 * 11.576)
+    # a 60 s gap outlasts the tail: the full tail, then a second promotion before the upload
+    assert long_gap.upload_j == pytest.approx(1.060 * 11.576 + promo + p_up * 0.8 + 1.060 * 11.576)
 
 
 def test_infrastructure_energy_per_byte():

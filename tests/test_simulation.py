@@ -1,15 +1,18 @@
 """A real Flower simulation (Simulation Engine on Ray) of a small fleet, checked via its ledger."""
 
 import json
+import math
+import tomllib
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
+import fedenergy
 from fedenergy.cli import main
 from fedenergy.ledger import Ledger
-from fedenergy.physics.call import radio_energy
 from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import get_link, infrastructure_energy_j
+from fedenergy.physics.network import infrastructure_energy_j
 
 NODES, ROUNDS = 8, 4
 
@@ -87,33 +90,98 @@ def test_per_node_rows_and_components_sum_to_the_printed_totals(run):
     assert all(c["provenance"] in ("measured", "modeled") and c["source"] for c in comps)
 
 
+def _radio_by_hand(calls) -> dict[tuple, float]:
+    """The radio joules of every (round, node, call, phase), and of each node's run-end tail
+    under (None, node, "run-end", "upload"), worked out from links.toml's constants on the run's
+    virtual clock (README, "the radio over the run"): a round's train messages go out when the
+    previous phase's last transfer ended, its evaluate messages when the train phase's did; the
+    profile query has no clock (each query call stands alone). A transfer is charged what leads
+    up to it since the node's previous transfer: that tail, cut, or where it ran out (or there
+    was none) a full tail and a promotion, which also delays the transfer."""
+    toml = tomllib.loads((Path(fedenergy.__file__).parent / "data" / "links.toml").read_text())
+
+    def consts(link_id):
+        k = toml["links"][link_id]
+        return dict(
+            down_w=(k["alpha_down_mw_per_mbps"] * k["down_mbps"] + k["beta_mw"]) / 1000,
+            up_w=(k["alpha_up_mw_per_mbps"] * k["up_mbps"] + k["beta_mw"]) / 1000,
+            down_bps=k["down_mbps"] * 1e6,
+            up_bps=k["up_mbps"] * 1e6,
+            tail_w=k["tail_mw"] / 1000,
+            tail_s=k["tail_s"],
+            promo_j=k["promo_mw"] / 1000 * k["promo_s"],
+            promo_s=k["promo_s"],
+        )
+
+    def before(c, idle):  # (joules, delay) between a transfer's end and the next's start
+        if idle == math.inf:
+            return c["promo_j"], c["promo_s"]
+        if idle >= c["tail_s"]:
+            return c["tail_w"] * c["tail_s"] + c["promo_j"], c["promo_s"]
+        return c["tail_w"] * idle, 0.0
+
+    out, end, clock = {}, {}, 0.0
+    order = {"query": -1, "train": 0, "evaluate": 1}
+    phases = sorted({(k[0], k[2]) for k in calls}, key=lambda p: (p[0], order[p[1]]))
+    for rnd, call in phases:
+        ends = []
+        for key in [k for k in calls if (k[0], k[2]) == (rnd, call)]:
+            ph, node = calls[key], key[1]
+            c = consts(ph["download"]["link"])
+            t_down = ph["download"]["bytes"] * 8 / c["down_bps"]
+            standalone = call == "query"
+            idle = math.inf if standalone or node not in end else clock - end[node]
+            lead_j, lead_s = before(c, idle)
+            out[key + ("download",)] = lead_j + c["down_w"] * t_down
+            t = clock + lead_s + t_down
+            if "upload" in ph:
+                gap = ph[call]["seconds"] if call in ph else 0.0
+                mid_j, mid_s = before(c, max(gap, 0.0))
+                t_up = ph["upload"]["bytes"] * 8 / c["up_bps"]
+                up_j = mid_j + c["up_w"] * t_up
+                out[key + ("upload",)] = up_j + (c["tail_w"] * c["tail_s"] if standalone else 0)
+                t += gap + mid_s + t_up
+            if not standalone:
+                end[node] = t
+                ends.append(t)
+                out[(None, node, "run-end", "upload")] = c["tail_w"] * c["tail_s"]
+        clock = max([clock, *ends])
+    return out
+
+
 def test_network_joules_equal_the_link_model_applied_to_recorded_bytes(run):
     summary, ledger = run
     run_id = summary["run_id"]
     calls = defaultdict(dict)
     for r in ledger.energy_rows(run_id):
-        calls[(r["round"], r["node_id"], r["call"])][r["phase"]] = r
+        if r["call"] != "run-end":
+            calls[(r["round"], r["node_id"], r["call"])][r["phase"]] = r
     radio = defaultdict(float)
     for c in ledger.components(run_id):
         radio[(c["round"], c["node_id"], c["call"], c["phase"], c["domain"])] += c["joules"]
+    by_hand = _radio_by_hand(calls)
     checked = 0
     for (rnd, node, call), ph in calls.items():
-        first = next(iter(ph.values()))
-        link, device = get_link(first["link"]), get_device(first["device"])
+        device = get_device(next(iter(ph.values()))["device"])
         compute = ph.get(call)
-        gap = compute["seconds"] if compute else 0.0
-        e = radio_energy(link, ph["download"]["bytes"], ph["upload"]["bytes"], gap)
-        assert radio[(rnd, node, call, "download", "radio")] == pytest.approx(e.download_j)
-        assert radio[(rnd, node, call, "upload", "radio")] == pytest.approx(e.upload_j)
         for p in ("download", "upload"):
+            if p not in ph:
+                continue
+            got = radio[(rnd, node, call, p, "radio")]
+            assert got == pytest.approx(by_hand[(rnd, node, call, p)], rel=1e-9), (rnd, call, p)
             assert radio[(rnd, node, call, p, "infrastructure")] == pytest.approx(
                 infrastructure_energy_j(ph[p]["bytes"])
             )
-        if compute and call == "train":
+        if compute and call == "train" and ph[call]["status"] == "ok":
             assert compute["joules"] == pytest.approx(compute["seconds"] * device.active_power_w)
         assert ph["download"]["bytes"] > 1000 or call == "query"
         checked += 1
     assert checked >= NODES + ROUNDS * NODES // 2
+    # each node's last tail, once, with the run's last round
+    ends = {r["node_id"]: r for r in ledger.energy_rows(run_id) if r["call"] == "run-end"}
+    assert ends and {r["round"] for r in ends.values()} == {ROUNDS}
+    for node, r in ends.items():
+        assert r["joules"] == pytest.approx(by_hand[(None, node, "run-end", "upload")], rel=1e-12)
 
 
 def test_accuracy_rises_over_rounds(run):

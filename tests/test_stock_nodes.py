@@ -152,20 +152,49 @@ def _settings(tmp_path: Path, name: str, **kw) -> Settings:
     return Settings(**args)
 
 
-def _by_hand(link_id: str, bytes_down: int, bytes_up: int) -> tuple[float, float]:
-    """Download and upload joules of one call through ``link_id``, from links.toml's constants:
-    Huang et al.'s transfer power over the transfer time, the radio tail after the upload only
-    (the server does not know the compute time: gap 0 cuts the download's tail), plus the
-    infrastructure per byte."""
-    k = LINKS["links"][link_id]
-    t_down = bytes_down * 8 / (k["down_mbps"] * 1e6)
-    t_up = bytes_up * 8 / (k["up_mbps"] * 1e6)
-    p_down = (k["alpha_down_mw_per_mbps"] * k["down_mbps"] + k["beta_mw"]) / 1000
-    p_up = (k["alpha_up_mw_per_mbps"] * k["up_mbps"] + k["beta_mw"]) / 1000
+def _by_hand(calls: dict[tuple, dict[str, dict]], link_of) -> dict[tuple, tuple[float, float]]:
+    """Download and upload joules of every stock train/evaluate call, (round, node, call) ->
+    (download, upload), and each node's run-end tail under (None, node, "run-end"), worked out
+    from links.toml's constants on the run's virtual clock: a round's train messages go out
+    when the previous phase's last transfer ended, its evaluate messages when the train
+    phase's did. A call's download is charged what leads up to it since the node's previous
+    transfer (that tail, cut; a promotion where it ran out or where there was none) plus its
+    Huang transfer power x time; the upload follows at once (the server does not know the
+    compute time: gap 0, no tail between) with its transfer; the tail after a node's last
+    transfer is its run-end row. Infrastructure per byte on both."""
     infra = INFRA_KWH_PER_GB * 3.6e6 / 1e9
-    down = p_down * t_down + bytes_down * infra
-    up = p_up * t_up + k["tail_mw"] / 1000 * k["tail_s"] + bytes_up * infra
-    return down, up
+    out, end, clock = {}, {}, 0.0
+    order = {"train": 0, "evaluate": 1}
+    phases = sorted(
+        {(k[0], k[2]) for k in calls if k[2] in order}, key=lambda p: (p[0], order[p[1]])
+    )
+    for rnd, call in phases:
+        ends = []
+        for key in sorted(k for k in calls if (k[0], k[2]) == (rnd, call)):
+            nid = key[1]
+            k = LINKS["links"][link_of(calls[key])]
+            down_b, up_b = calls[key]["download"]["bytes"], calls[key]["upload"]["bytes"]
+            t_down = down_b * 8 / (k["down_mbps"] * 1e6)
+            t_up = up_b * 8 / (k["up_mbps"] * 1e6)
+            p_down = (k["alpha_down_mw_per_mbps"] * k["down_mbps"] + k["beta_mw"]) / 1000
+            p_up = (k["alpha_up_mw_per_mbps"] * k["up_mbps"] + k["beta_mw"]) / 1000
+            tail_w, promo_j = k["tail_mw"] / 1000, k["promo_mw"] / 1000 * k["promo_s"]
+            idle = clock - end[nid] if nid in end else math.inf
+            if idle == math.inf:
+                lead_j, lead_s = promo_j, k["promo_s"]
+            elif idle >= k["tail_s"]:
+                lead_j, lead_s = tail_w * k["tail_s"] + promo_j, k["promo_s"]
+            else:
+                lead_j, lead_s = tail_w * idle, 0.0
+            out[key] = (lead_j + p_down * t_down + down_b * infra, p_up * t_up + up_b * infra)
+            end[nid] = clock + lead_s + t_down + t_up
+            ends.append(end[nid])
+        clock = max([clock, *ends])
+    for key in calls:
+        if key[2] in order:
+            k = LINKS["links"][link_of(calls[key])]
+            out[(None, key[1], "run-end")] = (0.0, k["tail_mw"] / 1000 * k["tail_s"])
+    return out
 
 
 def _calls(path: Path) -> dict[tuple, dict[str, dict]]:
@@ -210,17 +239,25 @@ def test_a_stock_flower_app_trains_and_is_accounted_from_the_coordinator_side(tm
     calls = _calls(path)
     train = {k: v for k, v in calls.items() if k[2] == "train"}
     assert len(train) == 3 * 4
+    want = _by_hand(calls, lambda phases: phases["download"]["link"])
+    for key, phases in calls.items():  # evaluate calls too, each on the run's clock
+        if key[2] == "evaluate":
+            assert phases["download"]["joules"] == pytest.approx(want[key][0], rel=1e-9)
+            assert phases["upload"]["joules"] == pytest.approx(want[key][1], rel=1e-9)
+    ends = {k[1]: v["upload"] for k, v in calls.items() if k[2] == "run-end"}
+    assert set(ends) == {k[1] for k in train}  # every node's last tail, charged once
+    for nid, row in ends.items():
+        assert row["joules"] == pytest.approx(want[(None, nid, "run-end")][1], rel=1e-9)
     links = set()
-    for phases in train.values():
+    for key, phases in train.items():
         assert set(phases) == {"train", "download", "upload"}
         # compute: unmetered, stored as NULL joules (not 0 J)
         assert phases["train"]["joules"] is None and phases["train"]["status"] == "ok"
         # network: the coordinator-side bytes through the node's declared link, by hand
         down, up = phases["download"], phases["upload"]
         assert down["bytes"] > MODEL_BYTES and up["bytes"] > MODEL_BYTES  # the model, both ways
-        want_down, want_up = _by_hand(down["link"], down["bytes"], up["bytes"])
-        assert down["joules"] == pytest.approx(want_down, rel=1e-9)
-        assert up["joules"] == pytest.approx(want_up, rel=1e-9)
+        assert down["joules"] == pytest.approx(want[key][0], rel=1e-9)
+        assert up["joules"] == pytest.approx(want[key][1], rel=1e-9)
         links.add(down["link"])
     assert links == {"wifi", "lte"}
     comps = _components(path)
@@ -231,7 +268,9 @@ def test_a_stock_flower_app_trains_and_is_accounted_from_the_coordinator_side(tm
     assert all(c["joules"] is None and c["domain"] == "compute" for c in unmetered)
     network = [c for c in comps if c["phase"] in ("download", "upload")]
     assert network and all(c["provenance"] == "modeled" for c in network)
-    assert all("declared" in c["source"] for c in network)
+    calls_net = [c for c in network if c["call"] != "run-end"]  # (run-end: the last tails)
+    assert calls_net and all("declared" in c["source"] for c in calls_net)
+    assert all("last transfer of the run" in c["source"] for c in network if c not in calls_net)
 
     # the summary: metered totals, unmetered counted in calls, never as joules
     assert summary["unmetered"]["train_calls"] == 12 and summary["unmetered"]["nodes"] == 4
@@ -260,12 +299,12 @@ def test_stock_nodes_under_query_discovery_are_admitted_unknown_on_the_default_l
     calls = _calls(path)
     train = {k: v for k, v in calls.items() if k[2] == "train"}
     assert len(train) == 2 * 4
-    for phases in train.values():
+    want = _by_hand(calls, lambda phases: "wifi")
+    for key, phases in train.items():
         assert phases["train"]["joules"] is None
         assert phases["download"]["link"] is None  # never learned: not in the nodes table
-        down, up = _by_hand("wifi", phases["download"]["bytes"], phases["upload"]["bytes"])
-        assert phases["download"]["joules"] == pytest.approx(down, rel=1e-9)
-        assert phases["upload"]["joules"] == pytest.approx(up, rel=1e-9)
+        assert phases["download"]["joules"] == pytest.approx(want[key][0], rel=1e-9)
+        assert phases["upload"]["joules"] == pytest.approx(want[key][1], rel=1e-9)
     sources = {c["source"] for c in _components(path) if c["phase"] == "download"}
     assert sources and all("link unknown, default wifi" in s for s in sources)
 

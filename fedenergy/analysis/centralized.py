@@ -118,7 +118,7 @@ def run_centralized(
     # 1. every node uploads its raw data once over its own link
     uploads, radio_j, infra_j, up_s = [], 0.0, 0.0, 0.0
     for prof, (n, nbytes) in zip(plan.profiles, node_upload_samples(task, cfg), strict=True):
-        e = call_energy(prof.link, 0, nbytes, settings.infra_kwh_per_gb)  # one upload + tail
+        e = call_energy(prof.link, 0, nbytes, settings.infra_kwh_per_gb)  # one upload, alone
         carbon.add(e.upload_radio_j, prof.country, prof.device)
         carbon.add(e.upload_infra_j, INFRA_COUNTRY, None, note_fallback=False)
         radio_j += e.upload_radio_j

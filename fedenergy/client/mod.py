@@ -24,6 +24,7 @@ paths the server sends (``fe-catalog``), else the packaged profiles.
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import replace
 
@@ -37,11 +38,14 @@ from fedenergy.client.work import work_record as work_record  # re-exported: the
 from fedenergy.physics.call import call_energy, modeled_call
 from fedenergy.physics.catalog import Catalog, cached_catalog, packaged_catalog
 from fedenergy.physics.network import INFRA_SOURCE
+from fedenergy.physics.radio import KeepAlive, keepalive_from_table
 from fedenergy.protocol import (
     CFG_CATALOG,
     CFG_DEVICE,
     CFG_INFRA_KWH_PER_GB,
+    CFG_KEEPALIVE,
     CFG_LINK,
+    CFG_RADIO_IDLE,
     CONFIG_RECORD,
     NODE_CATALOG,
     NODE_DEVICE,
@@ -109,18 +113,26 @@ def build_report(
     infra_kwh_per_gb: float,
     measured: MeasuredCall | None = None,
     catalog: Catalog | None = None,
+    *,
+    idle_s: float | None = None,
+    keepalive: KeepAlive | None = None,
 ) -> EnergyReport:
     """The report of one call: compute from FLOPs through the device model (or the measured
     components of a deployed node), radio and infrastructure from bytes through the link model
-    (the call model, :mod:`fedenergy.physics.call`; a measured call's tail after the download
-    lasts its measured seconds). The ids are looked up in ``catalog`` (default: packaged)."""
+    (the call model, :mod:`fedenergy.physics.call`; a measured call's gap between download and
+    upload lasts its measured seconds). The ids are looked up in ``catalog`` (default:
+    packaged). ``idle_s``/``keepalive``: the node's radio on the run's clock, as the coordinator
+    sent them (None: the call stands alone)."""
     catalog = packaged_catalog() if catalog is None else catalog
     device, link = catalog.device(device_id), catalog.link(link_id)
+    radio = dict(idle_s=idle_s, keepalive=keepalive)
     if measured:  # compute from the meters (their components), the network from the model
-        e = call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds)
+        e = call_energy(
+            link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds, **radio
+        )
         compute = measured.components
     else:
-        e = modeled_call(device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb)
+        e = modeled_call(device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb, **radio)
         compute = (Component(kind, "compute", e.compute_j, "modeled", device.provenance()),)
     infra = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB"
     comps = (
@@ -143,6 +155,18 @@ def build_report(
         comps,
         machine_j=measured.machine_j if measured else 0.0,
     )
+
+
+def radio_config(cfg: ConfigRecord) -> tuple[float | None, KeepAlive | None]:
+    """The node's radio on the run's clock from the per-message config: (seconds since its
+    previous transfer ended, ``math.inf`` for none yet; None where the coordinator sent no
+    clock) and the keep-alive accounted (None: off)."""
+    idle = cfg.get(CFG_RADIO_IDLE)
+    if isinstance(idle, bool) or not isinstance(idle, (int, float)) or math.isnan(idle):
+        idle_s = None
+    else:
+        idle_s = math.inf if idle < 0 else float(idle)
+    return idle_s, (keepalive_from_table() if cfg.get(CFG_KEEPALIVE) is True else None)
 
 
 def message_kind(msg: Message) -> str:
@@ -198,6 +222,7 @@ def meter_call(
     work = call_work(reply, kind, seen, counting=count_torch)
     cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
     device_id, link_id = resolve_profile(msg, ctx)
+    idle_s, keepalive = radio_config(cfg)
     args = dict(
         kind=work.kind,
         server_round=int(cfg.get(SERVER_ROUND, 0)),
@@ -209,6 +234,8 @@ def meter_call(
         infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, 0.059)),
         measured=measured,
         catalog=node_catalog(msg, ctx),
+        idle_s=idle_s,
+        keepalive=keepalive,
     )
 
     def report(bytes_up: int) -> EnergyReport:

@@ -5,9 +5,13 @@ A call: the node downloads ``bytes_down``, computes for ``compute_s`` seconds (s
 
 * compute: given (measured by meters, or observed in earlier calls), or modeled from FLOPs
   through the device profile (:func:`fedenergy.physics.devices.modeled_compute`);
-* download radio: the link's download power over the transfer time, then the tail state until
-  the upload starts: the compute gap, at most ``tail_s`` (with nothing to upload, the full tail);
-* upload radio: the upload power over its transfer time, then the full tail;
+* radio, per node over the run (:mod:`fedenergy.physics.radio`): each transfer is charged what
+  leads up to it since the node's previous transfer (that transfer's tail, cut when this one
+  starts within it; a promotion from idle where it did not) plus its own power x time. The
+  download is charged the gap since the node's last call (``idle_s``; a promotion on its first),
+  the upload the compute gap after the download. The tail after the node's last transfer of
+  the run is charged once at the end (:func:`fedenergy.physics.radio.closing_j`). A call with
+  no clock (``idle_s`` None) stands alone: a promotion, and its own tail in full;
 * infrastructure, each way: bytes x kWh/GB
   (:func:`fedenergy.physics.network.infrastructure_energy_j`).
 
@@ -20,12 +24,11 @@ bit. Pure: numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 
+from fedenergy.physics import radio
 from fedenergy.physics.constants import Num
 from fedenergy.physics.devices import DeviceProfile, modeled_compute
 from fedenergy.physics.network import (
@@ -50,6 +53,9 @@ class CallEnergy:
     upload_infra_j: Num
     download_s: Num  # transfer times
     upload_s: Num
+    # from the call's start (its message reaching the node) to the end of its last transfer:
+    # promotions, transfers and the compute gap between them (0: nothing transferred)
+    radio_end_s: Num = 0.0
 
     @property
     def download_j(self) -> Num:
@@ -77,64 +83,52 @@ class CallEnergy:
 
 
 class _Gathered:
-    """A link table read at each node's entry, one constant at a time (see ``_compose``)."""
+    """A link table read at each node's entry, one constant at a time, each gathered once
+    when first read (see ``_compose``)."""
 
-    __slots__ = ("_table", "_index")
+    __slots__ = ("_table", "_index", "_seen")
 
     def __init__(self, table: LinkTerms, index: np.ndarray) -> None:
-        self._table, self._index = table, index
+        self._table, self._index, self._seen = table, index, {}
 
     def __getattr__(self, name: str) -> np.ndarray:
-        return getattr(self._table, name)[self._index]
-
-
-class _Ops(NamedTuple):
-    """The three choices the model makes, for scalars or for arrays."""
-
-    where: Callable
-    minimum: Callable
-    maximum: Callable
-
-
-def _pick(cond, a, b):
-    return a if cond else b
-
-
-def _where(cond, a, b):
-    """``np.where``; a scalar condition (e.g. one download size for all nodes) just picks its
-    side: the same values, one pass over the arrays less."""
-    if isinstance(cond, (bool, np.bool_)):
-        return a if cond else b
-    return np.where(cond, a, b)
-
-
-_SCALAR = _Ops(_pick, min, max)
-_ARRAYS = _Ops(_where, np.minimum, np.maximum)
+        col = self._seen.get(name)
+        if col is None:
+            col = self._seen[name] = getattr(self._table, name)[self._index]
+        return col
 
 
 def _compose(
-    ops: _Ops,
+    ops: radio.Ops,
     link: LinkTerms | _Gathered,
     bytes_down: Num,
     bytes_up: Num,
     kwh_per_gb: float,
     compute_j: Num,
     compute_s: Num,
+    idle_s: Num | None = None,
+    keepalive: radio.KeepAlive | None = None,
 ) -> CallEnergy:
-    # Every float operation in the order of the model's first, scalar version (radio power x
-    # time, then + tail power x tail time; the tail after the download min(max(gap, 0), tail)).
-    # Ledger rows and the forecasts' bit-for-bit equality depend on that order: keep it. Over
-    # many nodes each link constant is gathered where it is read (_Gathered): fewer arrays
-    # alive at once, measurably faster over 100,000 nodes than gathering all six first.
+    # The radio (physics/radio.py): each transfer is charged what leads up to it from the
+    # node's previous transfer (the tail, cut; a promotion where the tail ran out; keep-alive
+    # exchanges) plus itself. ``idle_s`` None: the call stands alone (a promotion first, and
+    # the full tail after its last transfer is its own). Scalars and arrays go through the
+    # same operations in the same order, so their floats are equal. Over many nodes each link
+    # constant is gathered where it is read (_Gathered): fewer arrays alive at once.
     has_down, has_up = bytes_down > 0, bytes_up > 0
     t_down = ops.where(has_down, transfer_time_s(bytes_down, link.down_bps), 0.0)
     t_up = ops.where(has_up, transfer_time_s(bytes_up, link.up_bps), 0.0)
-    tail_w, tail_s = link.tail_w, link.tail_s
-    e_down = link.down_w * t_down
-    e_up = link.up_w * t_up
-    gap = ops.minimum(ops.maximum(compute_s, 0.0), tail_s)
-    e_down = ops.where(has_down, e_down + tail_w * ops.where(has_up, gap, tail_s), e_down)
-    e_up = ops.where(has_up, e_up + tail_w * tail_s, e_up)
+    lead_j, lead_s = radio.lead_in(ops, link, idle_s, keepalive)
+    gap_s = ops.maximum(compute_s, 0.0)
+    mid_j, mid_s = radio.segment(ops, link, gap_s)  # no keep-alive while the node is busy
+    e_down = ops.where(has_down, lead_j + link.down_w * t_down, 0.0)
+    e_up = ops.where(has_up, ops.where(has_down, mid_j, lead_j) + link.up_w * t_up, 0.0)
+    if idle_s is None:
+        full = link.tail_w * link.tail_s
+        e_up = ops.where(has_up, e_up + full, e_up)
+        e_down = ops.where(has_down, ops.where(has_up, e_down, e_down + full), e_down)
+    between = ops.where(has_down, ops.where(has_up, gap_s + mid_s, 0.0), 0.0)
+    end_s = ops.where(has_down, lead_s, ops.where(has_up, lead_s, 0.0)) + t_down + between + t_up
     return CallEnergy(
         compute_j,
         compute_s,
@@ -144,6 +138,7 @@ def _compose(
         infrastructure_energy_j(bytes_up, kwh_per_gb),
         t_down,
         t_up,
+        end_s,
     )
 
 
@@ -154,11 +149,25 @@ def call_energy(
     infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
     compute_j: float = 0.0,
     compute_s: float = 0.0,
+    *,
+    idle_s: float | None = None,
+    keepalive: radio.KeepAlive | None = None,
 ) -> CallEnergy:
     """One call on ``link``: download ``bytes_down``, compute ``compute_j`` over ``compute_s``,
-    upload ``bytes_up`` (0: none); infrastructure at ``infra_kwh_per_gb``."""
+    upload ``bytes_up`` (0: none); infrastructure at ``infra_kwh_per_gb``. ``idle_s``: seconds
+    since the node's previous transfer ended, on the run's clock (``math.inf``: none yet; None:
+    the call stands alone, its own tail charged in full); ``keepalive``: the exchanges a waiting
+    node makes in that time (:mod:`fedenergy.physics.radio`)."""
     return _compose(
-        _SCALAR, link.terms, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s
+        radio.SCALAR,
+        link.terms,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        idle_s,
+        keepalive,
     )
 
 
@@ -169,10 +178,22 @@ def modeled_call(
     bytes_down: int,
     bytes_up: int,
     infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
+    *,
+    idle_s: float | None = None,
+    keepalive: radio.KeepAlive | None = None,
 ) -> CallEnergy:
     """``call_energy`` with the compute of ``flops`` modeled through ``device``."""
     compute_j, compute_s = modeled_compute(flops, device.train_flops_per_s, device.active_power_w)
-    return call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s)
+    return call_energy(
+        link,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        idle_s=idle_s,
+        keepalive=keepalive,
+    )
 
 
 def call_energy_many(
@@ -183,13 +204,26 @@ def call_energy_many(
     infra_kwh_per_gb: float,
     compute_j: Num,
     compute_s: Num,
+    *,
+    idle_s: Num | None = None,
+    keepalive: radio.KeepAlive | None = None,
 ) -> CallEnergy:
     """``call_energy`` of many nodes at once: node ``i`` is on link ``links[index[i]]`` of a
     ``link_table`` (``index`` None: ``links`` holds one entry per node already); the other
     arguments are arrays over the same nodes or scalars shared by all. Equal, float for float,
     to ``call_energy`` node by node."""
     link = links if index is None else _Gathered(links, index)
-    return _compose(_ARRAYS, link, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s)
+    return _compose(
+        radio.ARRAYS,
+        link,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        idle_s,
+        keepalive,
+    )
 
 
 def radio_energy(link: LinkProfile, bytes_down: int, bytes_up: int, gap_s: float) -> CallEnergy:

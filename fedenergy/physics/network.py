@@ -2,7 +2,9 @@
 
 Device radio (Huang et al., MobiSys 2012): a transfer draws P = alpha * tput + beta (mW, with
 tput in Mbit/s) over its time bytes*8 / tput, then the radio stays in a high-power tail state
-for ``tail_s`` seconds at ``tail_mw`` unless the next transfer starts first. How one call
+for ``tail_s`` seconds at ``tail_mw`` unless the next transfer starts first, and a transfer
+from idle waits ``promo_s`` at ``promo_mw`` for the promotion to connected (the state machine
+per node: :mod:`fedenergy.physics.radio`). How one call
 composes them (download, compute gap, upload, and the tails between) is
 :mod:`fedenergy.physics.call`, the one call-energy model.
 
@@ -31,6 +33,8 @@ NUMERIC = (
     "beta_mw",
     "tail_mw",
     "tail_s",
+    "promo_mw",
+    "promo_s",
 )
 INFRA_KWH_PER_GB = 0.059  # Sustainable Web Design v4 operational network intensity (CO2.js)
 INFRA_SOURCE = "swd-v4"  # Sustainable Web Design v4 (as used by CO2.js)
@@ -63,6 +67,8 @@ class LinkTerms(NamedTuple):
     up_w: Num
     tail_w: Num
     tail_s: Num
+    promo_w: Num  # idle -> connected promotion (physics/radio.py)
+    promo_s: Num
 
     def take(self, index: np.ndarray) -> LinkTerms:
         """The entries at ``index`` of a table (e.g. each node's link index): per node."""
@@ -83,6 +89,8 @@ class LinkProfile:
     beta_mw: float
     tail_mw: float
     tail_s: float
+    promo_mw: float
+    promo_s: float
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     # the file whose entry this is, as provenance names it (a user catalog's file name)
     origin: str = field(default="links.toml", compare=False, repr=False)
@@ -97,6 +105,8 @@ class LinkProfile:
             self.upload_power_w(),
             self.tail_mw / 1000.0,
             self.tail_s,
+            self.promo_mw / 1000.0,
+            self.promo_s,
         )
 
     def download_power_w(self) -> float:
@@ -118,7 +128,9 @@ class LinkProfile:
 def link_table(links: Sequence[LinkProfile]) -> LinkTerms:
     """LinkTerms of arrays, entry ``i`` for ``links[i]`` (the same floats as its ``terms``)."""
     rows = [link.terms for link in links]
-    return LinkTerms(*(np.array([r[i] for r in rows], dtype=np.float64) for i in range(6)))
+    return LinkTerms(
+        *(np.array([r[i] for r in rows], dtype=np.float64) for i in range(len(LinkTerms._fields)))
+    )
 
 
 # the keys of a catalog entry: the profile's own fields

@@ -29,6 +29,7 @@ from fedenergy.server.fleet_state import FleetState
 from fedenergy.server.forecast import Forecast
 from fedenergy.server.node import UNKNOWN_PARTITION
 from fedenergy.server.outbox import Outbox
+from fedenergy.server.radio_clock import RunClock
 from fedenergy.server.reply_checks import check_reply, metric_names
 from fedenergy.server.stock import link_note, stock_call_rows
 from fedenergy.wire import message_bytes
@@ -64,8 +65,10 @@ class Collector:
         forecast: Callable[[int], Forecast],
         strict: bool = False,
         declared: Collection[int] = (),
+        clock: RunClock | None = None,
     ) -> None:
         self.fleet, self.outbox = fleet, outbox
+        self.clock = clock or RunClock("off")  # the run's clock (radio state per node)
         self.learn = learn  # a valid report's node: what it tells of the node (admission)
         self.forecast = forecast  # a node's train-call forecast (failed-call compute)
         self.strict = strict  # refuse replies without a report (else: stock-node accounting)
@@ -140,6 +143,11 @@ class Collector:
             else:
                 del msg.content[REPORT_KEY]
                 self.learn(nid, report)
+                if nid in self.fleet:
+                    self.clock.transferred(
+                        self.fleet, nid, call, self.fleet[nid].link, report.bytes_down,
+                        report.bytes_up, report.compute_s,
+                    )  # fmt: skip
                 self.books.flags.extend((nid, call, f) for f in flags)
                 self.books.rows.extend(rows_from_report(nid, report))
             try:
@@ -159,6 +167,7 @@ class Collector:
                 if count:
                     counts["failed"] += 1
                 self.failed(nid, c, "no reply before the round timeout")
+        self.clock.end_phase(call)
         return self._same_metric_names(kept, call, count)
 
     def _same_metric_names(self, kept: list[Message], call: str, count: bool) -> list[Message]:
@@ -218,16 +227,20 @@ class Collector:
                 node_id,
                 link_note(node, declared),
             )
+        sent, received = self.outbox.sent.get((node_id, call), 0), message_bytes(msg)
         self.books.rows.extend(
             stock_call_rows(
                 node,
                 call,
-                self.outbox.sent.get((node_id, call), 0),
-                message_bytes(msg),
+                sent,
+                received,
                 self.fleet.infra_kwh_per_gb,
                 declared,
+                idle_s=self.clock.idle_sent(node_id, call),
+                keepalive=self.clock.keepalive,
             )
         )
+        self.clock.transferred(self.fleet, node_id, call, node.link, sent, received, 0.0)
 
     def failed(self, node_id: int, call: str, reason: str) -> None:
         """Rows of the energy a failed or silent node still spent (none for a node the fleet
@@ -235,16 +248,20 @@ class Collector:
         if node_id not in self.fleet:
             return
         fc = self.forecast(node_id) if call == "train" else None
+        node, sent = self.fleet[node_id], self.outbox.sent.get((node_id, call), 0)
         self.books.rows.extend(
             failed_call_rows(
-                self.fleet[node_id],
+                node,
                 call,
                 reason,
-                self.outbox.sent.get((node_id, call), 0),
+                sent,
                 fc,
                 self.fleet.infra_kwh_per_gb,
+                idle_s=self.clock.idle_sent(node_id, call),
+                keepalive=self.clock.keepalive,
             )
         )
+        self.clock.transferred(self.fleet, node_id, call, node.link, sent, 0, 0.0)
 
     def expected(self, node_id: int, call: str, msg: Message) -> Expected:
         """What the server knows of the call a report answers (docs/robustness.md)."""
@@ -268,4 +285,6 @@ class Collector:
             catalog=self.fleet.catalog,
             bytes_sent=self.outbox.sent.get((node_id, call)) or None,
             reply_payload_bytes=payload,
+            radio_idle_s=self.clock.idle_sent(node_id, call),
+            keepalive=self.clock.keepalive,
         )

@@ -42,11 +42,12 @@ COLUMNS = {
     "dev_fps": (np.float64, 1.0),  # device train_flops_per_s
     "dev_w": (np.float64, 0.0),  # device active_power_w
     "link": (np.int64, 0),  # index into the link table
+    "radio_end": (np.float64, _NAN),  # end of its last transfer on the run's clock (NaN: none)
 }
-HISTORY = ("last_round", "participations", "failures", "has_loss", "loss")
+HISTORY = ("last_round", "participations", "failures", "has_loss", "loss", "radio_end")
 ORDER_INPUTS = frozenset({"part", "known", "avail"})
 FORECAST_INPUTS = frozenset(
-    {"known", "examples", "has_obs", "obs_j", "obs_s", "dev_fps", "dev_w", "link"}
+    {"known", "examples", "has_obs", "obs_j", "obs_s", "dev_fps", "dev_w", "link", "radio_end"}
 )
 NO_UPLOAD = -1  # an upload-bytes cell with no observation
 

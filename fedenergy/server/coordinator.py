@@ -175,10 +175,13 @@ def run_federation(
     plan: RunPlan,
     on_round: Callable[[RoundOutcome], None] | None = None,
     run_id: str | None = None,
+    radio_clock: str = "virtual",
 ) -> dict:
     """Run one energy-accounted federation on ``grid`` as ``plan`` says; return the summary
-    (also written). A plan with ``resume_run_id`` continues that run from its last committed
-    round under the same run id (its earlier rounds stay as they are)."""
+    (also written). ``radio_clock``: the run's clock of the radio model, ``virtual`` in
+    simulation, ``wall`` for a deployed run (:mod:`fedenergy.server.radio_clock`). A plan with
+    ``resume_run_id`` continues that run from its last committed round under the same run id
+    (its earlier rounds stay as they are)."""
     settings = plan.settings
     torch.manual_seed(settings.seed)
     out = Path(settings.out)
@@ -222,6 +225,7 @@ def run_federation(
             policy=plan.policy,
             strict_reports=settings.strict_reports,
             catalog=plan.catalog,
+            radio_clock=radio_clock,
         )
         admit_fleet(strategy, grid, wait_for_nodes(grid, settings.nodes))
         test_data = plan.task.server_test_data(plan.data)

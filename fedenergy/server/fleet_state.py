@@ -24,6 +24,7 @@ import numpy as np
 
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.catalog import Catalog, packaged_catalog
+from fedenergy.physics.radio import KeepAlive
 from fedenergy.server.availability import online_mask
 from fedenergy.server.battery import drain, install, recharge_all, shift_initial
 from fedenergy.server.columns import HISTORY, FleetColumns, NodeState
@@ -80,6 +81,10 @@ class FleetState:
         self.default_upload_overhead = 1500  # bytes beyond the payload, until one is observed
         self.download_bytes = 0  # size of a train message, where a forecast is not told one
         self.known_count = 0
+        # the run's clock (s) at which the coming calls are sent, None: no clock (each call
+        # stands alone); the keep-alive accounted between calls (server/radio_clock.py)
+        self.clock_s: float | None = None
+        self.keepalive: KeepAlive | None = None
         self.cols = FleetColumns()
         self.nodes = Nodes(self.cols)
         # caches, valid while the columns' versions they were built at stand
@@ -213,7 +218,13 @@ class FleetState:
         return TrainCall(codec_label, payload_bytes, down)
 
     def _model(self) -> Model:
-        return Model(self.flops_per_example, self.default_upload_overhead, self.infra_kwh_per_gb)
+        return Model(
+            self.flops_per_example,
+            self.default_upload_overhead,
+            self.infra_kwh_per_gb,
+            self.clock_s,
+            self.keepalive,
+        )
 
     def expected_upload_bytes(self, st: NodeState, codec_label: str, payload_bytes: int) -> int:
         """What ``st`` will upload with ``codec_label``: as observed, else payload + overhead."""

@@ -9,6 +9,7 @@ many known nodes at once on the fleet's columns (``call_energy_many``: the same 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -17,6 +18,7 @@ import numpy as np
 from fedenergy.physics.call import CallEnergy, call_energy, call_energy_many, modeled_call
 from fedenergy.physics.devices import DeviceProfile, modeled_compute
 from fedenergy.physics.network import LinkProfile
+from fedenergy.physics.radio import KeepAlive
 from fedenergy.server.columns import FleetColumns
 
 FIELDS = ("compute_j", "download_j", "upload_j", "device_j")
@@ -53,6 +55,25 @@ class Model(NamedTuple):
     flops_per_example: float  # training FLOPs per local example
     upload_overhead: int  # bytes beyond the payload, until an upload is observed
     infra_kwh_per_gb: float
+    # the run's clock when the call would be sent (None: no clock, each call stands alone) and
+    # the keep-alive accounted between calls (physics/radio.py)
+    clock_s: float | None = None
+    keepalive: KeepAlive | None = None
+
+
+def idle_s(clock_s: float | None, radio_end: float) -> float | None:
+    """Seconds since a node's last transfer ended (``radio_end``, NaN: none: ``math.inf``) at
+    ``clock_s`` (None: no clock, None)."""
+    if clock_s is None:
+        return None
+    return math.inf if math.isnan(radio_end) else clock_s - radio_end
+
+
+def idle_many(clock_s: float | None, radio_end: np.ndarray) -> np.ndarray | None:
+    """``idle_s`` over arrays (the same floats)."""
+    if clock_s is None:
+        return None
+    return np.where(np.isnan(radio_end), np.inf, clock_s - radio_end)
 
 
 def _forecast(e: CallEnergy) -> Forecast:
@@ -65,8 +86,18 @@ def profile_forecast(
     """The forecast of a node of profile ``device``/``link`` with no history."""
     flops = model.flops_per_example * max(num_examples, 1)
     up = call.payload_bytes + model.upload_overhead
+    first = None if model.clock_s is None else math.inf  # no history: no transfer yet
     return _forecast(
-        modeled_call(device, link, flops, call.download_bytes, up, model.infra_kwh_per_gb)
+        modeled_call(
+            device,
+            link,
+            flops,
+            call.download_bytes,
+            up,
+            model.infra_kwh_per_gb,
+            idle_s=first,
+            keepalive=model.keepalive,
+        )
     )
 
 
@@ -84,7 +115,14 @@ def known_forecast(cols: FleetColumns, row: int, call: TrainCall, model: Model) 
     if up is None:
         up = call.payload_bytes + model.upload_overhead
     e = call_energy(
-        cols.links[row], call.download_bytes, up, model.infra_kwh_per_gb, compute_j, compute_s
+        cols.links[row],
+        call.download_bytes,
+        up,
+        model.infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        idle_s=idle_s(model.clock_s, cols.get("radio_end", row)),
+        keepalive=model.keepalive,
     )
     return _forecast(e)
 
@@ -114,6 +152,8 @@ def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: 
         model.infra_kwh_per_gb,
         compute_j,
         compute_s,
+        idle_s=idle_many(model.clock_s, c["radio_end"][rows]),
+        keepalive=model.keepalive,
     )
     return e.compute_j, e.download_j, e.upload_j, e.device_j
 

@@ -10,6 +10,7 @@ against.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
@@ -28,6 +29,7 @@ from fedenergy.protocol import (
     CFG_DEVICE,
     CFG_DOWNLINK,
     CFG_LINK,
+    CFG_RADIO_IDLE,
     CONFIG_RECORD,
     PAYLOAD_KEY,
 )
@@ -35,6 +37,7 @@ from fedenergy.server.columns import NodeState
 from fedenergy.server.fleet_state import FleetState
 from fedenergy.server.forecast import TrainCall
 from fedenergy.server.policies import CompressionPolicy
+from fedenergy.server.radio_clock import RunClock
 from fedenergy.wire import message_bytes
 
 
@@ -51,6 +54,7 @@ class Outbox:
         self._downlink: dict[str, ArrayRecord] = {}  # the global model per downlink codec
         self._download_bytes: dict[str, int] = {}  # train message size per downlink codec
         self._payload_bytes: dict[str, int] = {}  # raw update payload per uplink codec
+        self.clock: RunClock | None = None  # the run's clock: each message carries its node's idle
 
     def begin_round(self, arrays: ArrayRecord, train_config: ConfigRecord) -> None:
         """The global model and train config of the round that starts (sizes are recomputed)."""
@@ -149,6 +153,9 @@ class Outbox:
                 if (encoded := self.downlink_arrays(down)) is not None:
                     arrays_key = next(k for k, v in m.content.items() if isinstance(v, ArrayRecord))
                     content[arrays_key] = encoded
+            idle = self.clock.sent(fleet, nid, call) if self.clock is not None else None
+            if idle is not None:  # the node's radio on the run's clock (< 0: no transfer yet)
+                cfg[CFG_RADIO_IDLE] = -1.0 if math.isinf(idle) else float(idle)
             content[key] = cfg
             msg = Message(
                 content=content,

@@ -136,10 +136,13 @@ def run_rounds(
         if evaluate_fn is not None and (res := evaluate_fn(rnd, arrays)) is not None:
             result.evaluate_metrics_serverapp[rnd] = res
             acc, loss = res.get("accuracy"), res.get("loss")
+        reached = bool(target_accuracy and acc is not None and acc >= target_accuracy)
+        if (rnd == num_rounds or reached) and (close := getattr(strategy, "close_radio", None)):
+            close()  # the run's last round: the radio tails no later transfer will cut
         outcome = strategy.commit_round(rnd, acc, loss)
         if on_round is not None:
             on_round(outcome)
-        if target_accuracy and acc is not None and acc >= target_accuracy:
+        if reached:
             log.info("target accuracy %.4f reached in round %d", target_accuracy, rnd)
             break
     result.arrays = arrays

@@ -123,12 +123,14 @@ def energy_strategy(
     base_samples: bool = False,
     strict_reports: bool = False,
     catalog: Catalog | None = None,
+    radio_clock: str = "virtual",
 ) -> EnergyAwareStrategy:
     """An EnergyAwareStrategy around ``base`` with an empty fleet state and ``discovery``
     (query | declared | lazy) wired. ``profiles``: a simulated fleet's node profiles by
     partition id (availability, failures, battery; empty: every node is always online).
     ``catalog``: the devices and links the run knows (default: the packaged ones); node
-    profiles, declarations and reports are checked against it."""
+    profiles, declarations and reports are checked against it. ``radio_clock``: the run's clock
+    for the radio state machine (server/radio_clock.py)."""
     check_discovery(discovery)
     profiles = list(profiles)
     fleet = FleetState([], seed, infra_kwh_per_gb, catalog)
@@ -167,6 +169,7 @@ def energy_strategy(
         declare_fn=declare if discovery == "declared" else None,
         base_samples=base_samples,
         strict_reports=strict_reports,
+        radio_clock=radio_clock,
     )
     return strategy
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.call import CallEnergy, call_energy
 from fedenergy.physics.network import INFRA_SOURCE, LinkProfile
+from fedenergy.physics.radio import KeepAlive
 from fedenergy.report import UNMETERED, Component
 from fedenergy.server.columns import NodeState
 
@@ -21,13 +22,22 @@ UNMETERED_SOURCE = "no energy report in the reply: compute not known (stock node
 
 
 def stock_network_energy(
-    link: LinkProfile, bytes_sent: int, bytes_received: int, infra_kwh_per_gb: float
+    link: LinkProfile,
+    bytes_sent: int,
+    bytes_received: int,
+    infra_kwh_per_gb: float,
+    *,
+    idle_s: float | None = None,
+    keepalive: KeepAlive | None = None,
 ) -> CallEnergy:
     """The network energy of a call whose node sent no report: the ``bytes_sent`` download and
     the ``bytes_received`` upload through ``link`` (device radio, gap 0) and the infrastructure
     at ``infra_kwh_per_gb``, by the one call model (:mod:`fedenergy.physics.call`); its compute
-    fields stay 0 (compute is unmetered, booked apart)."""
-    return call_energy(link, bytes_sent, bytes_received, infra_kwh_per_gb)
+    fields stay 0 (compute is unmetered, booked apart). ``idle_s``/``keepalive``: the node's
+    radio on the run's clock (see the call model)."""
+    return call_energy(
+        link, bytes_sent, bytes_received, infra_kwh_per_gb, idle_s=idle_s, keepalive=keepalive
+    )
 
 
 def link_note(node: NodeState, declared: bool) -> str:
@@ -44,11 +54,16 @@ def stock_call_rows(
     bytes_received: int,
     infra_kwh_per_gb: float,
     declared: bool = False,
+    *,
+    idle_s: float | None = None,
+    keepalive: KeepAlive | None = None,
 ) -> list[EnergyRow]:
     """The rows of a ``call`` of ``node`` answered without a report: download and upload (radio
     and infrastructure, modeled from the coordinator-side bytes) and the call's compute phase,
     unmetered. ``declared``: the node's link is the one it declared at registration."""
-    net = stock_network_energy(node.link, bytes_sent, bytes_received, infra_kwh_per_gb)
+    net = stock_network_energy(
+        node.link, bytes_sent, bytes_received, infra_kwh_per_gb, idle_s=idle_s, keepalive=keepalive
+    )
     src = f"{STOCK_SOURCE}; {link_note(node, declared)}"
     link_src = f"{node.link.provenance()}; {src}"
     infra_src = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB; {src}"

@@ -27,7 +27,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from fedenergy.ledger import Ledger
-from fedenergy.protocol import METRICS_RECORD, NUM_EXAMPLES, TRAIN_LOSS
+from fedenergy.physics.radio import keepalive_from_table
+from fedenergy.protocol import CFG_KEEPALIVE, METRICS_RECORD, NUM_EXAMPLES, TRAIN_LOSS
 from fedenergy.server.admission import Admission, LearnFn, QueryFn
 from fedenergy.server.collector import Collector
 from fedenergy.server.decoding import decode_updates
@@ -36,6 +37,7 @@ from fedenergy.server.forecast import Forecast
 from fedenergy.server.forecasters import Forecaster, PlannedForecaster
 from fedenergy.server.outbox import Outbox
 from fedenergy.server.policies import CompressionPolicy, FixedPolicy
+from fedenergy.server.radio_clock import VIRTUAL, RunClock
 from fedenergy.server.rounds import RoundOutcome, commit_books, run_rounds
 from fedenergy.server.selectors import RandomSelector, Selector
 
@@ -76,6 +78,7 @@ class EnergyAwareStrategy(Strategy):
         declare_fn: QueryFn | None = None,
         base_samples: bool = False,
         strict_reports: bool = False,
+        radio_clock: str = VIRTUAL,
     ) -> None:
         self.base = base
         # the wrapped strategy chooses the nodes itself (its own fractions and sampling, left
@@ -92,6 +95,12 @@ class EnergyAwareStrategy(Strategy):
         # query_fn None: lazy discovery (new nodes start unknown), or declared (declare_fn)
         self.admission = Admission(fleet, ledger, run_id, query_fn, learn_fn, declare_fn)
         self.outbox = Outbox(common_config)
+        # the run's clock, on which each node's radio is a state machine (server/radio_clock.py):
+        # virtual in simulation, wall in deployment; keep-alive as the message config says
+        keepalive = keepalive_from_table() if common_config.get(CFG_KEEPALIVE) is True else None
+        self.clock = RunClock(radio_clock, keepalive)
+        self.outbox.clock = self.clock
+        fleet.keepalive = keepalive
         self.collector = Collector(
             fleet,
             self.outbox,
@@ -99,6 +108,7 @@ class EnergyAwareStrategy(Strategy):
             self.forecast,
             strict=strict_reports,  # refuse replies without an energy report
             declared=self.admission.declared_pending,
+            clock=self.clock,
         )
         if not base_samples:  # let the wrapped strategy "sample" all of the nodes we hand it
             for attr, value in (
@@ -132,8 +142,10 @@ class EnergyAwareStrategy(Strategy):
     # -- forecasts and selection -----------------------------------------------------------------
     def forecaster(self) -> Forecaster:
         """This round's forecasts of the nodes' next train calls, with the codecs the policy
-        gives each node and the exact size of this round's messages. Vectorised (one forecast
-        per (known, link) class of nodes) when the policy declares ``per_link``."""
+        gives each node and the exact size of this round's messages, on the run's clock now.
+        Vectorised (one forecast per (known, link) class of nodes) when the policy declares
+        ``per_link``."""
+        self.fleet.clock_s = self.clock.now()
         return PlannedForecaster(
             self.fleet,
             lambda node: self.outbox.train_call(self.policy, node),
@@ -248,6 +260,11 @@ class EnergyAwareStrategy(Strategy):
 
     def summary(self) -> None:
         self.base.summary()
+
+    def close_radio(self) -> None:
+        """The run ends with the round being committed: each node's last radio tail (which no
+        later transfer cut) joins that round's books (:meth:`RunClock.closing_rows`)."""
+        self.collector.books.rows.extend(self.clock.closing_rows(self.fleet))
 
     # -- the end of a round, and the round loop --------------------------------------------------
     def commit_round(
