@@ -56,6 +56,8 @@ alpha_down_mw_per_mbps = {ALPHA_DOWN}
 beta_mw = {BETA_MW}
 tail_mw = {TAIL_MW}
 tail_s = {TAIL_S}
+promo_mw = 0.0
+promo_s = 0.0
 [links.lab-radio.sources]
 down_mbps = "ASSUMPTION (test data)."
 up_mbps = "ASSUMPTION (test data)."
@@ -64,6 +66,8 @@ alpha_down_mw_per_mbps = "ASSUMPTION (test data)."
 beta_mw = "ASSUMPTION (test data)."
 tail_mw = "ASSUMPTION (test data)."
 tail_s = "ASSUMPTION (test data)."
+promo_mw = "ASSUMPTION (test data): no promotion."
+promo_s = "ASSUMPTION (test data): no promotion."
 """
 
 FLEET = """
