@@ -24,12 +24,14 @@ from fedenergy.codecs import CodecSpec
 from fedenergy.protocol import (
     CFG_ALPHA,
     CFG_BATCH_SIZE,
+    CFG_BOUNDARY,
     CFG_CODEC,
     CFG_EPOCHS,
     CFG_FLEET,
     CFG_INFRA_KWH_PER_GB,
     CFG_PARTITIONER,
     CFG_SEED,
+    CFG_STARTUP,
     CFG_TASK,
 )
 from fedenergy.server.build import make_aggregator, make_policy, make_selector
@@ -77,6 +79,8 @@ def message_config(settings: Settings, uplink: CodecSpec) -> Mapping[str, object
             CFG_BATCH_SIZE: settings.batch_size,
             CFG_FLEET: settings.fleet,
             CFG_INFRA_KWH_PER_GB: settings.infra_kwh_per_gb,
+            CFG_BOUNDARY: settings.boundary,
+            CFG_STARTUP: settings.startup,
             CFG_CODEC: uplink.label(),
         }
     )

@@ -1,13 +1,19 @@
 """The one call-energy model: what one client call costs, from its download to its upload.
 
-A call: the node downloads ``bytes_down``, computes for ``compute_s`` seconds (spending
-``compute_j``), then uploads ``bytes_up``. Its energy, part by part:
+A call: the node downloads ``bytes_down``, (in a deployment) starts a fresh ClientApp process,
+computes for ``compute_s`` seconds (spending ``compute_j``), then uploads ``bytes_up``. Its
+energy, part by part:
 
-* compute: given (measured by meters, or observed in earlier calls), or modeled from FLOPs
-  through the device profile (:func:`fedenergy.physics.devices.modeled_compute`);
+* compute: given (measured by meters, or observed in earlier calls), or modeled from the call's
+  work (FLOPs, steps, threads) through the device profile (:mod:`fedenergy.physics.compute`,
+  which also gives the start-up phase and the power charged while the device waits on its
+  network: idle power under the whole-device boundary, none under the marginal one);
 * download radio: the link's download power over the transfer time, then the tail state until
-  the upload starts: the compute gap, at most ``tail_s`` (with nothing to upload, the full tail);
+  the upload starts: the start-up and compute gap, at most ``tail_s`` (with nothing to upload,
+  the full tail); the radio model's powers are above the device's base (Huang et al.);
 * upload radio: the upload power over its transfer time, then the full tail;
+* waiting: ``wait_w`` over both transfer times (whole-device boundary: the device's idle base
+  under the radio's power);
 * infrastructure, each way: bytes x kWh/GB
   (:func:`fedenergy.physics.network.infrastructure_energy_j`).
 
@@ -26,8 +32,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fedenergy.physics.compute import DEFAULT_BOUNDARY, DEFAULT_STARTUP, Work, call_compute
 from fedenergy.physics.constants import Num
-from fedenergy.physics.devices import DeviceProfile, modeled_compute
+from fedenergy.physics.devices import DeviceProfile
 from fedenergy.physics.network import (
     INFRA_KWH_PER_GB,
     LinkProfile,
@@ -43,13 +50,16 @@ class CallEnergy:
     field holds one value per node (a field whose inputs were all scalars stays a scalar)."""
 
     compute_j: Num
-    compute_s: Num  # the compute gap between the download and the upload
+    compute_s: Num  # busy seconds of the handler (with startup_s, the gap between transfers)
     download_radio_j: Num  # device radio: transfer + the tail after it
     upload_radio_j: Num
     download_infra_j: Num  # network infrastructure
     upload_infra_j: Num
     download_s: Num  # transfer times
     upload_s: Num
+    wait_j: Num = 0.0  # the device's base while it waits on its transfers (whole-device)
+    startup_j: Num = 0.0  # the start-up phase (a fresh ClientApp process)
+    startup_s: Num = 0.0
 
     @property
     def download_j(self) -> Num:
@@ -67,13 +77,19 @@ class CallEnergy:
         return self.download_j + self.upload_j
 
     @property
+    def local_j(self) -> Num:
+        """What the device draws besides its radio: compute, waiting and start-up."""
+        return self.compute_j + self.wait_j + self.startup_j
+
+    @property
     def device_j(self) -> Num:
-        """What the device itself draws: compute + radio (not the infrastructure)."""
-        return self.compute_j + self.download_radio_j + self.upload_radio_j
+        """What the device itself draws: compute, waiting, start-up and radio (not the
+        infrastructure)."""
+        return self.local_j + self.download_radio_j + self.upload_radio_j
 
     @property
     def total_j(self) -> Num:
-        return self.compute_j + self.download_j + self.upload_j
+        return self.local_j + self.download_j + self.upload_j
 
 
 class _Gathered:
@@ -120,6 +136,9 @@ def _compose(
     kwh_per_gb: float,
     compute_j: Num,
     compute_s: Num,
+    wait_w: Num = 0.0,
+    startup_j: Num = 0.0,
+    startup_s: Num = 0.0,
 ) -> CallEnergy:
     # Every float operation in the order of the model's first, scalar version (radio power x
     # time, then + tail power x tail time; the tail after the download min(max(gap, 0), tail)).
@@ -132,7 +151,7 @@ def _compose(
     tail_w, tail_s = link.tail_w, link.tail_s
     e_down = link.down_w * t_down
     e_up = link.up_w * t_up
-    gap = ops.minimum(ops.maximum(compute_s, 0.0), tail_s)
+    gap = ops.minimum(ops.maximum(compute_s + startup_s, 0.0), tail_s)
     e_down = ops.where(has_down, e_down + tail_w * ops.where(has_up, gap, tail_s), e_down)
     e_up = ops.where(has_up, e_up + tail_w * tail_s, e_up)
     return CallEnergy(
@@ -144,6 +163,9 @@ def _compose(
         infrastructure_energy_j(bytes_up, kwh_per_gb),
         t_down,
         t_up,
+        wait_w * (t_down + t_up),
+        startup_j,
+        startup_s,
     )
 
 
@@ -154,11 +176,25 @@ def call_energy(
     infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
     compute_j: float = 0.0,
     compute_s: float = 0.0,
+    *,
+    wait_w: float = 0.0,
+    startup_j: float = 0.0,
+    startup_s: float = 0.0,
 ) -> CallEnergy:
-    """One call on ``link``: download ``bytes_down``, compute ``compute_j`` over ``compute_s``,
-    upload ``bytes_up`` (0: none); infrastructure at ``infra_kwh_per_gb``."""
+    """One call on ``link``: download ``bytes_down``, start up for ``startup_s`` (spending
+    ``startup_j``), compute ``compute_j`` over ``compute_s``, upload ``bytes_up`` (0: none),
+    with ``wait_w`` watts over the transfer times; infrastructure at ``infra_kwh_per_gb``."""
     return _compose(
-        _SCALAR, link.terms, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s
+        _SCALAR,
+        link.terms,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        wait_w,
+        startup_j,
+        startup_s,
     )
 
 
@@ -169,10 +205,27 @@ def modeled_call(
     bytes_down: int,
     bytes_up: int,
     infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
+    *,
+    steps: int = 0,
+    threads: int = 0,
+    boundary: str = DEFAULT_BOUNDARY,
+    startup: str = DEFAULT_STARTUP,
 ) -> CallEnergy:
-    """``call_energy`` with the compute of ``flops`` modeled through ``device``."""
-    compute_j, compute_s = modeled_compute(flops, device.train_flops_per_s, device.active_power_w)
-    return call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s)
+    """``call_energy`` with the compute of ``flops`` and ``steps`` on ``threads`` (0: not
+    known) modeled through ``device`` in ``boundary`` terms, the start-up phase as ``startup``
+    says (:mod:`fedenergy.physics.compute`)."""
+    c = call_compute(device.terms, Work(flops, steps, 0, threads), boundary, startup)
+    return call_energy(
+        link,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        c.compute_j,
+        c.compute_s,
+        wait_w=c.wait_w,
+        startup_j=c.startup_j,
+        startup_s=c.startup_s,
+    )
 
 
 def call_energy_many(
@@ -183,13 +236,28 @@ def call_energy_many(
     infra_kwh_per_gb: float,
     compute_j: Num,
     compute_s: Num,
+    *,
+    wait_w: Num = 0.0,
+    startup_j: Num = 0.0,
+    startup_s: Num = 0.0,
 ) -> CallEnergy:
     """``call_energy`` of many nodes at once: node ``i`` is on link ``links[index[i]]`` of a
     ``link_table`` (``index`` None: ``links`` holds one entry per node already); the other
     arguments are arrays over the same nodes or scalars shared by all. Equal, float for float,
     to ``call_energy`` node by node."""
     link = links if index is None else _Gathered(links, index)
-    return _compose(_ARRAYS, link, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s)
+    return _compose(
+        _ARRAYS,
+        link,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        wait_w,
+        startup_j,
+        startup_s,
+    )
 
 
 def radio_energy(link: LinkProfile, bytes_down: int, bytes_up: int, gap_s: float) -> CallEnergy:
