@@ -4,7 +4,7 @@ torch counter through the report and its validation.
 
 Constants used (devices.toml):
   rpi4:   1.05e10 FLOP/s all 4 cores, active 6.82 W, idle 2.29 W, 2.66e-4 s/step, start-up 10.7 s
-  jetson-orin-nano: 1.28e11 FLOP/s, 15.0 W, 5.0 W, 1 core (GPU), 3.3e-4 s/step, start-up 10.2 s
+  jetson-orin-nano: 1.28e11 FLOP/s, 15.0 W, 5.0 W, 1 core (GPU), 3.9e-4 s/step, start-up 12.5 s
                     on one of 6 CPU cores
   phone:  7.3e10 FLOP/s, 8 cores, 4.0 W, 0.5 W, 1.06e-4 s/step, no start-up
   wifi:   20 / 10 Mbit/s, alpha_down 137.01, alpha_up 283.17, beta 132.86, tail 119.3 mW, 0.238 s
@@ -64,11 +64,11 @@ def test_all_cores_and_more_threads_than_cores_use_the_whole_device():
 
 
 def test_a_gpu_profile_is_not_scaled_by_cpu_threads():
-    # jetson: 1 core (the GPU); 1.28e11 FLOPs = 1 s + 10 steps x 3.3e-4 s, at 15 W
+    # jetson: 1 core (the GPU); 1.28e11 FLOPs = 1 s + 10 steps x 3.9e-4 s, at 15 W
     c = call_compute(get_device("jetson-orin-nano").terms, Work(1.28e11, 10, 32, 1))
-    assert c.compute_s == _approx(1.0033) and c.compute_j == _approx(15.0 * 1.0033)
-    # the start-up is CPU work: one of its 6 CPU cores, 5 W + 10 W / 6, for 10.2 s = 68.0 J
-    assert c.startup_j == _approx((5.0 + 10.0 / 6) * 10.2)
+    assert c.compute_s == _approx(1.0039) and c.compute_j == _approx(15.0 * 1.0039)
+    # the start-up is CPU work: one of its 6 CPU cores, 5 W + 10 W / 6, for 12.5 s = 83.3 J
+    assert c.startup_j == _approx((5.0 + 10.0 / 6) * 12.5)
 
 
 def test_small_model_training_is_bound_by_the_step_term():
@@ -235,3 +235,14 @@ def test_counted_torch_work_carries_optimizer_steps_and_batch():
         model(x)
     ev = seen.counted()
     assert ev.steps == 0 and ev.backwards == 0 and ev.calls == 1 and ev.batch == 40
+
+
+def test_the_run_settings_name_the_boundary_and_start_up_mode():
+    from fedenergy.settings import Settings
+
+    assert (Settings().boundary, Settings().startup) == ("device", "per-call")
+    Settings(boundary="marginal", startup="off").check()
+    with pytest.raises(ValueError, match="boundary"):
+        Settings(boundary="wall").check()
+    with pytest.raises(ValueError, match="startup"):
+        Settings(startup="sometimes").check()
