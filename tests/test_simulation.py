@@ -66,7 +66,9 @@ def test_every_participant_of_every_round_has_every_phase(run):
     for rnd in ledger.rounds(summary["run_id"])[1:]:
         trained = [k for k in phases if k[0] == rnd["round"] and k[2] == "train"]
         assert len(trained) == rnd["succeeded"] == rnd["selected"] == NODES // 2
-        assert all(phases[k] == {"train", "download", "upload"} for k in trained)
+        # every call pays the start-up of its ClientApp process (settings.startup = "per-call";
+        # 0 J on phones, whose client runs inside the app)
+        assert all(phases[k] == {"train", "startup", "download", "upload"} for k in trained)
         evaluated = [k for k in phases if k[0] == rnd["round"] and k[2] == "evaluate"]
         assert len(evaluated) == NODES // 4
     queried = {k[1] for k in phases if k[0] == 0 and k[2] == "query"}
@@ -101,7 +103,8 @@ def test_network_joules_equal_the_link_model_applied_to_recorded_bytes(run):
         first = next(iter(ph.values()))
         link, device = get_link(first["link"]), get_device(first["device"])
         compute = ph.get(call)
-        gap = compute["seconds"] if compute else 0.0
+        # the gap between the transfers: the ClientApp's start-up, then the handler's compute
+        gap = (compute["seconds"] if compute else 0.0) + device.startup_s
         e = radio_energy(link, ph["download"]["bytes"], ph["upload"]["bytes"], gap)
         assert radio[(rnd, node, call, "download", "radio")] == pytest.approx(e.download_j)
         assert radio[(rnd, node, call, "upload", "radio")] == pytest.approx(e.upload_j)
@@ -109,8 +112,16 @@ def test_network_joules_equal_the_link_model_applied_to_recorded_bytes(run):
             assert radio[(rnd, node, call, p, "infrastructure")] == pytest.approx(
                 infrastructure_energy_j(ph[p]["bytes"])
             )
+        idle, above = device.idle_power_w, device.active_power_w - device.idle_power_w
         if compute and call == "train":
-            assert compute["joules"] == pytest.approx(compute["seconds"] * device.active_power_w)
+            # one thread (the built-in ClientApp): 1/cores of the power above idle while busy;
+            # whole-device boundary: the idle base over the two transfers too
+            busy_w = idle + above / device.cores
+            want = compute["seconds"] * busy_w + idle * (e.download_s + e.upload_s)
+            assert compute["joules"] == pytest.approx(want)
+        # the start-up: startup_s on one of the device's CPU cores
+        want = device.startup_s * (idle + above / device.cpu_cores)
+        assert ph["startup"]["joules"] == pytest.approx(want)
         assert ph["download"]["bytes"] > 1000 or call == "query"
         checked += 1
     assert checked >= NODES + ROUNDS * NODES // 2
