@@ -36,6 +36,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         infra_kwh_per_gb=args.infra_kwh_per_gb,
+        boundary=args.boundary,
+        startup=args.startup,
         codec=args.codec,
         **strategy_settings(args),
         strict_reports=args.strict_reports,
@@ -313,6 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.infra_kwh_per_gb,
         help="network infrastructure intensity (0 excludes it)",
+    )
+    s.add_argument(
+        "--boundary",
+        choices=("device", "marginal"),
+        default=d.boundary,
+        help="energy accounting boundary: device (whole-device, the default) or marginal "
+        "(above idle)",
+    )
+    s.add_argument(
+        "--startup",
+        choices=("per-call", "off"),
+        default=d.startup,
+        help="charge the start-up of Flower's per-message ClientApp process (per-call, the "
+        "default) or not (off)",
     )
     s.add_argument(
         "--codec",

@@ -25,6 +25,7 @@ from fedenergy.physics.catalog import Catalog, packaged_catalog
 from fedenergy.protocol import (
     CFG_ALPHA,
     CFG_BATCH_SIZE,
+    CFG_BOUNDARY,
     CFG_CATALOG,
     CFG_CODEC,
     CFG_EPOCHS,
@@ -33,6 +34,7 @@ from fedenergy.protocol import (
     CFG_KEEPALIVE,
     CFG_PARTITIONER,
     CFG_SEED,
+    CFG_STARTUP,
     CFG_TASK,
 )
 from fedenergy.server.build import make_aggregator, make_policy, make_selector
@@ -85,6 +87,8 @@ def message_config(settings: Settings, uplink: CodecSpec) -> Mapping[str, object
             CFG_BATCH_SIZE: settings.batch_size,
             CFG_FLEET: settings.fleet,
             CFG_INFRA_KWH_PER_GB: settings.infra_kwh_per_gb,
+            CFG_BOUNDARY: settings.boundary,
+            CFG_STARTUP: settings.startup,
             CFG_CODEC: uplink.label(),
             **catalog,
             CFG_KEEPALIVE: settings.keepalive,

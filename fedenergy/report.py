@@ -23,7 +23,8 @@ from flwr.app import ConfigRecord
 
 from fedenergy.physics.call import call_energy
 from fedenergy.physics.catalog import Catalog, packaged_catalog
-from fedenergy.physics.devices import DeviceProfile, modeled_compute
+from fedenergy.physics.compute import BOUNDARIES, DEVICE, OFF, PER_CALL, Work, call_compute
+from fedenergy.physics.devices import DeviceProfile
 from fedenergy.physics.network import LinkProfile
 from fedenergy.physics.radio import KeepAlive
 from fedenergy.protocol import REPORT_SCHEMA_VERSION
@@ -54,6 +55,10 @@ FIELDS = (
     "c-provenance",
     "c-source",
 )
+# optional fields (reports from before the compute model carried steps do not have them)
+OPTIONAL = ("steps", "batch", "threads", "boundary", "startup-s")
+MAX_STEPS = 10**12  # a trillion optimizer steps in one call: far beyond any device-week
+MAX_THREADS = 4096
 # Absolute bounds (any device, any call); see docs/robustness.md for the reasoning.
 MAX_COMPONENTS = 64
 MAX_TEXT = 256
@@ -128,6 +133,11 @@ class EnergyReport:
     components: tuple[Component, ...] = field(default_factory=tuple)
     machine_j: float = 0.0  # measured nodes: whole machine/device energy over the call, beside
     schema: int = REPORT_SCHEMA_VERSION
+    steps: int = 0  # optimizer steps (evaluate: forward batches); 0: not known
+    batch: int = 0  # examples per step; 0: not known
+    threads: int = 0  # compute threads; 0: not known (all cores)
+    boundary: str = ""  # accounting boundary (physics.compute.BOUNDARIES); "": not stated
+    startup_s: float = 0.0  # seconds of the start-up phase (a fresh ClientApp process)
 
     @property
     def total_j(self) -> float:
@@ -156,6 +166,11 @@ class EnergyReport:
                 "c-joules": [float(c.joules) for c in self.components],
                 "c-provenance": [c.provenance for c in self.components],
                 "c-source": [c.source for c in self.components],
+                "steps": self.steps,
+                "batch": self.batch,
+                "threads": self.threads,
+                "boundary": self.boundary,
+                "startup-s": float(self.startup_s),
             }
         )
 
@@ -173,7 +188,7 @@ def validate_report(
     raise ReportError with the reason of the first problem."""
     if not isinstance(rec, ConfigRecord):
         raise ReportError(f"the report must be a ConfigRecord, got {type(rec).__name__}")
-    unknown = sorted(str(k) for k in rec if k not in FIELDS)
+    unknown = sorted(str(k) for k in rec if k not in FIELDS and k not in OPTIONAL)
     if unknown:
         raise ReportError(f"unknown field {unknown[0][:40]!r}")
     exp = expected or Expected()
@@ -228,6 +243,13 @@ def _parse(rec: ConfigRecord, catalog: Catalog) -> EnergyReport:
         raise ReportError(f"field 'device': unknown device {device[:40]!r}")
     if link not in catalog.links:
         raise ReportError(f"field 'link': unknown link {link[:40]!r}")
+    boundary = get.text("boundary") if "boundary" in rec else ""
+    if boundary not in ("", *BOUNDARIES):
+        raise ReportError(f"field 'boundary': unknown boundary {boundary[:40]!r}")
+    opt_int = {
+        k: get.int(k, lo=0, hi=hi) if k in rec else 0
+        for k, hi in (("steps", MAX_STEPS), ("batch", MAX_BYTES), ("threads", MAX_THREADS))
+    }
     return EnergyReport(
         kind=kind,
         server_round=get.int("server-round", lo=0),
@@ -241,6 +263,11 @@ def _parse(rec: ConfigRecord, catalog: Catalog) -> EnergyReport:
         components=tuple(comps),
         machine_j=get.float("machine-j", hi=MAX_JOULES),
         schema=schema,
+        steps=opt_int["steps"],
+        batch=opt_int["batch"],
+        threads=opt_int["threads"],
+        boundary=boundary,
+        startup_s=get.float("startup-s", hi=STARTUP_MAX_S) if "startup-s" in rec else 0.0,
     )
 
 
@@ -266,21 +293,45 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
         )
     device = exp.device or catalog.devices[r.device]
     link = exp.link or catalog.links[r.link]
-    model_j, model_s = modeled_compute(r.flops, device.train_flops_per_s, device.active_power_w)
+    # the compute model's figure for the claimed work, in the report's boundary (whole-device,
+    # the larger, where it does not say); the start-up as the report has it
+    boundary = r.boundary or DEVICE
+    has_startup = any(c.phase == "startup" for c in r.components)
+    work = Work(r.flops, r.steps, r.batch, r.threads)
+    mc = call_compute(device.terms, work, boundary, PER_CALL if has_startup else OFF)
+    model_s = mc.compute_s
     if model_s > MAX_CALL_S:
         raise ReportError(
-            f"{r.flops} FLOPs take {model_s:.3g} s on {device.id}, beyond {MAX_CALL_S:g} s"
+            f"{r.flops} FLOPs take {model_s:.3g} s on {device.id} (with {r.steps} steps), "
+            f"beyond {MAX_CALL_S:g} s"
         )
     duration = max(r.compute_s, model_s)
     call_j = sum(c.joules for c in r.components if c.phase == r.kind)
     measured = any(c.provenance == "measured" for c in r.components if c.phase == r.kind)
-    # meters integrate over their own sampling windows, longer than a short call
+    # the call model's figure for the claimed bytes, duration and work (infrastructure at the
+    # run's intensity, or at the largest plausible one where it is unknown)
+    intensity = exp.infra_kwh_per_gb
+    kwh = MAX_INFRA_KWH_PER_GB if intensity is None else intensity
+    model = call_energy(
+        link,
+        r.bytes_down,
+        r.bytes_up,
+        kwh,
+        mc.compute_j,
+        r.compute_s,
+        wait_w=mc.wait_w,
+        startup_j=mc.startup_j,
+        startup_s=r.startup_s,
+    )
+    # meters integrate over their own sampling windows, longer than a short call; the call's
+    # phase also holds the device's base while it waits on its transfers (whole-device)
     window = max(duration, MEASURED_MIN_S) if measured else duration
-    cap = POWER_SLACK * device.active_power_w * window + MIN_J
+    waiting = model.download_s + model.upload_s
+    cap = POWER_SLACK * device.active_power_w * (window + waiting) + MIN_J
     if call_j > cap:
         raise ReportError(
-            f"compute {call_j:.4g} J over {window:.3g} s exceeds {POWER_SLACK:g} x the "
-            f"{device.active_power_w:g} W of {device.id} ({cap:.4g} J)"
+            f"compute {call_j:.4g} J over {window + waiting:.3g} s exceeds {POWER_SLACK:g} x "
+            f"the {device.active_power_w:g} W of {device.id} ({cap:.4g} J)"
         )
     startup_j = sum(c.joules for c in r.components if c.phase == "startup")
     cap = POWER_SLACK * device.active_power_w * STARTUP_MAX_S + MIN_J
@@ -288,11 +339,6 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
         raise ReportError(f"start-up {startup_j:.4g} J exceeds {cap:.4g} J on {device.id}")
     if r.machine_j > MACHINE_MAX_W * (duration + STARTUP_MAX_S):
         raise ReportError(f"machine-j {r.machine_j:.4g} J beyond {MACHINE_MAX_W:g} W sustained")
-    # the call model's figure for the claimed bytes, duration and FLOPs (infrastructure at the
-    # run's intensity, or at the largest plausible one where it is unknown)
-    intensity = exp.infra_kwh_per_gb
-    kwh = MAX_INFRA_KWH_PER_GB if intensity is None else intensity
-    model = call_energy(link, r.bytes_down, r.bytes_up, kwh, model_j, r.compute_s)
     # the radio on the run's clock, from the idle time sent with the message; a node that
     # charged its call as standing alone (an older mod, no clock) is within bounds too
     clocked = call_energy(
@@ -300,10 +346,13 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
         r.bytes_down,
         r.bytes_up,
         kwh,
-        model_j,
+        mc.compute_j,
         r.compute_s,
         idle_s=exp.radio_idle_s,
         keepalive=exp.keepalive,
+        wait_w=mc.wait_w,
+        startup_j=mc.startup_j,
+        startup_s=r.startup_s,
     )
     flags = []
     if exp.partition_id is not None and r.partition_id != exp.partition_id:
@@ -348,7 +397,7 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
     if not unmetered and model.compute_j > MIN_J and call_j < model.compute_j / FLAG_RATIO:
         flags.append(
             f"compute {call_j:.4g} J is under 1/{FLAG_RATIO:g} of {device.id}'s model figure "
-            f"{model.compute_j:.4g} J for {r.flops} FLOPs"
+            f"{model.compute_j:.4g} J for {r.flops} FLOPs in {r.steps} steps"
         )
     if not unmetered and r.kind == "train" and r.flops == 0:
         flags.append("a train call that reports 0 FLOPs")

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from fedenergy.codecs import CodecSpec, parse_codec
 from fedenergy.physics.catalog import Catalog, load_catalog, split_paths
+from fedenergy.physics.compute import BOUNDARIES, STARTUP_MODES
 from fedenergy.sim.fleet import Fleet, check_fleets, load_fleet
 from fedenergy.sim.tasks import Task, check_tasks, get_task
 from fedenergy.sim.tasks.partition import PARTITIONERS
@@ -47,6 +48,13 @@ class Settings:
     batch_size: int = 32
     lr: float = 0.3
     infra_kwh_per_gb: float = 0.059
+    # the compute model (fedenergy.physics.compute, docs/energy-model.md): "device" accounts
+    # whole-device energy (what a wall meter or battery sees: idle power under the busy time and
+    # the network time too), "marginal" only what a call adds above idle
+    boundary: str = "device"
+    # Flower's deployment starts a fresh ClientApp process per message: "per-call" charges that
+    # start-up as its own phase on simulated devices as measured nodes do, "off" leaves it out
+    startup: str = "per-call"
     codec: str = "none"
     downlink: str = "none"  # global-model codec for the fixed policy: none, fp16, int8
     # energy-aware strategy (see fedenergy/strategy/)
@@ -162,6 +170,8 @@ class Settings:
             "compression": ("fixed", "per-link", "accuracy-aware"),
             "aggregator": ("fedavg", "fedprox", "fedadam"),
             "discovery": ("query", "lazy", "declared"),
+            "boundary": BOUNDARIES,
+            "startup": STARTUP_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

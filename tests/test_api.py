@@ -335,7 +335,8 @@ def test_the_ledger_has_a_row_for_every_call(runs, name):
         "GROUP BY phase"
     )
     phases = {p: (j, b) for p, j, b in conn.execute(q, (run_id,))}
-    assert set(phases) == {"train", "download", "upload"}
+    # (and started its ClientApp process: the start-up phase, settings.startup = "per-call")
+    assert set(phases) == {"train", "startup", "download", "upload"}
     assert phases["download"][1] > 0 and phases["upload"][1] > 0
     assert phases["train"][0] > 0
 
@@ -426,7 +427,14 @@ def test_docs_api_code_runs(sim_env, monkeypatch):
 def test_report_work_states_the_work_for_the_mod():
     content = RecordDict({"metrics": MetricRecord({"num-examples": 3})})
     report_work(content, 1234, kind="train")
-    assert dict(content[WORK_KEY]) == {"kind": "train", "flops": 1234}
+    want = {"kind": "train", "flops": 1234, "steps": 0, "batch": 0, "threads": 0}
+    assert dict(content[WORK_KEY]) == want  # steps, batch and threads: 0, not known
+    report_work(content, 1234, kind="train", steps=15, batch=32, threads=1)
+    assert dict(content[WORK_KEY]) == {**want, "steps": 15, "batch": 32, "threads": 1}
+    for name in ("steps", "batch", "threads"):
+        for bad in (-1, 1.5, True, "3"):
+            with pytest.raises(ValueError, match=name):
+                report_work(content, 1, kind="train", **{name: bad})
     with pytest.raises(ValueError, match="give kind="):
         report_work(content, 1)
     with pytest.raises(ValueError, match="kind must be one of"):

@@ -2,9 +2,11 @@
 from the constants of data/devices.toml and data/links.toml, and against its users: the energy
 mod's report, the coordinator's forecasts (one node, many nodes) and the failed-call rows.
 
-The hand figures are written out as numbers. Constants used (devices.toml, links.toml):
-  phone:  1.0e10 FLOP/s, 4.0 W          laptop: 4.2e10 FLOP/s, 35.0 W
-  rpi4:   2.29e9 FLOP/s, 6.82 W
+The hand figures are written out as numbers. Constants used (devices.toml, links.toml; all
+cores, so the busy power is the active power; the compute model itself is tests/test_compute_model):
+  phone:  7.3e10 FLOP/s, 4.0 W, idle 0.5 W, no start-up
+  laptop: 1.86e11 FLOP/s, 35.0 W, idle 5.0 W
+  rpi4:   1.05e10 FLOP/s, 6.82 W, idle 2.29 W, 4 cores, 2.66e-4 s/step, start-up 10.7 s on 1 core
   lte:    13 / 6 Mbit/s, alpha_down 51.97, alpha_up 438.39 mW per Mbit/s, beta 1288.04 mW,
           tail 1060.0 mW for 11.576 s
   wifi:   20 / 10 Mbit/s, alpha_down 137.01, alpha_up 283.17, beta 132.86, tail 119.3 mW, 0.238 s
@@ -21,6 +23,7 @@ import pytest
 
 from fedenergy.client.mod import build_report
 from fedenergy.physics.call import call_energy, call_energy_many, modeled_call
+from fedenergy.physics.compute import ComputeTerms, call_compute_many
 from fedenergy.physics.devices import device_catalog, get_device
 from fedenergy.physics.network import get_link, link_catalog, link_table
 from fedenergy.server.failed import failed_call_rows
@@ -45,9 +48,11 @@ def _approx(x):
 
 
 def test_phone_on_lte_with_a_compute_gap_shorter_than_the_tail():
-    e = modeled_call(get_device("phone"), get_link("lte"), 2e10, 1_300_000, 600_000, 0.059)
-    assert e.compute_s == _approx(2.0)  # 2e10 FLOPs / 1e10 FLOP/s
+    e = modeled_call(get_device("phone"), get_link("lte"), 1.46e11, 1_300_000, 600_000, 0.059)
+    assert e.compute_s == _approx(2.0)  # 1.46e11 FLOPs / 7.3e10 FLOP/s
     assert e.compute_j == _approx(8.0)  # 2 s x 4 W
+    # whole-device boundary (the default): the 0.5 W idle base over the 1.6 s of transfers
+    assert e.wait_j == _approx(0.8) and e.startup_j == 0.0
     assert e.download_s == _approx(0.8) and e.upload_s == _approx(0.8)
     # a promotion, the download; the upload is charged the tail that leads up to it (cut 2 s
     # after the download), its transfer and, the call standing alone, its full tail
@@ -63,7 +68,7 @@ def test_phone_on_lte_with_a_compute_gap_shorter_than_the_tail():
 
 
 def test_a_gap_longer_than_the_tail_gets_the_full_tail_and_a_negative_one_none():
-    long = modeled_call(get_device("phone"), get_link("lte"), 3e11, 1_300_000, 600_000, 0.059)
+    long = modeled_call(get_device("phone"), get_link("lte"), 2.19e12, 1_300_000, 600_000, 0.059)
     assert long.compute_s == _approx(30.0) and long.compute_j == _approx(120.0)
     # the download's full tail, then a second promotion before the upload
     assert long.upload_radio_j == _approx(12.27056 + 0.31490307 + 3.134704 + 12.27056)
@@ -72,27 +77,32 @@ def test_a_gap_longer_than_the_tail_gets_the_full_tail_and_a_negative_one_none()
 
 
 def test_laptop_on_wifi_at_another_infrastructure_intensity():
-    # 4.2e9 FLOPs / 4.2e10 FLOP/s = 0.1 s x 35 W = 3.5 J; 2,500,000 B down = 20 Mbit / 20 = 1 s,
-    # 1,250,000 B up = 10 Mbit / 10 = 1 s; download power (137.01 * 20 + 132.86) mW = 2.87306 W,
-    # upload (283.17 * 10 + 132.86) mW = 2.96456 W; tail 0.1193 W, cut to the 0.1 s gap
-    e = modeled_call(get_device("laptop"), get_link("wifi"), 4.2e9, 2_500_000, 1_250_000, 0.1)
+    # 1.86e10 FLOPs / 1.86e11 FLOP/s = 0.1 s x 35 W = 3.5 J; 2,500,000 B down = 20 Mbit / 20 =
+    # 1 s, 1,250,000 B up = 10 Mbit / 10 = 1 s; download power (137.01 * 20 + 132.86) mW =
+    # 2.87306 W, upload (283.17 * 10 + 132.86) mW = 2.96456 W; tail 0.1193 W, cut to the 0.1 s
+    # gap (the start-up off: with it, the 4.25 s start-up outlasts the tail)
+    laptop, wifi = get_device("laptop"), get_link("wifi")
+    e = modeled_call(laptop, wifi, 1.86e10, 2_500_000, 1_250_000, 0.1, startup="off")
     assert e.compute_s == _approx(0.1) and e.compute_j == _approx(3.5)
     assert e.download_radio_j == _approx(0.00984004 + 2.87306)
     assert e.upload_radio_j == _approx(0.1193 * 0.1 + 2.96456 + 0.1193 * 0.238)
     assert e.download_infra_j == _approx(0.0025 * 0.1 * 3.6e6)  # 900 J
     assert e.upload_infra_j == _approx(0.00125 * 0.1 * 3.6e6)  # 450 J
+    assert e.wait_j == _approx(5.0 * 2.0)  # 5 W idle over the 2 s of transfers
     # a 1 s gap outlasts Wi-Fi's 0.238 s tail
-    longer = modeled_call(get_device("laptop"), get_link("wifi"), 4.2e10, 2_500_000, 1, 0.1)
+    longer = modeled_call(laptop, wifi, 1.86e11, 2_500_000, 1, 0.1, startup="off")
     assert longer.compute_j == _approx(35.0)
     # the download's full tail, a promotion, 1 byte up (8 bit / 10 Mbit/s = 0.8 us), its tail
     assert longer.upload_radio_j == _approx(0.0283934 + 0.00984004 + 2.96456 * 8e-7 + 0.0283934)
 
 
 def test_rpi4_on_ethernet_has_no_tail():
-    # 2.29e9 FLOPs / 2.29e9 FLOP/s = 1 s x 6.82 W; 117,500,000 B = 940 Mbit / 940 Mbit/s = 1 s
+    # 1.05e10 FLOPs / 1.05e10 FLOP/s = 1 s x 6.82 W; 117,500,000 B = 940 Mbit / 940 Mbit/s = 1 s
     # at (0.2 * 940 + 700) mW = 0.888 W, both ways
-    e = modeled_call(get_device("rpi4"), get_link("ethernet"), 2.29e9, 117_500_000, 117_500_000)
+    e = modeled_call(get_device("rpi4"), get_link("ethernet"), 1.05e10, 117_500_000, 117_500_000)
     assert e.compute_j == _approx(6.82)
+    # the start-up: 10.7 s on 1 of 4 cores at 2.29 + 4.53 / 4 = 3.4225 W; 2.29 W over the 2 s
+    assert e.startup_j == _approx(3.4225 * 10.7) and e.wait_j == _approx(2.29 * 2.0)
     assert e.download_radio_j == _approx(0.888) and e.upload_radio_j == _approx(0.888)
     assert e.download_s == _approx(1.0) and e.upload_s == _approx(1.0)
     # the default intensity, 0.059 kWh/GB: 0.1175 GB x 212,400 J/GB
@@ -114,6 +124,7 @@ def test_nothing_one_way_costs_nothing_that_way():
 
 
 def test_zero_flops_cost_no_compute_and_leave_no_gap():
+    # the phone has no per-call start-up (its client runs inside the app)
     e = modeled_call(get_device("phone"), get_link("lte"), 0, 1_300_000, 600_000, 0.059)
     assert e.compute_j == 0.0 and e.compute_s == 0.0
     assert e.download_radio_j == _approx(0.31490307 + 1.57092)
@@ -137,12 +148,15 @@ def test_the_vectorised_model_equals_the_scalar_one_bit_for_bit(seed):
     n = 400
     links, devices, li, di, flops, down, up = _random_calls(rng, n)
     kwh = float(rng.uniform(0.0, 0.2))
-    fps = np.array([devices[i].train_flops_per_s for i in di])
-    watts = np.array([devices[i].active_power_w for i in di])
+    steps = rng.choice([0, 1, 15, 3000], n)
+    threads = rng.choice([0, 1, 4], n)
+    boundary = ("device", "marginal")[seed % 2]
+    dev_terms = ComputeTerms(*(np.array([devices[i].terms[k] for i in di]) for k in range(7)))
+    c = call_compute_many(dev_terms, flops, steps, threads, boundary, "per-call")
     table = link_table(links)
     terms = table.take(li)
-    compute_s = flops / fps
-    many = call_energy_many(table, li, down, up, kwh, compute_s * watts, compute_s)
+    extra = dict(wait_w=c.wait_w, startup_j=c.startup_j, startup_s=c.startup_s)
+    many = call_energy_many(table, li, down, up, kwh, c.compute_j, c.compute_s, **extra)
     fields = (
         "compute_j",
         "compute_s",
@@ -152,23 +166,43 @@ def test_the_vectorised_model_equals_the_scalar_one_bit_for_bit(seed):
         "upload_infra_j",
         "download_s",
         "upload_s",
+        "wait_j",
+        "startup_j",
+        "startup_s",
         "download_j",
         "upload_j",
         "network_j",
+        "local_j",
         "device_j",
         "total_j",
     )
     for i in range(n):
         one = modeled_call(
-            devices[di[i]], links[li[i]], float(flops[i]), int(down[i]), int(up[i]), kwh
+            devices[di[i]],
+            links[li[i]],
+            float(flops[i]),
+            int(down[i]),
+            int(up[i]),
+            kwh,
+            steps=int(steps[i]),
+            threads=int(threads[i]),
+            boundary=boundary,
         )
         for f in fields:
             assert np.asarray(getattr(many, f))[i] == getattr(one, f), (f, i)  # bit for bit
     # one download size for all nodes (as a round's forecasts have it), a scalar condition
-    shared = call_energy_many(terms, None, 60_000, up, kwh, compute_s * watts, compute_s)
+    shared = call_energy_many(terms, None, 60_000, up, kwh, c.compute_j, c.compute_s, **extra)
     for i in range(0, n, 7):
         one = call_energy(
-            links[li[i]], 60_000, int(up[i]), kwh, compute_s[i] * watts[i], compute_s[i]
+            links[li[i]],
+            60_000,
+            int(up[i]),
+            kwh,
+            c.compute_j[i],
+            c.compute_s[i],
+            wait_w=c.wait_w[i],
+            startup_j=c.startup_j[i],
+            startup_s=c.startup_s[i],
         )
         assert shared.download_j[i] == one.download_j and shared.device_j[i] == one.device_j
 
@@ -184,18 +218,31 @@ def test_a_link_table_holds_the_scalar_constants():
     assert lte.tail_w == _approx(1.060)
 
 
-@pytest.mark.parametrize(
-    "flops, gap_outlasts_tail",
-    [(3e11, True), (2e10, False)],  # a phone computes 30 s / 2 s: LTE's tail is 11.576 s
-)
-def test_report_forecast_and_failed_estimate_agree_on_the_same_call(flops, gap_outlasts_tail):
-    """One train call of a phone on LTE: the energy mod's report, the coordinator's forecast
-    (per node and vectorised) and the failed-call estimate, each on the parts it covers."""
-    device, link, down, up, kwh = "phone", "lte", 1_300_000, 600_000, 0.059
-    examples = 100
-    report = build_report("train", 1, 0, device, link, int(flops), down, up, kwh)
+# (device, FLOPs, busy W on 1 thread, idle W, start-up s, per-core FLOP/s, s per step, gap > tail)
+# rpi4: 2.29 + 4.53 / 4 = 3.4225 W, 1.05e10 / 4 FLOP/s; phone: 0.5 + 3.5 / 8 = 0.9375 W, 7.3e10 / 8
+CASES = [
+    ("rpi4", 2.625e8, 3.4225, 2.29, 10.7, 2.625e9, 2.66e-4, False),  # gap 10.80399 s
+    ("rpi4", 2.625e9, 3.4225, 2.29, 10.7, 2.625e9, 2.66e-4, True),  # gap 11.70399 s
+    ("phone", 9.125e9, 0.9375, 0.5, 0.0, 9.125e9, 1.06e-4, False),  # gap 1.00159 s
+    ("phone", 1.825e11, 0.9375, 0.5, 0.0, 9.125e9, 1.06e-4, True),  # gap 20.00159 s
+]
+
+
+@pytest.mark.parametrize("device, flops, busy_w, idle_w, start_s, rate, step_s, outlasts", CASES)
+def test_report_forecast_and_failed_estimate_agree_on_the_same_call(
+    device, flops, busy_w, idle_w, start_s, rate, step_s, outlasts
+):
+    """One train call (74 examples, batch 32, 5 epochs = 15 steps, 1 thread) on LTE: the energy
+    mod's report, the coordinator's forecast (per node and vectorised) and the failed-call
+    estimate, each on the parts it covers."""
+    link, down, up, kwh = "lte", 1_300_000, 600_000, 0.059
+    examples = 74
+    report = build_report(
+        "train", 1, 0, device, link, int(flops), down, up, kwh, steps=15, batch=32, threads=1
+    )
     fleet = FleetState([NodeInfo(7, 0, device, link, num_examples=examples)], 0, kwh)
     fleet.flops_per_example = flops / examples
+    fleet.batch_size, fleet.local_epochs, fleet.threads = 32, 5, 1
     fleet.default_upload_overhead = 1_000
     forecast = fleet.forecast(7, "none", up - 1_000, download_bytes=down)
     many = fleet.forecast_many(np.array([0]), "none", up - 1_000, download_bytes=down)
@@ -207,29 +254,36 @@ def test_report_forecast_and_failed_estimate_agree_on_the_same_call(flops, gap_o
             if c.phase == phase and (domain is None or c.domain == domain)
         )
 
-    # the report and the forecast: compute, download and upload, the same floats
-    assert forecast.compute_j == part("train") == report.phase_j("train")
+    # the report and the forecast: compute (busy, waiting, start-up), download and upload
+    local = report.phase_j("train") + report.phase_j("startup")
+    assert forecast.compute_j == local
     assert forecast.download_j == part("download") and forecast.upload_j == part("upload")
-    assert forecast.device_j == part("train") + part("download", "radio") + part("upload", "radio")
+    assert forecast.device_j == local + part("download", "radio") + part("upload", "radio")
     assert [float(col[0]) for col in many] == [
         forecast.compute_j,
         forecast.download_j,
         forecast.upload_j,
         forecast.device_j,
     ]
-    # by hand: 30 s or 2 s at 4 W; transfer + tail (cut by the upload where the gap is short)
-    gap = 30.0 if gap_outlasts_tail else 2.0
-    assert forecast.compute_j == _approx(4.0 * gap)
-    # (the call stands alone here: a promotion first, its own full tail at the end)
+    # by hand: busy at the 1-thread power, the idle base over the 1.6 s of transfers, the
+    # start-up on one core
+    busy_s = flops / rate + 15 * step_s
+    assert part("train", "compute") == _approx(busy_w * busy_s)
+    assert part("train", "idle") == _approx(idle_w * 1.6)
+    assert part("startup") == _approx(busy_w * start_s)
+    gap = busy_s + start_s
+    assert (gap > 11.576) == outlasts
+    # the radio (the call stands alone here: a promotion first, its own full tail at the end);
+    # before the upload the tail after the download, cut by the upload where the gap is short
     assert part("download", "radio") == _approx(LTE_PROMO_J + LTE_DOWN_J)
-    before_up = LTE_TAIL_J + LTE_PROMO_J if gap_outlasts_tail else 1.060 * gap
+    before_up = LTE_TAIL_J + LTE_PROMO_J if outlasts else 1.060 * gap
     assert part("upload", "radio") == _approx(before_up + LTE_UP_J + LTE_TAIL_J)
 
     # the failed-call estimate: the download it was sent and the forecast compute
     rows = failed_call_rows(fleet[7], "train", "timeout", down, forecast, kwh)
     by_phase = {r.phase: r for r in rows}
     assert set(by_phase) == {"download", "train"}
-    assert by_phase["train"].joules == forecast.compute_j == part("train")
+    assert by_phase["train"].joules == forecast.compute_j == local
     failed_dl = by_phase["download"]
     # nothing was uploaded after it, so its full tail is its own: the report's download + a tail
     assert failed_dl.joules == _approx(LTE_PROMO_J + LTE_DOWN_J + LTE_TAIL_J + 0.0013 * GB_J)

@@ -76,14 +76,20 @@ def test_centralized_totals_recomputed_from_the_models(compared):
     sizes = node_upload_samples(task, cfg)
     assert sum(n for n, _ in sizes) == len(pooled) == cen["samples"]
     assert [b for _, b in sizes] == [n * (64 * 4 + 8) for n, _ in sizes]  # float32 x 64 + int64
-    radio = sum(
-        radio_energy(get_link(p.link.id), 0, b, 0.0).upload_j
-        for p, (_, b) in zip(profiles, sizes, strict=True)
-    )
+    # each node's upload and tail, and (whole-device boundary, the default) its idle power over
+    # the upload's transfer time
+    radio = 0.0
+    for p, (_, b) in zip(profiles, sizes, strict=True):
+        up = radio_energy(get_link(p.link.id), 0, b, 0.0)
+        radio += up.upload_j + p.device.idle_power_w * up.upload_s
     infra = infrastructure_energy_j(sum(b for _, b in sizes), s.infra_kwh_per_gb)
     gpu = get_device("gpu-server")
     flops = FlopCache().training(task.make_model(), pooled.x, len(pooled), s.batch_size, 1)
-    compute = cen["epochs"] * gpu.compute_energy_j(flops)
+    # gpu-server: 1.28e13 FLOP/s, 1.06e-4 s a step, 500 W busy (150 W idle + 350 W); an epoch is
+    # ceil(samples / batch) steps; no start-up (one long-lived process)
+    steps = -(-len(pooled) // s.batch_size)
+    compute = cen["epochs"] * 500.0 * (flops / 1.28e13 + steps * 1.06e-4)
+    assert cen["steps"] == cen["epochs"] * steps
     assert cen["network_j"] == pytest.approx(radio)
     assert cen["infrastructure_j"] == pytest.approx(infra)
     assert cen["compute_j"] == pytest.approx(compute)

@@ -4,7 +4,6 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedenergy.client.mod import energy_mod
 from fedenergy.physics.call import radio_energy
-from fedenergy.physics.devices import get_device
 from fedenergy.physics.network import get_link, infrastructure_energy_j
 from fedenergy.protocol import REPORT_KEY
 from fedenergy.report import EnergyReport
@@ -52,10 +51,16 @@ def test_mod_attaches_a_report_built_from_exact_bytes_and_flops(train_message):
     assert rep.bytes_down == message_bytes(train_message)
     assert abs(rep.bytes_up - message_bytes(reply)) <= 2  # settled by fixed point
     assert rep.server_round == 2 and rep.partition_id == 3 and rep.device == "rpi4"
-    dev, link = get_device("rpi4"), get_link("lte")
+    link = get_link("lte")
     comp = {(c.phase, c.domain): c.joules for c in rep.components}
-    assert comp[("train", "compute")] == pytest.approx(dev.compute_energy_j(rep.flops))
-    radio = radio_energy(link, rep.bytes_down, rep.bytes_up, dev.compute_time_s(rep.flops))
+    # the built-in ClientApp trains on 1 thread: 1 of the Pi 4's 4 cores, 1.05e10 / 4 FLOP/s and
+    # 2.29 + 4.53 / 4 = 3.4225 W, plus 2.66e-4 s per optimizer step; then 10.7 s of start-up
+    assert rep.threads == 1 and rep.steps > 0 and rep.batch > 0
+    busy_s = rep.flops / 2.625e9 + rep.steps * 2.66e-4
+    assert rep.compute_s == pytest.approx(busy_s)
+    assert comp[("train", "compute")] == pytest.approx(3.4225 * busy_s)
+    assert comp[("startup", "compute")] == pytest.approx(3.4225 * 10.7)
+    radio = radio_energy(link, rep.bytes_down, rep.bytes_up, busy_s + 10.7)
     assert comp[("download", "radio")] == pytest.approx(radio.download_j)
     assert comp[("upload", "radio")] == pytest.approx(radio.upload_j)
     assert comp[("upload", "infrastructure")] == pytest.approx(

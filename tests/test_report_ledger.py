@@ -43,11 +43,12 @@ def test_report_round_trips_through_flower_records_and_protobuf():
     [
         ("schema", 99, "unsupported report schema"),
         ("kind", "mine", "unknown call kind"),
-        ("c-joules", [float("nan")] * 5, "joules"),
-        ("c-joules", [-1.0] * 5, "joules"),
-        ("c-joules", [1.0] * 4, "different lengths"),
-        ("c-provenance", ["guessed"] * 5, "provenance"),
-        ("c-phase", ["mining"] * 5, "unknown phase"),
+        # ("each", x): x for every component; ("short", x): one component too few
+        ("c-joules", ("each", float("nan")), "joules"),
+        ("c-joules", ("each", -1.0), "joules"),
+        ("c-joules", ("short", 1.0), "different lengths"),
+        ("c-provenance", ("each", "guessed"), "provenance"),
+        ("c-phase", ("each", "mining"), "unknown phase"),
         ("bytes-up", -5, "bytes-up"),
         ("compute-s", float("inf"), "compute-s"),
         ("device", "x" * 1000, "device"),
@@ -55,6 +56,9 @@ def test_report_round_trips_through_flower_records_and_protobuf():
 )
 def test_bad_reports_are_rejected_with_a_reason(key, value, reason):
     rec = _report().to_record()
+    if isinstance(value, tuple):
+        n = len(rec["c-phase"])
+        value = [value[1]] * (n if value[0] == "each" else n - 1)
     rec[key] = value
     with pytest.raises(ReportError, match=reason):
         EnergyReport.from_record(rec)
@@ -67,9 +71,11 @@ def test_bad_reports_are_rejected_with_a_reason(key, value, reason):
 def test_rows_group_components_by_phase_and_conserve_joules():
     rep = _report()
     rows = rows_from_report(123, rep)
-    assert [r.phase for r in rows] == ["train", "download", "upload"]
+    # the start-up of the ClientApp process is its own phase (settings.startup = "per-call")
+    assert [r.phase for r in rows] == ["train", "startup", "download", "upload"]
     assert sum(r.joules for r in rows) == pytest.approx(rep.total_j)
-    assert {r.phase: r.bytes for r in rows} == {"train": 0, "download": 12_000, "upload": 11_000}
+    want = {"train": 0, "startup": 0, "download": 12_000, "upload": 11_000}
+    assert {r.phase: r.bytes for r in rows} == want
 
 
 def test_ledger_commits_rounds_and_reopens(tmp_path):
@@ -186,7 +192,10 @@ def test_unmetered_energy_is_stored_as_null_and_never_summed_as_zero(tmp_path):
         tot = led.totals("r1")
     assert dict(energy)["train"] is None and comps == [("unmetered", None)]
     assert round_j == pytest.approx(metered) and tot["total_j"] == pytest.approx(metered)
-    assert "train" not in tot["by_phase"] and tot["compute_j"] == 0
+    # the only compute figure left is the modeled start-up phase of the ClientApp process
+    startup_j = rep.phase_j("startup")
+    assert startup_j > 0 and "train" not in tot["by_phase"]
+    assert tot["compute_j"] == pytest.approx(startup_j)
 
 
 def test_a_failed_run_keeps_its_reason_and_a_resume_clears_it(tmp_path):
@@ -238,5 +247,6 @@ def test_an_older_ledger_takes_unmetered_rows_and_failure_reasons_after_migratio
         ).fetchall()
         assert led.conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert nulls == (1,) and index == [("components_key",)]
-    with Ledger(path) as again:  # a migrated ledger opens as it is
-        assert len(again.energy_rows("old")) == 4
+    with Ledger(path) as again:  # a migrated ledger opens as it is: the old row and the new
+        # report's train, startup, download and upload rows
+        assert len(again.energy_rows("old")) == 5

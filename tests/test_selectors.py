@@ -58,6 +58,11 @@ def test_selectors_are_deterministic_for_a_seed_and_respect_k(make):
 def test_forecast_before_and_after_participation():
     st = fleet()
     phone, pi = 1000, 1001  # phone on LTE, rpi4 on Wi-Fi
+    # with a start-up per call (the default) the Pi pays 10.7 s of ClientApp start-up on one of
+    # its 4 cores (2.29 + 4.53 / 4 = 3.4225 W); the phone's client runs inside its app: none
+    assert st.forecast(pi, "none", 9_640).compute_j > 3.4225 * 10.7
+    assert st.forecast(phone, "none", 9_640).compute_j < 1.0
+    st.startup = "off"  # without it, LTE's radio tail makes the phone the dearer node
     assert st.forecast(phone, "none", 9_640).total_j > 3 * st.forecast(pi, "none", 9_640).total_j
     before = st.forecast(pi, "none", 9_640)
     st[pi].observed_compute_j, st[pi].observed_compute_s = 123.0, 4.0
@@ -90,6 +95,7 @@ def test_utility_selector_never_starves_a_node():
 
 def test_utility_prefers_cheap_nodes_once_explored():
     st = fleet(n=40)
+    st.startup = "off"  # the network costs alone: LTE nodes are the dear ones
     sel = UtilityPerJouleSelector(seed=0, exploration=0.0, max_staleness=1000)
     for nid in st.ordered():
         st.observe_train(nid, 1, 1.0)

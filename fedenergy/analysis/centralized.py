@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, facility_factor
 from fedenergy.physics.call import call_energy
+from fedenergy.physics.compute import DEVICE, OFF, Work, call_compute, steps_for
 from fedenergy.physics.flops import FlopCache
 from fedenergy.plan import RunPlan
 from fedenergy.sim.tasks import DataConfig, Task, evaluate, train_epochs
@@ -118,10 +119,12 @@ def run_centralized(
     # 1. every node uploads its raw data once over its own link
     uploads, radio_j, infra_j, up_s = [], 0.0, 0.0, 0.0
     for prof, (n, nbytes) in zip(plan.profiles, node_upload_samples(task, cfg), strict=True):
-        e = call_energy(prof.link, 0, nbytes, settings.infra_kwh_per_gb)  # one upload, alone
-        carbon.add(e.upload_radio_j, prof.country, prof.device)
+        # one upload + tail; whole-device: the node's idle base while it uploads
+        wait_w = prof.device.idle_power_w if settings.boundary == DEVICE else 0.0
+        e = call_energy(prof.link, 0, nbytes, settings.infra_kwh_per_gb, wait_w=wait_w)
+        carbon.add(e.upload_radio_j + e.wait_j, prof.country, prof.device)
         carbon.add(e.upload_infra_j, INFRA_COUNTRY, None, note_fallback=False)
-        radio_j += e.upload_radio_j
+        radio_j += e.upload_radio_j + e.wait_j
         infra_j += e.upload_infra_j
         up_s = max(up_s, e.upload_s)
         uploads.append(
@@ -132,7 +135,8 @@ def run_centralized(
                 "country": prof.country,
                 "samples": n,
                 "bytes": nbytes,
-                "radio_j": e.upload_radio_j,
+                "radio_j": e.upload_radio_j + e.wait_j,
+                "wait_j": e.wait_j,
                 "infrastructure_j": e.upload_infra_j,
                 "seconds": e.upload_s,
             }
@@ -146,7 +150,12 @@ def run_centralized(
     test = task.server_test_data(cfg)
     model = task.make_model()
     flops_per_epoch = FlopCache().training(model, pooled.x, len(pooled), settings.batch_size, 1)
-    epoch_it_j = dc.compute_energy_j(flops_per_epoch)
+    # one long-lived process on all the trainer's cores: no per-call start-up
+    epoch_work = Work(
+        flops_per_epoch, steps_for(len(pooled), settings.batch_size, 1), settings.batch_size, 0
+    )
+    epoch_cost = call_compute(dc.terms, epoch_work, settings.boundary, OFF)
+    epoch_it_j = epoch_cost.compute_j
     fac = facility_factor(dc)
     upload_total = radio_j + infra_j + network_pue
 
@@ -191,6 +200,8 @@ def run_centralized(
         "accuracy": final,
         "samples": len(pooled),
         "flops": flops_per_epoch * epochs,
+        "steps": epoch_work.steps * epochs,
+        "boundary": settings.boundary,
         "compute_j": compute_it,
         "network_j": radio_j,
         "infrastructure_j": infra_j,
@@ -201,8 +212,8 @@ def run_centralized(
         "carbon": carbon.as_dict(),
         "upload_bytes": sum(u["bytes"] for u in uploads),
         "upload_s": up_s,
-        "compute_s": dc.compute_time_s(flops_per_epoch * epochs),
-        "time_s": up_s + dc.compute_time_s(flops_per_epoch * epochs),
+        "compute_s": epoch_cost.compute_s * epochs,
+        "time_s": up_s + epoch_cost.compute_s * epochs,
         "by_phase": {"upload": radio_j + infra_j, "train": compute_it},
         "uploads": uploads,
         "per_epoch": curve,

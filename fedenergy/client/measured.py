@@ -33,6 +33,7 @@ class MeasuredCall:
     components: tuple[Component, ...]
     machine_j: float
     seconds: float
+    startup_s: float = 0.0  # CPU seconds of the process start-up charged (0: none charged)
 
 
 def wants_measurement(ctx: Context) -> bool:
@@ -46,9 +47,11 @@ def _provenance(m: Measurement) -> tuple[str, str]:
 
 
 def measure_call(
-    kind: str, ctx: Context, call: Callable[[], object]
+    kind: str, ctx: Context, call: Callable[[], object], startup: bool = True
 ) -> tuple[object, MeasuredCall]:
-    """Run ``call`` inside a meter window; return its result and the measured components."""
+    """Run ``call`` inside a meter window; return its result and the measured components
+    (with ``startup``, the start-up of a process not charged yet among them: the run's
+    ``startup`` setting, as for simulated devices)."""
     root = ctx.node_config.get("sysfs-root")
     tdp = ctx.node_config.get("tdp-w")
     meters = cached_detect(str(root) if root else None, float(tdp) if tdp else None)
@@ -57,10 +60,12 @@ def measure_call(
     m: Measurement = handle.measurement
     prov, source = _provenance(m)
     comps = compute_components(kind, m, prov, source)
-    startup = _startup_component(kind, ctx.state, m, prov, source)
-    if startup is not None:
-        comps.append(startup)
-    return result, MeasuredCall(tuple(comps), m.total_j, m.duration_s)
+    charged = _startup_component(kind, ctx.state, m, prov, source) if startup else None
+    startup_s = 0.0
+    if charged is not None:
+        comps.append(charged[0])
+        startup_s = charged[1]
+    return result, MeasuredCall(tuple(comps), m.total_j, m.duration_s, startup_s)
 
 
 def compute_components(kind: str, m: Measurement, prov: str, source: str) -> list[Component]:
@@ -86,8 +91,9 @@ def compute_components(kind: str, m: Measurement, prov: str, source: str) -> lis
 
 def _startup_component(
     kind: str, state: RecordDict, m: Measurement, prov: str, source: str
-) -> Component | None:
-    """Charge this process's pre-call CPU time once per process (keyed by its start time)."""
+) -> tuple[Component, float] | None:
+    """Charge this process's pre-call CPU time once per process (keyed by its start time);
+    the component and its CPU seconds."""
     from flwr.app import ConfigRecord
 
     cost = startup_cost()
@@ -97,7 +103,7 @@ def _startup_component(
     state[STARTUP_STATE_KEY] = ConfigRecord({"started-at": cost.started_at})
     pre_call_cpu_s = max(0.0, cost.cpu_s - m.process_cpu_s)
     rate = m.process_j / m.process_cpu_s if m.process_cpu_s > 0 else 0.0
-    return Component(
+    comp = Component(
         "startup",
         "compute",
         pre_call_cpu_s * rate,
@@ -105,3 +111,4 @@ def _startup_component(
         f"process start-up {pre_call_cpu_s:.3f} CPU-s x {rate:.3g} J/CPU-s measured in the call "
         f"({source}; {prov})",
     )
+    return comp, pre_call_cpu_s

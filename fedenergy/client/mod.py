@@ -37,15 +37,25 @@ from fedenergy.client.work import COUNTED, UNKNOWN, CallWork, call_work, torch_c
 from fedenergy.client.work import work_record as work_record  # re-exported: the handler's side
 from fedenergy.physics.call import call_energy, modeled_call
 from fedenergy.physics.catalog import Catalog, cached_catalog, packaged_catalog
+from fedenergy.physics.compute import (
+    BOUNDARIES,
+    DEFAULT_BOUNDARY,
+    DEFAULT_STARTUP,
+    DEVICE,
+    PER_CALL,
+    STARTUP_MODES,
+)
 from fedenergy.physics.network import INFRA_SOURCE
 from fedenergy.physics.radio import KeepAlive, keepalive_from_table
 from fedenergy.protocol import (
+    CFG_BOUNDARY,
     CFG_CATALOG,
     CFG_DEVICE,
     CFG_INFRA_KWH_PER_GB,
     CFG_KEEPALIVE,
     CFG_LINK,
     CFG_RADIO_IDLE,
+    CFG_STARTUP,
     CONFIG_RECORD,
     NODE_CATALOG,
     NODE_DEVICE,
@@ -114,26 +124,60 @@ def build_report(
     measured: MeasuredCall | None = None,
     catalog: Catalog | None = None,
     *,
+    steps: int = 0,
+    batch: int = 0,
+    threads: int = 0,
+    boundary: str = DEFAULT_BOUNDARY,
+    startup: str = DEFAULT_STARTUP,
     idle_s: float | None = None,
     keepalive: KeepAlive | None = None,
 ) -> EnergyReport:
-    """The report of one call: compute from FLOPs through the device model (or the measured
-    components of a deployed node), radio and infrastructure from bytes through the link model
-    (the call model, :mod:`fedenergy.physics.call`; a measured call's gap between download and
-    upload lasts its measured seconds). The ids are looked up in ``catalog`` (default:
-    packaged). ``idle_s``/``keepalive``: the node's radio on the run's clock, as the coordinator
-    sent them (None: the call stands alone)."""
+    """The report of one call: compute from its work (FLOPs, steps, threads) through the
+    device model (or the measured components of a deployed node), the start-up phase (modeled,
+    or measured), the device's base while it waits on its transfers (whole-device boundary),
+    radio and infrastructure from bytes through the link model (the call model,
+    :mod:`fedenergy.physics.call`; a measured call's gap between download and upload lasts its
+    measured start-up and seconds). The ids are looked up in ``catalog`` (default: packaged).
+    ``idle_s``/``keepalive``: the node's radio on the run's clock, as the coordinator sent them
+    (None: the call stands alone)."""
     catalog = packaged_catalog() if catalog is None else catalog
     device, link = catalog.device(device_id), catalog.link(link_id)
     radio = dict(idle_s=idle_s, keepalive=keepalive)
+    wait_w = device.idle_power_w if boundary == DEVICE else 0.0
     if measured:  # compute from the meters (their components), the network from the model
         e = call_energy(
-            link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds, **radio
+            link,
+            bytes_down,
+            bytes_up,
+            infra_kwh_per_gb,
+            compute_s=measured.seconds,
+            wait_w=wait_w,
+            startup_s=measured.startup_s,
+            **radio,
         )
         compute = measured.components
     else:
-        e = modeled_call(device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb, **radio)
+        e = modeled_call(
+            device,
+            link,
+            flops,
+            bytes_down,
+            bytes_up,
+            infra_kwh_per_gb,
+            steps=steps,
+            threads=threads,
+            boundary=boundary,
+            startup=startup,
+            **radio,
+        )
+        # the work (steps, threads) and the boundary travel in the report's own fields
         compute = (Component(kind, "compute", e.compute_j, "modeled", device.provenance()),)
+        if startup == PER_CALL:
+            start = f"{device.provenance()}; fresh ClientApp process, {e.startup_s:g} s on 1 core"
+            compute += (Component("startup", "compute", e.startup_j, "modeled", start),)
+    if boundary == DEVICE:
+        idle = f"{device.provenance()}; idle {device.idle_power_w:g} W while transferring"
+        compute += (Component(kind, "idle", e.wait_j, "modeled", idle),)
     infra = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB"
     comps = (
         *compute,
@@ -154,6 +198,11 @@ def build_report(
         e.compute_s,
         comps,
         machine_j=measured.machine_j if measured else 0.0,
+        steps=int(steps),
+        batch=int(batch),
+        threads=int(threads),
+        boundary=boundary,
+        startup_s=e.startup_s,
     )
 
 
@@ -212,15 +261,22 @@ def meter_call(
     bytes_down = message_bytes(msg)
     kind = message_kind(msg)
     measured = None
+    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
+    boundary, startup = (
+        str(cfg.get(CFG_BOUNDARY, DEFAULT_BOUNDARY)),
+        str(cfg.get(CFG_STARTUP, DEFAULT_STARTUP)),
+    )
+    boundary = boundary if boundary in BOUNDARIES else DEFAULT_BOUNDARY
+    startup = startup if startup in STARTUP_MODES else DEFAULT_STARTUP
     with torch_calls() if count_torch else nullcontext(None) as seen:
         if wants_measurement(ctx):
-            reply, measured = measure_call(kind, ctx, lambda: call_next(msg, ctx))
+            run = lambda: call_next(msg, ctx)  # noqa: E731
+            reply, measured = measure_call(kind, ctx, run, startup=startup == PER_CALL)
         else:
             reply = call_next(msg, ctx)
     if reply.has_error():
         return reply
     work = call_work(reply, kind, seen, counting=count_torch)
-    cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
     device_id, link_id = resolve_profile(msg, ctx)
     idle_s, keepalive = radio_config(cfg)
     args = dict(
@@ -236,6 +292,11 @@ def meter_call(
         catalog=node_catalog(msg, ctx),
         idle_s=idle_s,
         keepalive=keepalive,
+        steps=work.steps,
+        batch=work.batch,
+        threads=work.threads,
+        boundary=boundary,
+        startup=startup,
     )
 
     def report(bytes_up: int) -> EnergyReport:

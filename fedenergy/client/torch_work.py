@@ -8,7 +8,9 @@ passes reaching them, and an optimizer step hook. No tensor is read and no value
 training runs exactly as without them. After the call, :meth:`TorchCalls.counted` turns the
 records into FLOPs: each distinct record is counted once per process on a meta copy of its
 module (:mod:`fedenergy.physics.flops`; the backward from the outputs it reached), times its
-calls and backward passes, plus 2 FLOPs per trainable parameter per optimizer step.
+calls and backward passes, plus 2 FLOPs per trainable parameter per optimizer step. The same
+records give the call's steps (optimizer steps; backward passes or forward calls where there
+are none) and its batch (the largest leading dimension of a recorded call's first tensor).
 
 Not seen: work outside ``nn.Module`` calls (bare tensor arithmetic, ``module.forward(x)``
 called directly), work in other threads or processes, and modules whose arguments are not
@@ -56,6 +58,8 @@ class Counted:
     steps: int  # optimizer steps seen
     uncounted: int  # module calls seen whose FLOPs could not be counted
     reason: str = ""  # why they could not
+    backwards: int = 0  # backward passes that reached a recorded call
+    batch: int = 0  # the largest leading dimension of a recorded call's first tensor argument
 
 
 class _Reached:
@@ -186,8 +190,11 @@ class TorchCalls:
         """The FLOPs of the work recorded so far (each distinct call counted once per process)."""
         flops, calls, uncounted = 0, self._undescribed, self._undescribed
         reason = self._undescribed_reason
+        backwards, batch = 0, 0
         for key, tally in self._tallies.items():
             calls += tally.forwards
+            backwards += sum(tally.backwards().values())
+            batch = max(batch, _leading_dim(key[3][0]))
             try:
                 flops += self._module_flops(key, tally)
             except Exception as err:  # noqa: BLE001 - a count must never fail the call
@@ -200,4 +207,12 @@ class TorchCalls:
             )
             flops += 2 * n * trainable
             steps += n
-        return Counted(flops, calls, steps, uncounted, reason)
+        return Counted(flops, calls, steps, uncounted, reason, backwards, batch)
+
+
+def _leading_dim(args: tuple) -> int:
+    """The leading dimension of the first tensor in a call's described arguments (0: none)."""
+    for a in args:
+        if isinstance(a, TensorSpec):
+            return int(a.shape[0]) if a.shape else 0
+    return 0

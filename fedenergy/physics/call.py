@@ -1,17 +1,23 @@
 """The one call-energy model: what one client call costs, from its download to its upload.
 
-A call: the node downloads ``bytes_down``, computes for ``compute_s`` seconds (spending
-``compute_j``), then uploads ``bytes_up``. Its energy, part by part:
+A call: the node downloads ``bytes_down``, (in a deployment) starts a fresh ClientApp process,
+computes for ``compute_s`` seconds (spending ``compute_j``), then uploads ``bytes_up``. Its
+energy, part by part:
 
-* compute: given (measured by meters, or observed in earlier calls), or modeled from FLOPs
-  through the device profile (:func:`fedenergy.physics.devices.modeled_compute`);
+* compute: given (measured by meters, or observed in earlier calls), or modeled from the call's
+  work (FLOPs, steps, threads) through the device profile (:mod:`fedenergy.physics.compute`,
+  which also gives the start-up phase and the power charged while the device waits on its
+  network: idle power under the whole-device boundary, none under the marginal one);
 * radio, per node over the run (:mod:`fedenergy.physics.radio`): each transfer is charged what
   leads up to it since the node's previous transfer (that transfer's tail, cut when this one
   starts within it; a promotion from idle where it did not) plus its own power x time. The
   download is charged the gap since the node's last call (``idle_s``; a promotion on its first),
-  the upload the compute gap after the download. The tail after the node's last transfer of
-  the run is charged once at the end (:func:`fedenergy.physics.radio.closing_j`). A call with
-  no clock (``idle_s`` None) stands alone: a promotion, and its own tail in full;
+  the upload the start-up and compute gap after the download. The tail after the node's last
+  transfer of the run is charged once at the end (:func:`fedenergy.physics.radio.closing_j`). A
+  call with no clock (``idle_s`` None) stands alone: a promotion, and its own tail in full. The
+  radio model's powers are above the device's base (Huang et al.);
+* waiting: ``wait_w`` over both transfer times (whole-device boundary: the device's idle base
+  under the radio's power);
 * infrastructure, each way: bytes x kWh/GB
   (:func:`fedenergy.physics.network.infrastructure_energy_j`).
 
@@ -29,8 +35,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedenergy.physics import radio
+from fedenergy.physics.compute import DEFAULT_BOUNDARY, DEFAULT_STARTUP, Work, call_compute
 from fedenergy.physics.constants import Num
-from fedenergy.physics.devices import DeviceProfile, modeled_compute
+from fedenergy.physics.devices import DeviceProfile
 from fedenergy.physics.network import (
     INFRA_KWH_PER_GB,
     LinkProfile,
@@ -46,7 +53,7 @@ class CallEnergy:
     field holds one value per node (a field whose inputs were all scalars stays a scalar)."""
 
     compute_j: Num
-    compute_s: Num  # the compute gap between the download and the upload
+    compute_s: Num  # busy seconds of the handler (with startup_s, the gap between transfers)
     download_radio_j: Num  # device radio: transfer + the tail after it
     upload_radio_j: Num
     download_infra_j: Num  # network infrastructure
@@ -56,6 +63,9 @@ class CallEnergy:
     # from the call's start (its message reaching the node) to the end of its last transfer:
     # promotions, transfers and the compute gap between them (0: nothing transferred)
     radio_end_s: Num = 0.0
+    wait_j: Num = 0.0  # the device's base while it waits on its transfers (whole-device)
+    startup_j: Num = 0.0  # the start-up phase (a fresh ClientApp process)
+    startup_s: Num = 0.0
 
     @property
     def download_j(self) -> Num:
@@ -73,13 +83,19 @@ class CallEnergy:
         return self.download_j + self.upload_j
 
     @property
+    def local_j(self) -> Num:
+        """What the device draws besides its radio: compute, waiting and start-up."""
+        return self.compute_j + self.wait_j + self.startup_j
+
+    @property
     def device_j(self) -> Num:
-        """What the device itself draws: compute + radio (not the infrastructure)."""
-        return self.compute_j + self.download_radio_j + self.upload_radio_j
+        """What the device itself draws: compute, waiting, start-up and radio (not the
+        infrastructure)."""
+        return self.local_j + self.download_radio_j + self.upload_radio_j
 
     @property
     def total_j(self) -> Num:
-        return self.compute_j + self.download_j + self.upload_j
+        return self.local_j + self.download_j + self.upload_j
 
 
 class _Gathered:
@@ -108,6 +124,9 @@ def _compose(
     compute_s: Num,
     idle_s: Num | None = None,
     keepalive: radio.KeepAlive | None = None,
+    wait_w: Num = 0.0,
+    startup_j: Num = 0.0,
+    startup_s: Num = 0.0,
 ) -> CallEnergy:
     # The radio (physics/radio.py): each transfer is charged what leads up to it from the
     # node's previous transfer (the tail, cut; a promotion where the tail ran out; keep-alive
@@ -119,7 +138,7 @@ def _compose(
     t_down = ops.where(has_down, transfer_time_s(bytes_down, link.down_bps), 0.0)
     t_up = ops.where(has_up, transfer_time_s(bytes_up, link.up_bps), 0.0)
     lead_j, lead_s = radio.lead_in(ops, link, idle_s, keepalive)
-    gap_s = ops.maximum(compute_s, 0.0)
+    gap_s = ops.maximum(compute_s + startup_s, 0.0)
     mid_j, mid_s = radio.segment(ops, link, gap_s)  # no keep-alive while the node is busy
     e_down = ops.where(has_down, lead_j + link.down_w * t_down, 0.0)
     e_up = ops.where(has_up, ops.where(has_down, mid_j, lead_j) + link.up_w * t_up, 0.0)
@@ -139,6 +158,9 @@ def _compose(
         t_down,
         t_up,
         end_s,
+        wait_w * (t_down + t_up),
+        startup_j,
+        startup_s,
     )
 
 
@@ -152,12 +174,17 @@ def call_energy(
     *,
     idle_s: float | None = None,
     keepalive: radio.KeepAlive | None = None,
+    wait_w: float = 0.0,
+    startup_j: float = 0.0,
+    startup_s: float = 0.0,
 ) -> CallEnergy:
-    """One call on ``link``: download ``bytes_down``, compute ``compute_j`` over ``compute_s``,
-    upload ``bytes_up`` (0: none); infrastructure at ``infra_kwh_per_gb``. ``idle_s``: seconds
-    since the node's previous transfer ended, on the run's clock (``math.inf``: none yet; None:
-    the call stands alone, its own tail charged in full); ``keepalive``: the exchanges a waiting
-    node makes in that time (:mod:`fedenergy.physics.radio`)."""
+    """One call on ``link``: download ``bytes_down``, start up for ``startup_s`` (spending
+    ``startup_j``), compute ``compute_j`` over ``compute_s``, upload ``bytes_up`` (0: none),
+    with ``wait_w`` watts over the transfer times; infrastructure at ``infra_kwh_per_gb``.
+    ``idle_s``: seconds since the node's previous transfer ended, on the run's clock
+    (``math.inf``: none yet; None: the call stands alone, its own tail charged in full);
+    ``keepalive``: the exchanges a waiting node makes in that time
+    (:mod:`fedenergy.physics.radio`)."""
     return _compose(
         radio.SCALAR,
         link.terms,
@@ -168,6 +195,9 @@ def call_energy(
         compute_s,
         idle_s,
         keepalive,
+        wait_w,
+        startup_j,
+        startup_s,
     )
 
 
@@ -181,18 +211,27 @@ def modeled_call(
     *,
     idle_s: float | None = None,
     keepalive: radio.KeepAlive | None = None,
+    steps: int = 0,
+    threads: int = 0,
+    boundary: str = DEFAULT_BOUNDARY,
+    startup: str = DEFAULT_STARTUP,
 ) -> CallEnergy:
-    """``call_energy`` with the compute of ``flops`` modeled through ``device``."""
-    compute_j, compute_s = modeled_compute(flops, device.train_flops_per_s, device.active_power_w)
+    """``call_energy`` with the compute of ``flops`` and ``steps`` on ``threads`` (0: not
+    known) modeled through ``device`` in ``boundary`` terms, the start-up phase as ``startup``
+    says (:mod:`fedenergy.physics.compute`)."""
+    c = call_compute(device.terms, Work(flops, steps, 0, threads), boundary, startup)
     return call_energy(
         link,
         bytes_down,
         bytes_up,
         infra_kwh_per_gb,
-        compute_j,
-        compute_s,
+        c.compute_j,
+        c.compute_s,
         idle_s=idle_s,
         keepalive=keepalive,
+        wait_w=c.wait_w,
+        startup_j=c.startup_j,
+        startup_s=c.startup_s,
     )
 
 
@@ -207,6 +246,9 @@ def call_energy_many(
     *,
     idle_s: Num | None = None,
     keepalive: radio.KeepAlive | None = None,
+    wait_w: Num = 0.0,
+    startup_j: Num = 0.0,
+    startup_s: Num = 0.0,
 ) -> CallEnergy:
     """``call_energy`` of many nodes at once: node ``i`` is on link ``links[index[i]]`` of a
     ``link_table`` (``index`` None: ``links`` holds one entry per node already); the other
@@ -223,6 +265,9 @@ def call_energy_many(
         compute_s,
         idle_s,
         keepalive,
+        wait_w,
+        startup_j,
+        startup_s,
     )
 
 

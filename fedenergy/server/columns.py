@@ -41,13 +41,29 @@ COLUMNS = {
     "obs_s": (np.float64, 0.0),  # observed compute seconds, 0.0 when none (as forecasts read it)
     "dev_fps": (np.float64, 1.0),  # device train_flops_per_s
     "dev_w": (np.float64, 0.0),  # device active_power_w
+    "dev_idle": (np.float64, 0.0),  # device idle_power_w
+    "dev_cores": (np.float64, 1.0),  # device cores
+    "dev_step": (np.float64, 0.0),  # device step_overhead_s
+    "dev_start": (np.float64, 0.0),  # device startup_s
+    "dev_cpu": (np.float64, 1.0),  # device cpu_cores
     "link": (np.int64, 0),  # index into the link table
     "radio_end": (np.float64, _NAN),  # end of its last transfer on the run's clock (NaN: none)
 }
+# the device constants of the compute model, column by column (dev_<key>), in ComputeTerms order
+DEVICE_KEYS = ("fps", "w", "idle", "cores", "step", "start", "cpu")
 HISTORY = ("last_round", "participations", "failures", "has_loss", "loss", "radio_end")
 ORDER_INPUTS = frozenset({"part", "known", "avail"})
 FORECAST_INPUTS = frozenset(
-    {"known", "examples", "has_obs", "obs_j", "obs_s", "dev_fps", "dev_w", "link", "radio_end"}
+    {
+        "known",
+        "examples",
+        "has_obs",
+        "obs_j",
+        "obs_s",
+        "link",
+        "radio_end",
+        *(f"dev_{k}" for k in DEVICE_KEYS),
+    }
 )
 NO_UPLOAD = -1  # an upload-bytes cell with no observation
 
@@ -156,8 +172,8 @@ class FleetColumns:
 
     def set_profile(self, row: int, device: DeviceProfile, link: LinkProfile) -> None:
         self.devices[row], self.links[row] = device, link
-        self.set("dev_fps", row, device.train_flops_per_s)
-        self.set("dev_w", row, device.active_power_w)
+        for key, value in zip(DEVICE_KEYS, device.terms, strict=True):
+            self.set(f"dev_{key}", row, value)
         self.set("link", row, self._link_index(link))
 
     def _link_index(self, link: LinkProfile) -> int:

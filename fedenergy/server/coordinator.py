@@ -229,9 +229,17 @@ def run_federation(
         )
         admit_fleet(strategy, grid, wait_for_nodes(grid, settings.nodes))
         test_data = plan.task.server_test_data(plan.data)
-        strategy.fleet.flops_per_example = training_flops_per_example(
+        fleet = strategy.fleet
+        fleet.flops_per_example = training_flops_per_example(
             plan.task, test_data, settings.batch_size, settings.local_epochs
         )
+        # the built-in ClientApp trains on one thread (fedenergy.sim.clientapp)
+        fleet.batch_size, fleet.local_epochs, fleet.threads = (
+            settings.batch_size,
+            settings.local_epochs,
+            1,
+        )
+        fleet.boundary, fleet.startup = settings.boundary, settings.startup
         evaluate_fn = server_evaluator(plan.task, test_data)
         health = RoundHealth(settings, strategy)
 

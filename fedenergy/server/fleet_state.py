@@ -24,6 +24,7 @@ import numpy as np
 
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.catalog import Catalog, packaged_catalog
+from fedenergy.physics.compute import DEFAULT_BOUNDARY, DEFAULT_STARTUP
 from fedenergy.physics.radio import KeepAlive
 from fedenergy.server.availability import online_mask
 from fedenergy.server.battery import drain, install, recharge_all, shift_initial
@@ -78,6 +79,11 @@ class FleetState:
         self.seed = seed
         self.infra_kwh_per_gb = infra_kwh_per_gb
         self.flops_per_example = 0.0  # training FLOPs per local example (set by the coordinator)
+        # the steps of a train call (0: not known) and the clients' threads (0: not known, all
+        # cores), set by the coordinator like flops_per_example; the compute model's boundary
+        # and start-up mode (fedenergy.physics.compute)
+        self.batch_size, self.local_epochs, self.threads = 0, 0, 0
+        self.boundary, self.startup = DEFAULT_BOUNDARY, DEFAULT_STARTUP
         self.default_upload_overhead = 1500  # bytes beyond the payload, until one is observed
         self.download_bytes = 0  # size of a train message, where a forecast is not told one
         self.known_count = 0
@@ -222,8 +228,13 @@ class FleetState:
             self.flops_per_example,
             self.default_upload_overhead,
             self.infra_kwh_per_gb,
-            self.clock_s,
-            self.keepalive,
+            batch_size=self.batch_size,
+            epochs=self.local_epochs,
+            threads=self.threads,
+            boundary=self.boundary,
+            startup=self.startup,
+            clock_s=self.clock_s,
+            keepalive=self.keepalive,
         )
 
     def expected_upload_bytes(self, st: NodeState, codec_label: str, payload_bytes: int) -> int:

@@ -1,10 +1,13 @@
 """The energy forecast of a node's coming train call, per node and for many nodes at once.
 
-A known node's forecast comes from its device and link profile before it has participated,
-from its own observed history after (compute joules and seconds of its last train call, upload
-bytes per codec); the download is this round's train message. The joules are the call model's
-(:mod:`fedenergy.physics.call`): ``known_forecast`` asks it for one node, ``rows_forecast`` for
-many known nodes at once on the fleet's columns (``call_energy_many``: the same floats).
+A known node's forecast comes from its device and link profile before it has participated
+(FLOPs per example and the steps of its local epochs, on the client's threads), from its own
+observed history after (compute joules and seconds of its last train call, upload bytes per
+codec); the download is this round's train message, the start-up phase the device model's. The
+joules are the call model's (:mod:`fedenergy.physics.call`, :mod:`fedenergy.physics.compute`):
+``known_forecast`` asks it for one node, ``rows_forecast`` for many known nodes at once on the
+fleet's columns (``call_energy_many``: the same floats). A forecast's ``compute_j`` is all the
+device draws besides its radio: compute, waiting on the network and start-up.
 """
 
 from __future__ import annotations
@@ -16,10 +19,19 @@ from typing import NamedTuple
 import numpy as np
 
 from fedenergy.physics.call import CallEnergy, call_energy, call_energy_many, modeled_call
-from fedenergy.physics.devices import DeviceProfile, modeled_compute
+from fedenergy.physics.compute import (
+    DEFAULT_BOUNDARY,
+    DEFAULT_STARTUP,
+    ComputeTerms,
+    Work,
+    call_compute,
+    call_compute_many,
+    steps_for,
+)
+from fedenergy.physics.devices import DeviceProfile
 from fedenergy.physics.network import LinkProfile
 from fedenergy.physics.radio import KeepAlive
-from fedenergy.server.columns import FleetColumns
+from fedenergy.server.columns import DEVICE_KEYS, FleetColumns
 
 FIELDS = ("compute_j", "download_j", "upload_j", "device_j")
 Columns4 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -29,7 +41,7 @@ Columns4 = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 class Forecast:
     """Predicted joules of one train call, by phase (network includes infrastructure)."""
 
-    compute_j: float
+    compute_j: float  # all the device draws besides its radio: compute, waiting, start-up
     download_j: float
     upload_j: float
     device_j: float  # the part drawn from the device itself (compute + radio), for batteries
@@ -55,6 +67,11 @@ class Model(NamedTuple):
     flops_per_example: float  # training FLOPs per local example
     upload_overhead: int  # bytes beyond the payload, until an upload is observed
     infra_kwh_per_gb: float
+    batch_size: int = 0  # local training: examples per step (0: not known, no step term)
+    epochs: int = 0  # local epochs (0: not known)
+    threads: int = 0  # the client's compute threads (0: not known, all cores)
+    boundary: str = DEFAULT_BOUNDARY  # accounting boundary (physics.compute.BOUNDARIES)
+    startup: str = DEFAULT_STARTUP  # start-up phase (physics.compute.STARTUP_MODES)
     # the run's clock when the call would be sent (None: no clock, each call stands alone) and
     # the keep-alive accounted between calls (physics/radio.py)
     clock_s: float | None = None
@@ -76,41 +93,52 @@ def idle_many(clock_s: float | None, radio_end: np.ndarray) -> np.ndarray | None
     return np.where(np.isnan(radio_end), np.inf, clock_s - radio_end)
 
 
+def _work(model: Model, examples: int) -> Work:
+    """The modeled work of a train call over ``examples`` local examples (at least one)."""
+    n = max(examples, 1)
+    return Work(
+        model.flops_per_example * n, steps_for(n, model.batch_size, model.epochs), 0, model.threads
+    )
+
+
 def _forecast(e: CallEnergy) -> Forecast:
-    return Forecast(e.compute_j, e.download_j, e.upload_j, e.device_j)
+    return Forecast(e.local_j, e.download_j, e.upload_j, e.device_j)
 
 
 def profile_forecast(
     device: DeviceProfile, link: LinkProfile, num_examples: int, call: TrainCall, model: Model
 ) -> Forecast:
     """The forecast of a node of profile ``device``/``link`` with no history."""
-    flops = model.flops_per_example * max(num_examples, 1)
+    w = _work(model, num_examples)
     up = call.payload_bytes + model.upload_overhead
     first = None if model.clock_s is None else math.inf  # no history: no transfer yet
-    return _forecast(
-        modeled_call(
-            device,
-            link,
-            flops,
-            call.download_bytes,
-            up,
-            model.infra_kwh_per_gb,
-            idle_s=first,
-            keepalive=model.keepalive,
-        )
+    e = modeled_call(
+        device,
+        link,
+        w.flops,
+        call.download_bytes,
+        up,
+        model.infra_kwh_per_gb,
+        steps=w.steps,
+        threads=w.threads,
+        boundary=model.boundary,
+        startup=model.startup,
+        idle_s=first,
+        keepalive=model.keepalive,
     )
+    return _forecast(e)
 
 
 def known_forecast(cols: FleetColumns, row: int, call: TrainCall, model: Model) -> Forecast:
-    """The forecast of the known node at ``row``."""
+    """The forecast of the known node at ``row``: its last train call's observed compute (the
+    whole train phase: busy and waiting), else the device model's; the model's start-up."""
+    device = cols.devices[row]
+    c = call_compute(
+        device.terms, _work(model, cols.infos[row].num_examples), model.boundary, model.startup
+    )
+    compute_j, compute_s, wait_w = c.compute_j, c.compute_s, c.wait_w
     if cols.get("has_obs", row):
-        compute_j, compute_s = cols.get("obs_j", row), cols.get("obs_s", row)
-    else:
-        flops = model.flops_per_example * max(cols.infos[row].num_examples, 1)
-        device = cols.devices[row]
-        compute_j, compute_s = modeled_compute(
-            flops, device.train_flops_per_s, device.active_power_w
-        )
+        compute_j, compute_s, wait_w = cols.get("obs_j", row), cols.get("obs_s", row), 0.0
     up = cols.upload(row, call.codec_label)
     if up is None:
         up = call.payload_bytes + model.upload_overhead
@@ -123,6 +151,9 @@ def known_forecast(cols: FleetColumns, row: int, call: TrainCall, model: Model) 
         compute_s,
         idle_s=idle_s(model.clock_s, cols.get("radio_end", row)),
         keepalive=model.keepalive,
+        wait_w=wait_w,
+        startup_j=c.startup_j,
+        startup_s=c.startup_s,
     )
     return _forecast(e)
 
@@ -131,13 +162,18 @@ def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: 
     """``known_forecast`` of the known nodes at ``rows``: arrays of compute_j, download_j,
     upload_j and device_j, equal float for float to its answers."""
     c = cols.data
-    # compute: observed, else the device model
-    flops = model.flops_per_example * np.maximum(c["examples"][rows], 1)
-    compute_j, compute_s = modeled_compute(flops, c["dev_fps"][rows], c["dev_w"][rows])
+    # compute: observed, else the device model; the start-up the model's
+    examples = np.maximum(c["examples"][rows], 1)
+    flops = model.flops_per_example * examples
+    steps = steps_for(examples, model.batch_size, model.epochs)
+    terms = ComputeTerms(*(c[f"dev_{k}"][rows] for k in DEVICE_KEYS))
+    m = call_compute_many(terms, flops, steps, model.threads, model.boundary, model.startup)
+    compute_j, compute_s, wait_w = m.compute_j, m.compute_s, m.wait_w
     has_obs = c["has_obs"][rows]
     if has_obs.any():
         compute_j = np.where(has_obs, c["obs_j"][rows], compute_j)
         compute_s = np.where(has_obs, c["obs_s"][rows], compute_s)
+        wait_w = np.where(has_obs, 0.0, wait_w)
     # upload bytes: observed with this codec, else payload + overhead
     up = np.full(len(rows), call.payload_bytes + model.upload_overhead)
     seen = cols.uploads.get(call.codec_label)
@@ -154,8 +190,11 @@ def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: 
         compute_s,
         idle_s=idle_many(model.clock_s, c["radio_end"][rows]),
         keepalive=model.keepalive,
+        wait_w=wait_w,
+        startup_j=m.startup_j,
+        startup_s=m.startup_s,
     )
-    return e.compute_j, e.download_j, e.upload_j, e.device_j
+    return e.local_j, e.download_j, e.upload_j, e.device_j
 
 
 def mean_forecast(columns: Columns4) -> Forecast:

@@ -96,13 +96,14 @@ def train(msg: Message, context: Context) -> Message:
     epochs, batch = int(cfg.get(CFG_EPOCHS, 1)), int(cfg.get(CFG_BATCH_SIZE, 32))
     seed = int(cfg.get(CFG_SEED, 0)) * 100003 + int(cfg.get(SERVER_ROUND, 0))
     mu = float(cfg.get(PROXIMAL_MU, 0.0))  # set by Flower's FedProx
-    loss, _ = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed, mu)
+    loss, steps = train_epochs(model, data, epochs, batch, float(cfg.get("lr", 0.1)), seed, mu)
     flops = FLOPS.training(model, data.x, len(data), batch, epochs)
+    threads = torch.get_num_threads()
     content = RecordDict(
         {
             ARRAYS_RECORD: ArrayRecord(model.state_dict()),
             METRICS_RECORD: MetricRecord({TRAIN_LOSS: loss, NUM_EXAMPLES: len(data)}),
-            WORK_KEY: work_record("train", flops),
+            WORK_KEY: work_record("train", flops, steps, min(batch, len(data)), threads),
         }
     )
     if spec.name != "none":
@@ -135,7 +136,10 @@ def evaluate_local(msg: Message, context: Context) -> Message:
                 METRICS_RECORD: MetricRecord(
                     {EVAL_LOSS: loss, EVAL_ACC: acc, NUM_EXAMPLES: len(data)}
                 ),
-                WORK_KEY: work_record("evaluate", flops),
+                # evaluate() runs one forward pass over the whole local test split
+                WORK_KEY: work_record(
+                    "evaluate", flops, int(len(data) > 0), len(data), torch.get_num_threads()
+                ),
             }
         ),
         reply_to=msg,
