@@ -151,12 +151,12 @@ def section_overhead(d: dict) -> list[str]:
         "| figure | value | goal |",
         "|---|---|---|",
         f"| wall ratio, mod / no mod (federation phase, median of {d['reps']} interleaved pairs) "
-        f"| {_f(d.get('wall_ratio'), 3)} | ≤ 1.03 |",
+        f"| {_f(d.get('wall_ratio'), 3)} | ≤ 1.05 |",
         f"| wall ratio, whole run incl. Ray start/stop | {_f(d.get('total_wall_ratio'), 3)} | |",
         f"| CPU ratio, whole process tree | {_f(d.get('cpu_ratio'), 3)} | |",
         f"| wall overhead estimated from the per-call CPU | "
         f"{_f(100 * d['estimated_wall_overhead'], 3) if 'estimated_wall_overhead' in d else '–'}"
-        " % | ≤ 3 % |",
+        " % | ≤ 5 % |",
         f"| **CPU per metered call, mod itself (worst kind)** | {_f(d['cpu_ms_per_call'], 3)} ms "
         "| ≤ 5 ms |",
         f"| CPU per call: train / evaluate / query | {_f(pc['train']['mod_ms'], 3)} / "
