@@ -28,6 +28,7 @@ from fedenergy.protocol import (
     CFG_EPOCHS,
     CFG_FLEET,
     CFG_INFRA_KWH_PER_GB,
+    CFG_INFRA_MODEL,
     CFG_PARTITIONER,
     CFG_SEED,
     CFG_TASK,
@@ -77,6 +78,7 @@ def message_config(settings: Settings, uplink: CodecSpec) -> Mapping[str, object
             CFG_BATCH_SIZE: settings.batch_size,
             CFG_FLEET: settings.fleet,
             CFG_INFRA_KWH_PER_GB: settings.infra_kwh_per_gb,
+            CFG_INFRA_MODEL: settings.infra_model,
             CFG_CODEC: uplink.label(),
         }
     )

@@ -46,6 +46,7 @@ CFG_EPOCHS = "fe-epochs"
 CFG_BATCH_SIZE = "fe-batch-size"
 CFG_FLEET = "fe-fleet"
 CFG_INFRA_KWH_PER_GB = "fe-infra-kwh-per-gb"
+CFG_INFRA_MODEL = "fe-infra-model"  # physics.infra: "per-byte" | "power"
 CFG_CODEC = "fe-codec"  # uplink codec label the node encodes its update with
 CFG_DOWNLINK = "fe-downlink"  # codec label of the global model in "arrays"
 CFG_DEVICE = "fe-device"  # the device the coordinator knows the node as

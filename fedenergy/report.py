@@ -24,6 +24,7 @@ from flwr.app import ConfigRecord
 
 from fedenergy.physics.call import call_energy
 from fedenergy.physics.devices import DeviceProfile, device_catalog, modeled_compute
+from fedenergy.physics.infra import PER_BYTE
 from fedenergy.physics.network import LinkProfile, link_catalog
 from fedenergy.protocol import REPORT_SCHEMA_VERSION
 
@@ -89,6 +90,7 @@ class Expected:
     device: DeviceProfile | None = None
     link: LinkProfile | None = None
     infra_kwh_per_gb: float | None = None
+    infra_model: str | None = None  # physics.infra model of the run (None: unknown)
     bytes_sent: int | None = None  # the exact size of the message the server sent
     reply_payload_bytes: int | None = None  # the bytes of the arrays the reply carries
 
@@ -293,7 +295,12 @@ def _check(r: EnergyReport, exp: Expected) -> list[str]:
     # run's intensity, or at the largest plausible one where it is unknown)
     intensity = exp.infra_kwh_per_gb
     kwh = MAX_INFRA_KWH_PER_GB if intensity is None else intensity
-    model = call_energy(link, r.bytes_down, r.bytes_up, kwh, model_j, r.compute_s)
+    # an unknown model is bounded per byte at the largest plausible intensity, a known one by
+    # itself
+    infra_model = exp.infra_model if intensity is not None and exp.infra_model else PER_BYTE
+    model = call_energy(
+        link, r.bytes_down, r.bytes_up, kwh, model_j, r.compute_s, infra_model=infra_model
+    )
     flags = []
     if exp.partition_id is not None and r.partition_id != exp.partition_id:
         flags.append(f"partition {r.partition_id} differs from the registered {exp.partition_id}")

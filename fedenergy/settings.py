@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 from fedenergy.codecs import CodecSpec, parse_codec
+from fedenergy.physics.infra import MODELS
 from fedenergy.sim.fleet import Fleet, load_fleet
 from fedenergy.sim.tasks import Task, get_task
 from fedenergy.sim.tasks.partition import PARTITIONERS
@@ -43,6 +44,7 @@ class Settings:
     batch_size: int = 32
     lr: float = 0.3
     infra_kwh_per_gb: float = 0.059
+    infra_model: str = "per-byte"  # physics.infra: per-byte (kWh/GB) | power (baseline + marginal)
     codec: str = "none"
     downlink: str = "none"  # global-model codec for the fixed policy: none, fp16, int8
     # energy-aware strategy (see fedenergy/strategy/)
@@ -137,11 +139,13 @@ class Settings:
             "compression": ("fixed", "per-link", "accuracy-aware"),
             "aggregator": ("fedavg", "fedprox", "fedadam"),
             "discovery": ("query", "lazy", "declared"),
+            "infra_model": MODELS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
+                    f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; "
+                    f"choose one of {', '.join(allowed)}"
                 )
         ranges = {
             "exploration": (0, 1),

@@ -5,7 +5,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedenergy.client.mod import energy_mod
 from fedenergy.physics.call import radio_energy
 from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import get_link, infrastructure_energy_j
+from fedenergy.physics.infra import infrastructure_energy_j
+from fedenergy.physics.network import get_link
 from fedenergy.protocol import REPORT_KEY
 from fedenergy.report import EnergyReport
 from fedenergy.sim.clientapp import app as _app  # noqa: F401  (registers handlers; module under test below)

@@ -9,7 +9,8 @@ from fedenergy.cli import main
 from fedenergy.ledger import Ledger
 from fedenergy.physics.call import radio_energy
 from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import get_link, infrastructure_energy_j
+from fedenergy.physics.infra import infrastructure_energy_j
+from fedenergy.physics.network import get_link
 
 NODES, ROUNDS = 8, 4
 

@@ -23,7 +23,7 @@ from functools import cache
 
 from fedenergy.physics.constants import load_table
 from fedenergy.physics.devices import DeviceProfile, get_device
-from fedenergy.physics.network import J_PER_KWH
+from fedenergy.physics.infra import J_PER_KWH
 
 WORLD = "WORLD"
 INFRA_COUNTRY = WORLD  # infrastructure energy spans countries: world-average intensity

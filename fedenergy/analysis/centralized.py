@@ -22,6 +22,7 @@ from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, facility_factor
 from fedenergy.physics.call import call_energy
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache
+from fedenergy.physics.infra import other_model
 from fedenergy.plan import RunPlan
 from fedenergy.sim.tasks import DataConfig, Task, evaluate, train_epochs
 
@@ -118,12 +119,19 @@ def run_centralized(
 
     # 1. every node uploads its raw data once over its own link
     uploads, radio_j, infra_j, up_s = [], 0.0, 0.0, 0.0
+    other, infra_other_j = other_model(settings.infra_model), 0.0
     for prof, (n, nbytes) in zip(plan.profiles, node_upload_samples(task, cfg), strict=True):
-        e = call_energy(prof.link, 0, nbytes, settings.infra_kwh_per_gb)  # one upload + tail
+        # one upload + tail
+        e = call_energy(
+            prof.link, 0, nbytes, settings.infra_kwh_per_gb, infra_model=settings.infra_model
+        )
         carbon.add(e.upload_radio_j, prof.country, prof.device)
         carbon.add(e.upload_infra_j, INFRA_COUNTRY, None, note_fallback=False)
         radio_j += e.upload_radio_j
         infra_j += e.upload_infra_j
+        infra_other_j += call_energy(
+            prof.link, 0, nbytes, settings.infra_kwh_per_gb, infra_model=other
+        ).upload_infra_j
         up_s = max(up_s, e.upload_s)
         uploads.append(
             {
@@ -197,6 +205,8 @@ def run_centralized(
         "infrastructure_j": infra_j,
         "pue_overhead_j": pue_overhead,
         "total_j": compute_it + radio_j + infra_j + pue_overhead,
+        "infra_model_other": other,
+        "total_j_other_infra": compute_it + radio_j + infra_other_j + pue_overhead,
         "kwh": carbon.kwh,
         "co2e_kg": carbon.co2e_kg,
         "carbon": carbon.as_dict(),

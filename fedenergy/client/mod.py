@@ -33,10 +33,12 @@ from fedenergy.client.work import COUNTED, UNKNOWN, CallWork, call_work, torch_c
 from fedenergy.client.work import work_record as work_record  # re-exported: the handler's side
 from fedenergy.physics.call import call_energy, modeled_call
 from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import INFRA_SOURCE, get_link
+from fedenergy.physics.infra import DEFAULT_MODEL, INFRA_KWH_PER_GB, check_model, provenance
+from fedenergy.physics.network import get_link
 from fedenergy.protocol import (
     CFG_DEVICE,
     CFG_INFRA_KWH_PER_GB,
+    CFG_INFRA_MODEL,
     CFG_LINK,
     CONFIG_RECORD,
     NODE_DEVICE,
@@ -95,6 +97,8 @@ def build_report(
     bytes_up: int,
     infra_kwh_per_gb: float,
     measured: MeasuredCall | None = None,
+    *,
+    infra_model: str = DEFAULT_MODEL,
 ) -> EnergyReport:
     """The report of one call: compute from FLOPs through the device model (or the measured
     components of a deployed node), radio and infrastructure from bytes through the link model
@@ -102,12 +106,21 @@ def build_report(
     lasts its measured seconds)."""
     device, link = _device(device_id), _link(link_id)
     if measured:  # compute from the meters (their components), the network from the model
-        e = call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_s=measured.seconds)
+        e = call_energy(
+            link,
+            bytes_down,
+            bytes_up,
+            infra_kwh_per_gb,
+            compute_s=measured.seconds,
+            infra_model=infra_model,
+        )
         compute = measured.components
     else:
-        e = modeled_call(device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb)
+        e = modeled_call(
+            device, link, flops, bytes_down, bytes_up, infra_kwh_per_gb, infra_model=infra_model
+        )
         compute = (Component(kind, "compute", e.compute_j, "modeled", device.provenance()),)
-    infra = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB"
+    infra = provenance(infra_model, infra_kwh_per_gb, link.access)
     comps = (
         *compute,
         Component("download", "radio", e.download_radio_j, "modeled", link.provenance()),
@@ -191,7 +204,8 @@ def meter_call(
         link_id=link_id,
         flops=work.flops,
         bytes_down=bytes_down,
-        infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, 0.059)),
+        infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, INFRA_KWH_PER_GB)),
+        infra_model=check_model(str(cfg.get(CFG_INFRA_MODEL, DEFAULT_MODEL))),
         measured=measured,
     )
 

@@ -8,8 +8,10 @@ A call: the node downloads ``bytes_down``, computes for ``compute_s`` seconds (s
 * download radio: the link's download power over the transfer time, then the tail state until
   the upload starts: the compute gap, at most ``tail_s`` (with nothing to upload, the full tail);
 * upload radio: the upload power over its transfer time, then the full tail;
-* infrastructure, each way: bytes x kWh/GB
-  (:func:`fedenergy.physics.network.infrastructure_energy_j`).
+* infrastructure, each way, by the run's model (:mod:`fedenergy.physics.infra`): bytes x
+  kWh/GB (``per-byte``), or the access network's baseline power over the time the call holds
+  the connection plus its marginal energy per byte (``power``; the download phase holds it from
+  the download until the upload starts, the upload phase for its transfer).
 
 The energy mod's report, the coordinator's forecasts (one node, or many at once), failed-call
 rows, the report validator's bounds and the centralized baseline all take their figures from
@@ -28,13 +30,14 @@ import numpy as np
 
 from fedenergy.physics.constants import Num
 from fedenergy.physics.devices import DeviceProfile, modeled_compute
-from fedenergy.physics.network import (
+from fedenergy.physics.infra import (
+    DEFAULT_MODEL,
     INFRA_KWH_PER_GB,
-    LinkProfile,
-    LinkTerms,
-    infrastructure_energy_j,
-    transfer_time_s,
+    POWER,
+    AccessPower,
+    call_infra_j,
 )
+from fedenergy.physics.network import LinkProfile, LinkTerms, transfer_time_s
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ def _compose(
     kwh_per_gb: float,
     compute_j: Num,
     compute_s: Num,
+    infra_model: str,
 ) -> CallEnergy:
     # Every float operation in the order of the model's first, scalar version (radio power x
     # time, then + tail power x tail time; the tail after the download min(max(gap, 0), tail)).
@@ -135,16 +139,16 @@ def _compose(
     gap = ops.minimum(ops.maximum(compute_s, 0.0), tail_s)
     e_down = ops.where(has_down, e_down + tail_w * ops.where(has_up, gap, tail_s), e_down)
     e_up = ops.where(has_up, e_up + tail_w * tail_s, e_up)
-    return CallEnergy(
-        compute_j,
-        compute_s,
-        e_down,
-        e_up,
-        infrastructure_energy_j(bytes_down, kwh_per_gb),
-        infrastructure_energy_j(bytes_up, kwh_per_gb),
-        t_down,
-        t_up,
+    # infrastructure (physics.infra): the power model holds the connection over the download
+    # and the compute after it, then over the upload (read only by that model)
+    held_down, terms = 0.0, None
+    if infra_model == POWER:
+        held_down = t_down + ops.maximum(compute_s, 0.0)
+        terms = AccessPower(link.infra_w, link.infra_j_per_byte)
+    i_down, i_up = call_infra_j(
+        infra_model, kwh_per_gb, terms, bytes_down, bytes_up, held_down, t_up
     )
+    return CallEnergy(compute_j, compute_s, e_down, e_up, i_down, i_up, t_down, t_up)
 
 
 def call_energy(
@@ -154,11 +158,21 @@ def call_energy(
     infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
     compute_j: float = 0.0,
     compute_s: float = 0.0,
+    *,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """One call on ``link``: download ``bytes_down``, compute ``compute_j`` over ``compute_s``,
-    upload ``bytes_up`` (0: none); infrastructure at ``infra_kwh_per_gb``."""
+    upload ``bytes_up`` (0: none); infrastructure by ``infra_model`` (``per-byte``: at
+    ``infra_kwh_per_gb``; ``power``: the link's access network)."""
     return _compose(
-        _SCALAR, link.terms, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s
+        _SCALAR,
+        link.terms,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        infra_model,
     )
 
 
@@ -169,10 +183,20 @@ def modeled_call(
     bytes_down: int,
     bytes_up: int,
     infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
+    *,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """``call_energy`` with the compute of ``flops`` modeled through ``device``."""
     compute_j, compute_s = modeled_compute(flops, device.train_flops_per_s, device.active_power_w)
-    return call_energy(link, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s)
+    return call_energy(
+        link,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        infra_model=infra_model,
+    )
 
 
 def call_energy_many(
@@ -183,13 +207,24 @@ def call_energy_many(
     infra_kwh_per_gb: float,
     compute_j: Num,
     compute_s: Num,
+    *,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """``call_energy`` of many nodes at once: node ``i`` is on link ``links[index[i]]`` of a
     ``link_table`` (``index`` None: ``links`` holds one entry per node already); the other
     arguments are arrays over the same nodes or scalars shared by all. Equal, float for float,
     to ``call_energy`` node by node."""
     link = links if index is None else _Gathered(links, index)
-    return _compose(_ARRAYS, link, bytes_down, bytes_up, infra_kwh_per_gb, compute_j, compute_s)
+    return _compose(
+        _ARRAYS,
+        link,
+        bytes_down,
+        bytes_up,
+        infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        infra_model,
+    )
 
 
 def radio_energy(link: LinkProfile, bytes_down: int, bytes_up: int, gap_s: float) -> CallEnergy:

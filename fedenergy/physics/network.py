@@ -1,4 +1,4 @@
-"""Link profiles and the per-link rules of network energy: device radio + infrastructure.
+"""Link profiles and the per-link rules of the device radio.
 
 Device radio (Huang et al., MobiSys 2012): a transfer draws P = alpha * tput + beta (mW, with
 tput in Mbit/s) over its time bytes*8 / tput, then the radio stays in a high-power tail state
@@ -6,10 +6,11 @@ for ``tail_s`` seconds at ``tail_mw`` unless the next transfer starts first. How
 composes them (download, compute gap, upload, and the tails between) is
 :mod:`fedenergy.physics.call`, the one call-energy model.
 
-Infrastructure (routers, core, access network), a separate modeled component: bytes x an
-energy intensity, by default 0.059 kWh/GB (Sustainable Web Design v4, as used by CO2.js).
-Constants and their sources: data/links.toml and docs/constants.md. Every rule here takes
-scalars or numpy arrays alike (elementwise: the same floats).
+Infrastructure (routers, core, access network) is a separate modeled component,
+:mod:`fedenergy.physics.infra`; a link names its access network (``access``: fixed broadband
+or mobile), whose power-model constants its ``terms`` carry. Constants and their sources:
+data/links.toml and docs/constants.md. Every rule here takes scalars or numpy arrays alike
+(elementwise: the same floats).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedenergy.physics.constants import Num, check_sources, load_table
+from fedenergy.physics.infra import ACCESS, power_terms
 
 NUMERIC = (
     "down_mbps",
@@ -32,10 +34,6 @@ NUMERIC = (
     "tail_mw",
     "tail_s",
 )
-INFRA_KWH_PER_GB = 0.059  # Sustainable Web Design v4 operational network intensity (CO2.js)
-INFRA_SOURCE = "swd-v4"  # Sustainable Web Design v4 (as used by CO2.js)
-J_PER_KWH = 3.6e6
-BYTES_PER_GB = 1e9
 
 
 def transfer_time_s(nbytes: Num, bits_per_s: Num) -> Num:
@@ -48,11 +46,6 @@ def radio_power_w(alpha_mw_per_mbps: Num, mbps: Num, beta_mw: Num) -> Num:
     return (alpha_mw_per_mbps * mbps + beta_mw) / 1000.0
 
 
-def infrastructure_energy_j(nbytes: Num, kwh_per_gb: Num = INFRA_KWH_PER_GB) -> Num:
-    """Network-infrastructure joules attributed to ``nbytes`` at ``kwh_per_gb``."""
-    return nbytes / BYTES_PER_GB * kwh_per_gb * J_PER_KWH
-
-
 class LinkTerms(NamedTuple):
     """The link constants the call model reads: scalars for one link (``LinkProfile.terms``),
     or arrays (``link_table``: one entry per link; ``take``: one entry per node)."""
@@ -63,6 +56,8 @@ class LinkTerms(NamedTuple):
     up_w: Num
     tail_w: Num
     tail_s: Num
+    infra_w: Num  # infrastructure power model (physics.infra): baseline W of the access network
+    infra_j_per_byte: Num  # and its marginal joules per byte
 
     def take(self, index: np.ndarray) -> LinkTerms:
         """The entries at ``index`` of a table (e.g. each node's link index): per node."""
@@ -84,6 +79,7 @@ class LinkProfile:
     tail_mw: float
     tail_s: float
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    access: str = "mobile"  # the access network, for infrastructure: "fixed" | "mobile"
 
     @cached_property
     def terms(self) -> LinkTerms:
@@ -95,6 +91,7 @@ class LinkProfile:
             self.upload_power_w(),
             self.tail_mw / 1000.0,
             self.tail_s,
+            *power_terms(self.access),
         )
 
     def download_power_w(self) -> float:
@@ -116,7 +113,9 @@ class LinkProfile:
 def link_table(links: Sequence[LinkProfile]) -> LinkTerms:
     """LinkTerms of arrays, entry ``i`` for ``links[i]`` (the same floats as its ``terms``)."""
     rows = [link.terms for link in links]
-    return LinkTerms(*(np.array([r[i] for r in rows], dtype=np.float64) for i in range(6)))
+    return LinkTerms(
+        *(np.array([r[i] for r in rows], dtype=np.float64) for i in range(len(LinkTerms._fields)))
+    )
 
 
 def _build(key: str, e: dict) -> LinkProfile:
@@ -126,8 +125,11 @@ def _build(key: str, e: dict) -> LinkProfile:
         label=str(e.get("label", key)),
         kind=str(e.get("kind", "wireless")),
         sources=dict(e["sources"]),
+        access=str(e.get("access", "fixed" if e.get("kind") == "wired" else "mobile")),
         **{f: float(e[f]) for f in NUMERIC},
     )
+    if prof.access not in ACCESS:
+        raise ValueError(f"link {key!r}: access must be one of {', '.join(ACCESS)}")
     if prof.down_mbps <= 0 or prof.up_mbps <= 0:
         raise ValueError(f"link {key!r}: throughputs must be > 0")
     if min(prof.beta_mw, prof.tail_mw, prof.tail_s) < 0:

@@ -226,6 +226,7 @@ class Collector:
                 message_bytes(msg),
                 self.fleet.infra_kwh_per_gb,
                 declared,
+                infra_model=self.fleet.infra_model,
             )
         )
 
@@ -243,6 +244,7 @@ class Collector:
                 self.outbox.sent.get((node_id, call), 0),
                 fc,
                 self.fleet.infra_kwh_per_gb,
+                infra_model=self.fleet.infra_model,
             )
         )
 
@@ -265,6 +267,7 @@ class Collector:
             device=st.device if st is not None else None,
             link=st.link if st is not None else None,
             infra_kwh_per_gb=self.fleet.infra_kwh_per_gb,
+            infra_model=self.fleet.infra_model,
             bytes_sent=self.outbox.sent.get((node_id, call)) or None,
             reply_payload_bytes=payload,
         )

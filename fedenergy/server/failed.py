@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.call import call_energy
+from fedenergy.physics.infra import DEFAULT_MODEL
 from fedenergy.report import Component
 from fedenergy.server.columns import NodeState
 from fedenergy.server.forecast import Forecast
@@ -19,13 +20,15 @@ def failed_call_rows(
     bytes_sent: int,
     forecast: Forecast | None,
     infra_kwh_per_gb: float,
+    *,
+    infra_model: str = DEFAULT_MODEL,
 ) -> list[EnergyRow]:
     """Rows of a ``call`` of ``node`` that failed for ``reason``: the download of the
     ``bytes_sent`` it was sent (radio and infrastructure) and, with the forecast of a train
     call, the forecast compute (it may have trained before failing)."""
     nid = str(node.node_id)
     # the call model's download, with no upload after it (so its full radio tail)
-    e = call_energy(node.link, bytes_sent, 0, infra_kwh_per_gb)
+    e = call_energy(node.link, bytes_sent, 0, infra_kwh_per_gb, infra_model=infra_model)
     src = f"{FAILED_SOURCE}; {reason[:120]}"
     if not node.known:
         src += f"; link unknown, prior {node.link.id}"

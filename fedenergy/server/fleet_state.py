@@ -23,6 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from fedenergy.ledger import EnergyRow
+from fedenergy.physics.infra import DEFAULT_MODEL, check_model
 from fedenergy.server.availability import online_mask
 from fedenergy.server.battery import drain, install, recharge_all, shift_initial
 from fedenergy.server.columns import HISTORY, FleetColumns, NodeState
@@ -64,9 +65,17 @@ class Nodes(Mapping):
 class FleetState:
     """Per-node state, availability draws, battery bookkeeping and forecasts."""
 
-    def __init__(self, nodes: Iterable[NodeInfo], seed: int, infra_kwh_per_gb: float) -> None:
+    def __init__(
+        self,
+        nodes: Iterable[NodeInfo],
+        seed: int,
+        infra_kwh_per_gb: float,
+        *,
+        infra_model: str = DEFAULT_MODEL,
+    ) -> None:
         self.seed = seed
         self.infra_kwh_per_gb = infra_kwh_per_gb
+        self.infra_model = check_model(infra_model)  # physics.infra: per-byte | power
         self.flops_per_example = 0.0  # training FLOPs per local example (set by the coordinator)
         self.default_upload_overhead = 1500  # bytes beyond the payload, until one is observed
         self.download_bytes = 0  # size of a train message, where a forecast is not told one
@@ -204,7 +213,12 @@ class FleetState:
         return TrainCall(codec_label, payload_bytes, down)
 
     def _model(self) -> Model:
-        return Model(self.flops_per_example, self.default_upload_overhead, self.infra_kwh_per_gb)
+        return Model(
+            self.flops_per_example,
+            self.default_upload_overhead,
+            self.infra_kwh_per_gb,
+            self.infra_model,
+        )
 
     def expected_upload_bytes(self, st: NodeState, codec_label: str, payload_bytes: int) -> int:
         """What ``st`` will upload with ``codec_label``: as observed, else payload + overhead."""

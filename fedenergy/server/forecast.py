@@ -16,6 +16,7 @@ import numpy as np
 
 from fedenergy.physics.call import CallEnergy, call_energy, call_energy_many, modeled_call
 from fedenergy.physics.devices import DeviceProfile, modeled_compute
+from fedenergy.physics.infra import DEFAULT_MODEL
 from fedenergy.physics.network import LinkProfile
 from fedenergy.server.columns import FleetColumns
 
@@ -53,6 +54,7 @@ class Model(NamedTuple):
     flops_per_example: float  # training FLOPs per local example
     upload_overhead: int  # bytes beyond the payload, until an upload is observed
     infra_kwh_per_gb: float
+    infra_model: str = DEFAULT_MODEL  # physics.infra: per-byte | power
 
 
 def _forecast(e: CallEnergy) -> Forecast:
@@ -66,7 +68,15 @@ def profile_forecast(
     flops = model.flops_per_example * max(num_examples, 1)
     up = call.payload_bytes + model.upload_overhead
     return _forecast(
-        modeled_call(device, link, flops, call.download_bytes, up, model.infra_kwh_per_gb)
+        modeled_call(
+            device,
+            link,
+            flops,
+            call.download_bytes,
+            up,
+            model.infra_kwh_per_gb,
+            infra_model=model.infra_model,
+        )
     )
 
 
@@ -84,7 +94,13 @@ def known_forecast(cols: FleetColumns, row: int, call: TrainCall, model: Model) 
     if up is None:
         up = call.payload_bytes + model.upload_overhead
     e = call_energy(
-        cols.links[row], call.download_bytes, up, model.infra_kwh_per_gb, compute_j, compute_s
+        cols.links[row],
+        call.download_bytes,
+        up,
+        model.infra_kwh_per_gb,
+        compute_j,
+        compute_s,
+        infra_model=model.infra_model,
     )
     return _forecast(e)
 
@@ -114,6 +130,7 @@ def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: 
         model.infra_kwh_per_gb,
         compute_j,
         compute_s,
+        infra_model=model.infra_model,
     )
     return e.compute_j, e.download_j, e.upload_j, e.device_j
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.call import CallEnergy, call_energy
-from fedenergy.physics.network import INFRA_SOURCE, LinkProfile
+from fedenergy.physics.infra import DEFAULT_MODEL, provenance
+from fedenergy.physics.network import LinkProfile
 from fedenergy.report import UNMETERED, Component
 from fedenergy.server.columns import NodeState
 
@@ -21,13 +22,19 @@ UNMETERED_SOURCE = "no energy report in the reply: compute not known (stock node
 
 
 def stock_network_energy(
-    link: LinkProfile, bytes_sent: int, bytes_received: int, infra_kwh_per_gb: float
+    link: LinkProfile,
+    bytes_sent: int,
+    bytes_received: int,
+    infra_kwh_per_gb: float,
+    *,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """The network energy of a call whose node sent no report: the ``bytes_sent`` download and
     the ``bytes_received`` upload through ``link`` (device radio, gap 0) and the infrastructure
-    at ``infra_kwh_per_gb``, by the one call model (:mod:`fedenergy.physics.call`); its compute
-    fields stay 0 (compute is unmetered, booked apart)."""
-    return call_energy(link, bytes_sent, bytes_received, infra_kwh_per_gb)
+    by ``infra_model`` (at ``infra_kwh_per_gb`` per byte), by the one call model
+    (:mod:`fedenergy.physics.call`); its compute fields stay 0 (compute is unmetered, booked
+    apart)."""
+    return call_energy(link, bytes_sent, bytes_received, infra_kwh_per_gb, infra_model=infra_model)
 
 
 def link_note(node: NodeState, declared: bool) -> str:
@@ -44,14 +51,18 @@ def stock_call_rows(
     bytes_received: int,
     infra_kwh_per_gb: float,
     declared: bool = False,
+    *,
+    infra_model: str = DEFAULT_MODEL,
 ) -> list[EnergyRow]:
     """The rows of a ``call`` of ``node`` answered without a report: download and upload (radio
     and infrastructure, modeled from the coordinator-side bytes) and the call's compute phase,
     unmetered. ``declared``: the node's link is the one it declared at registration."""
-    net = stock_network_energy(node.link, bytes_sent, bytes_received, infra_kwh_per_gb)
+    net = stock_network_energy(
+        node.link, bytes_sent, bytes_received, infra_kwh_per_gb, infra_model=infra_model
+    )
     src = f"{STOCK_SOURCE}; {link_note(node, declared)}"
     link_src = f"{node.link.provenance()}; {src}"
-    infra_src = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB; {src}"
+    infra_src = f"{provenance(infra_model, infra_kwh_per_gb, node.link.access)}; {src}"
     nid = str(node.node_id)
     down = (
         Component("download", "radio", net.download_radio_j, "modeled", link_src),
