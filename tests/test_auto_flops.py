@@ -38,7 +38,7 @@ from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache, PassCache
 from fedenergy.protocol import REPORT_KEY
 from fedenergy.report import EnergyReport
-from fedenergy.wire import message_bytes
+from fedenergy.wire import download_bytes, reply_ack_bytes
 
 N, BATCH, EPOCHS = 40, 16, 2  # batches of 16, 16 and 8 per epoch: 6 optimizer steps
 
@@ -176,7 +176,7 @@ def test_a_train_call_is_counted_within_2_percent_of_the_analytic_count(fresh_pa
     [(phase, joules, prov, source)] = _compute(reply.content[REPORT_KEY])
     assert (phase, prov) == ("train", "modeled") and "counted torch work" in source
     assert joules == pytest.approx(get_device("rpi4").compute_energy_j(rep.flops))
-    assert rep.bytes_down == message_bytes(msg)
+    assert rep.bytes_down == download_bytes(msg) + reply_ack_bytes(reply)
     # counted again in the same process: the memo answers, the figure is the same
     again = energy_mod(msg, _context(), PlainTrain())
     assert EnergyReport.from_record(again.content[REPORT_KEY]).flops == rep.flops
@@ -231,7 +231,8 @@ def test_a_call_without_torch_work_is_reported_unmetered():
     [(phase, joules, prov, source)] = _compute(record)
     assert (phase, joules, prov) == ("query", 0.0, "unmetered")
     assert "no torch module call seen" in source
-    assert record["flops"] == 0 and record["bytes-down"] == message_bytes(msg)
+    assert record["flops"] == 0
+    assert record["bytes-down"] == download_bytes(msg) + reply_ack_bytes(reply)
     # the network is accounted as always
     assert {"radio", "infrastructure"} <= set(record["c-domain"])
 

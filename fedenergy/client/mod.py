@@ -26,7 +26,6 @@ from functools import lru_cache
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common.serde import config_record_to_proto, message_to_proto
 
 from fedenergy.client.measured import MeasuredCall, measure_call, wants_measurement
 from fedenergy.client.work import COUNTED, UNKNOWN, CallWork, call_work, torch_calls
@@ -49,7 +48,7 @@ from fedenergy.protocol import (
     SERVER_ROUND,
 )
 from fedenergy.report import UNMETERED, Component, EnergyReport
-from fedenergy.wire import message_bytes
+from fedenergy.wire import download_bytes, object_bytes, reply_ack_bytes, upload_bytes
 
 DEFAULT_DEVICE, DEFAULT_LINK = "laptop", "wifi"
 
@@ -183,7 +182,7 @@ def meter_call(
 ) -> Message:
     """The energy mod's work: bytes both ways, the call's compute (measured, stated, counted
     when ``count_torch``, else unmetered), the EnergyReport attached to the reply."""
-    bytes_down = message_bytes(msg)
+    received = download_bytes(msg)  # before the handler may touch the message
     kind = message_kind(msg)
     measured = None
     with torch_calls() if count_torch else nullcontext(None) as seen:
@@ -203,7 +202,7 @@ def meter_call(
         device_id=device_id,
         link_id=link_id,
         flops=work.flops,
-        bytes_down=bytes_down,
+        bytes_down=received,
         infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, INFRA_KWH_PER_GB)),
         infra_model=check_model(str(cfg.get(CFG_INFRA_MODEL, DEFAULT_MODEL))),
         measured=measured,
@@ -213,19 +212,21 @@ def meter_call(
         built = build_report(bytes_up=bytes_up, **args)
         return built if measured else with_work_basis(built, work)
 
-    # The report's own size is part of the upload: settle the byte count by fixed point. The
-    # reply is serialized once; each iteration only re-encodes the report inside that proto
-    # (the same sizes as message_bytes(reply) with the report attached, at a fraction of the
-    # cost: the model's arrays are not serialized again).
-    if REPORT_KEY in reply.content:
-        del reply.content[REPORT_KEY]
-    proto = message_to_proto(reply)
-    bytes_up = proto.ByteSize()
-    item = proto.content.items.add(key=REPORT_KEY)
+    # Bytes as Flower's traffic counter counts them (fedenergy.wire): down, the message and the
+    # acknowledgement of the reply; up, the reply. The report's own size is part of the upload:
+    # settle the byte count by fixed point. The reply, with a first report, is deflated once;
+    # a report of other figures changes only the report object's own length (every object id
+    # has the same length), so each iteration re-encodes the report alone.
+    record = report(0).to_record()
+    reply.content[REPORT_KEY] = record
+    args["bytes_down"] = received + reply_ack_bytes(reply)
+    record = report(0).to_record()  # with its final bytes-down
+    reply.content[REPORT_KEY] = record
+    rest = upload_bytes(reply, int(ctx.node_id)) - object_bytes(record)
+    bytes_up = rest + object_bytes(record)
     for _ in range(4):
         record = report(bytes_up).to_record()
-        item.config_record.CopyFrom(config_record_to_proto(record))
-        settled = proto.ByteSize()
+        settled = rest + object_bytes(record)
         if settled == bytes_up:
             break
         bytes_up = settled

@@ -31,7 +31,7 @@ from fedenergy.server.node import UNKNOWN_PARTITION
 from fedenergy.server.outbox import Outbox
 from fedenergy.server.reply_checks import check_reply, metric_names
 from fedenergy.server.stock import link_note, stock_call_rows
-from fedenergy.wire import message_bytes
+from fedenergy.wire import reply_ack_bytes, upload_bytes
 
 log = logging.getLogger("fedenergy")
 NO_REPORT = "reply carries no energy report"
@@ -222,8 +222,10 @@ class Collector:
             stock_call_rows(
                 node,
                 call,
-                self.outbox.sent.get((node_id, call), 0),
-                message_bytes(msg),
+                # as Flower counts them: the message and the acknowledgement of the reply down,
+                # the reply up (fedenergy.wire)
+                self.outbox.sent.get((node_id, call), 0) + reply_ack_bytes(msg),
+                upload_bytes(msg, node_id),
                 self.fleet.infra_kwh_per_gb,
                 declared,
                 infra_model=self.fleet.infra_model,
