@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fedenergy.analysis.console import print_comparison, print_summary, round_printer
+from fedenergy.physics.infra import MODELS
 from fedenergy.settings import Settings
 from fedenergy.sim.app_runner import add_app_options
 from fedenergy.sim.backend import add_backend_options, backend_from_args
@@ -38,6 +39,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         infra_kwh_per_gb=args.infra_kwh_per_gb,
         boundary=args.boundary,
         startup=args.startup,
+        infra_model=args.infra_model,
         codec=args.codec,
         **strategy_settings(args),
         strict_reports=args.strict_reports,
@@ -314,7 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--infra-kwh-per-gb",
         type=float,
         default=d.infra_kwh_per_gb,
-        help="network infrastructure intensity (0 excludes it)",
+        help="network infrastructure intensity of the per-byte model (0 excludes it)",
+    )
+    s.add_argument(
+        "--infra-model",
+        choices=MODELS,
+        default=d.infra_model,
+        help="network infrastructure model: per-byte (kWh/GB, the default) or power "
+        "(baseline power over the call + marginal per byte; docs/constants.md)",
     )
     s.add_argument(
         "--boundary",

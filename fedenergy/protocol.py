@@ -48,6 +48,7 @@ CFG_FLEET = "fe-fleet"
 CFG_INFRA_KWH_PER_GB = "fe-infra-kwh-per-gb"
 CFG_BOUNDARY = "fe-boundary"  # accounting boundary of compute and radio: device | marginal
 CFG_STARTUP = "fe-startup"  # the ClientApp start-up phase: per-call | off
+CFG_INFRA_MODEL = "fe-infra-model"  # physics.infra: "per-byte" | "power"
 CFG_CODEC = "fe-codec"  # uplink codec label the node encodes its update with
 CFG_DOWNLINK = "fe-downlink"  # codec label of the global model in "arrays"
 CFG_DEVICE = "fe-device"  # the device the coordinator knows the node as

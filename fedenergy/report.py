@@ -25,6 +25,7 @@ from fedenergy.physics.call import call_energy
 from fedenergy.physics.catalog import Catalog, packaged_catalog
 from fedenergy.physics.compute import BOUNDARIES, DEVICE, OFF, PER_CALL, Work, call_compute
 from fedenergy.physics.devices import DeviceProfile
+from fedenergy.physics.infra import PER_BYTE
 from fedenergy.physics.network import LinkProfile
 from fedenergy.physics.radio import KeepAlive
 from fedenergy.protocol import REPORT_SCHEMA_VERSION
@@ -98,6 +99,7 @@ class Expected:
     # the devices and links the run knows (None: the packaged ones): a report naming another
     # device or link is rejected
     catalog: Catalog | None = None
+    infra_model: str | None = None  # physics.infra model of the run (None: unknown)
     bytes_sent: int | None = None  # the exact size of the message the server sent
     reply_payload_bytes: int | None = None  # the bytes of the arrays the reply carries
     # the node's radio on the run's clock as sent with the message (physics/radio.py): seconds
@@ -312,6 +314,9 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
     # run's intensity, or at the largest plausible one where it is unknown)
     intensity = exp.infra_kwh_per_gb
     kwh = MAX_INFRA_KWH_PER_GB if intensity is None else intensity
+    # an unknown model is bounded per byte at the largest plausible intensity, a known one by
+    # itself
+    infra_model = exp.infra_model if intensity is not None and exp.infra_model else PER_BYTE
     model = call_energy(
         link,
         r.bytes_down,
@@ -322,6 +327,7 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
         wait_w=mc.wait_w,
         startup_j=mc.startup_j,
         startup_s=r.startup_s,
+        infra_model=infra_model,
     )
     # meters integrate over their own sampling windows, longer than a short call; the call's
     # phase also holds the device's base while it waits on its transfers (whole-device)
@@ -353,6 +359,7 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
         wait_w=mc.wait_w,
         startup_j=mc.startup_j,
         startup_s=r.startup_s,
+        infra_model=infra_model,
     )
     flags = []
     if exp.partition_id is not None and r.partition_id != exp.partition_id:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from fedenergy.codecs import CodecSpec, parse_codec
 from fedenergy.physics.catalog import Catalog, load_catalog, split_paths
 from fedenergy.physics.compute import BOUNDARIES, STARTUP_MODES
+from fedenergy.physics.infra import MODELS
 from fedenergy.sim.fleet import Fleet, check_fleets, load_fleet
 from fedenergy.sim.tasks import Task, check_tasks, get_task
 from fedenergy.sim.tasks.partition import PARTITIONERS
@@ -55,6 +56,7 @@ class Settings:
     # Flower's deployment starts a fresh ClientApp process per message: "per-call" charges that
     # start-up as its own phase on simulated devices as measured nodes do, "off" leaves it out
     startup: str = "per-call"
+    infra_model: str = "per-byte"  # physics.infra: per-byte (kWh/GB) | power (baseline + marginal)
     codec: str = "none"
     downlink: str = "none"  # global-model codec for the fixed policy: none, fp16, int8
     # energy-aware strategy (see fedenergy/strategy/)
@@ -172,11 +174,13 @@ class Settings:
             "discovery": ("query", "lazy", "declared"),
             "boundary": BOUNDARIES,
             "startup": STARTUP_MODES,
+            "infra_model": MODELS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}"
+                    f"unknown {name.replace('_', '-')} {getattr(self, name)!r}; "
+                    f"choose one of {', '.join(allowed)}"
                 )
         ranges = {
             "exploration": (0, 1),

@@ -94,7 +94,8 @@ def what_if(comp: dict, ledger_path: Path, model_scale: float, data_scale: float
     from fedenergy.ledger import Ledger
     from fedenergy.physics.call import radio_energy
     from fedenergy.physics.devices import get_device
-    from fedenergy.physics.network import get_link, infrastructure_energy_j
+    from fedenergy.physics.infra import infrastructure_energy_j
+    from fedenergy.physics.network import get_link
 
     f, z = comp["federated"], comp["centralized"]
     kwh_gb = comp["settings"]["infra_kwh_per_gb"]

@@ -135,6 +135,9 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path, seed: int) ->
         query_j = summary["per_round"][0]["joules"]  # round 0: the profile query
         results[name] = {
             "total_j": summary["total_j"],
+            # the same run, network infrastructure under the other model (physics.infra)
+            "infra_model_other": summary["infra_other"]["model"],
+            "total_j_other_infra": summary["infra_other"]["total_j"],
             "query_j": query_j,
             "compute_j": summary["compute_j"],
             "network_j": summary["network_j"],
@@ -149,7 +152,8 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path, seed: int) ->
         links = ", ".join(f"{k} {v:.0f}" for k, v in results[name]["by_link_j"].items())
         print(
             f"  [{fleet} seed {seed}] {name:<40} {summary['total_j']:8.1f} J  "
-            f"rounds {summary['rounds']:3d}"
+            f"({summary['infra_other']['model']} infra: "
+            f"{summary['infra_other']['total_j']:.1f} J)  rounds {summary['rounds']:3d}"
             f"  acc {acc:.4f}  ({wall:.0f} s)  by link: {links}",
             flush=True,
         )
@@ -175,6 +179,8 @@ def combine(per_seed: list[dict]) -> dict:
         mean_ratio = statistics.fmean(ratios)
         out[name] = {
             "total_j": statistics.fmean(r["total_j"] for r in runs),
+            "infra_model_other": runs[0]["infra_model_other"],
+            "total_j_other_infra": statistics.fmean(r["total_j_other_infra"] for r in runs),
             "ratio_vs_fedavg": mean_ratio,
             "savings_x": 1.0 / mean_ratio,
             "savings_x_min": min(r["savings_x"] for r in runs),
@@ -266,7 +272,8 @@ def main() -> int:
     )
     query = args.discovery == "query"  # only then is there a round-0 query to leave out
     print(
-        f"{'fleet':<10} {'strategy':<40} {'total J':>9} {'vs FedAvg':>9} {'saving':>7} "
+        f"{'fleet':<10} {'strategy':<40} {'total J':>9} {'other-infra J':>13} {'vs FedAvg':>9} "
+        f"{'saving':>7} "
         f"{'[min-max]':>13} {'excl.query' if query else '':>10} {'rounds':>6} {'accuracy':>8} "
         f"{'target':>6}"
     )
@@ -275,8 +282,8 @@ def main() -> int:
             span = f"[{r['savings_x_min']:.1f}-{r['savings_x_max']:.1f}]"
             excl = f"{r['savings_x_excl_query']:9.1f}x" if query else ""
             print(
-                f"{fleet:<10} {name:<40} {r['total_j']:9.1f} {r['ratio_vs_fedavg']:9.3f} "
-                f"{r['savings_x']:6.1f}x {span:>13} {excl:>10} "
+                f"{fleet:<10} {name:<40} {r['total_j']:9.1f} {r['total_j_other_infra']:13.1f} "
+                f"{r['ratio_vs_fedavg']:9.3f} {r['savings_x']:6.1f}x {span:>13} {excl:>10} "
                 f"{r['rounds']:6.1f} {r['final_accuracy']:8.4f} "
                 f"{str(r['seeds_reached']) + '/' + str(n):>6}"
             )

@@ -314,15 +314,18 @@ def section_codecs(d: dict) -> list[str]:
 
 def section_e2a(d: dict) -> list[str]:
     lines = [
-        "| fleet | strategy | total J | vs FedAvg | rounds | final accuracy | reached target |",
-        "|---|---|---|---|---|---|---|",
+        "| fleet | strategy | total J | total J, other infra model | vs FedAvg | rounds "
+        "| final accuracy | reached target |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for fleet, res in d.items():
         for name, r in res.items():
             if not isinstance(r, dict):  # target_accuracy, targets, seeds, discovery
                 continue
             lines.append(
-                f"| {fleet} | {name} | {_f(r['total_j'], 1)} | {_f(r['ratio_vs_fedavg'], 3)} | "
+                f"| {fleet} | {name} | {_f(r['total_j'], 1)} | "
+                f"{_f(r.get('total_j_other_infra'), 1)} ({r.get('infra_model_other', '-')}) | "
+                f"{_f(r['ratio_vs_fedavg'], 3)} | "
                 f"{r['rounds']} | {_f(r['final_accuracy'], 4)} | "
                 f"{'yes' if r['reached_target'] else 'no'} |"
             )

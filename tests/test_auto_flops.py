@@ -35,7 +35,7 @@ from fedenergy.client.work import report_work
 from fedenergy.physics.flops import FlopCache, PassCache
 from fedenergy.protocol import REPORT_KEY
 from fedenergy.report import EnergyReport
-from fedenergy.wire import message_bytes
+from fedenergy.wire import download_bytes, reply_ack_bytes
 from tests.example_cnn import FORWARD, PARAMS, Net, train_flops
 
 N, BATCH, EPOCHS = 40, 16, 2  # batches of 16, 16 and 8 per epoch: 6 optimizer steps
@@ -161,7 +161,7 @@ def test_a_train_call_is_counted_within_2_percent_of_the_analytic_count(fresh_pa
     u = min(rep.threads, 4) / 4
     busy_s = rep.flops / (1.05e10 * u) + EPOCHS * 3 * 2.66e-4
     assert joules == pytest.approx((2.29 + 4.53 * u) * busy_s)
-    assert rep.bytes_down == message_bytes(msg)
+    assert rep.bytes_down == download_bytes(msg) + reply_ack_bytes(reply)
     # counted again in the same process: the memo answers, the figure is the same
     again = energy_mod(msg, _context(), PlainTrain())
     assert EnergyReport.from_record(again.content[REPORT_KEY]).flops == rep.flops
@@ -216,7 +216,8 @@ def test_a_call_without_torch_work_is_reported_unmetered():
     [(phase, joules, prov, source)] = _compute(record)
     assert (phase, joules, prov) == ("query", 0.0, "unmetered")
     assert "no torch module call seen" in source
-    assert record["flops"] == 0 and record["bytes-down"] == message_bytes(msg)
+    assert record["flops"] == 0
+    assert record["bytes-down"] == download_bytes(msg) + reply_ack_bytes(reply)
     # the network is accounted as always
     assert {"radio", "infrastructure"} <= set(record["c-domain"])
 

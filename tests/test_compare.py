@@ -11,7 +11,8 @@ from fedenergy.ledger import Ledger
 from fedenergy.physics.call import radio_energy
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.flops import FlopCache
-from fedenergy.physics.network import get_link, infrastructure_energy_j
+from fedenergy.physics.infra import infrastructure_energy_j
+from fedenergy.physics.network import get_link
 from fedenergy.settings import Settings
 from fedenergy.sim.fleet import load_fleet
 from fedenergy.sim.tasks import DataConfig, get_task

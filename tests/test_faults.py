@@ -19,7 +19,7 @@ from fedenergy.sim.clientapp import app, evaluate_local, train
 from fedenergy.sim.faults import simulated_faults
 from fedenergy.sim.fleet import is_online, load_fleet
 from fedenergy.sim.tasks import get_task
-from fedenergy.wire import message_bytes
+from fedenergy.wire import download_bytes, reply_ack_bytes, upload_bytes
 
 NUM_NODES, SEED = 4, 3
 FLAKY = """
@@ -147,8 +147,9 @@ def test_the_client_app_plays_faults_outside_the_energy_mod(fleet, arrays):
     reply = app(msg, _context(pid))
     rep = EnergyReport.from_record(reply.content[REPORT_KEY])
     assert (rep.device, rep.link) == ("rpi4", "lte")  # the node's own fleet profile
-    assert rep.bytes_down == message_bytes(msg)  # the message was not touched on the way in
-    assert abs(rep.bytes_up - message_bytes(reply)) <= 2
+    # the message was not touched on the way in
+    assert rep.bytes_down == download_bytes(msg) + reply_ack_bytes(reply)
+    assert abs(rep.bytes_up - upload_bytes(reply, 42)) <= 2
 
 
 def test_a_failed_device_loses_the_state_its_call_wrote(fleet, arrays):

@@ -4,13 +4,14 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedenergy.client.mod import energy_mod
 from fedenergy.physics.call import radio_energy
-from fedenergy.physics.network import get_link, infrastructure_energy_j
+from fedenergy.physics.infra import infrastructure_energy_j
+from fedenergy.physics.network import get_link
 from fedenergy.protocol import REPORT_KEY
 from fedenergy.report import EnergyReport
 from fedenergy.sim.clientapp import app as _app  # noqa: F401  (registers handlers; module under test below)
 from fedenergy.sim.clientapp import train
 from fedenergy.sim.tasks import get_task
-from fedenergy.wire import message_bytes
+from fedenergy.wire import download_bytes, reply_ack_bytes, upload_bytes
 
 
 @pytest.fixture
@@ -48,8 +49,10 @@ def test_mod_attaches_a_report_built_from_exact_bytes_and_flops(train_message):
     reply = energy_mod(train_message, ctx, lambda m, c: train(m, c))
     assert "fedenergy.work" not in reply.content
     rep = EnergyReport.from_record(reply.content[REPORT_KEY])
-    assert rep.bytes_down == message_bytes(train_message)
-    assert abs(rep.bytes_up - message_bytes(reply)) <= 2  # settled by fixed point
+    # as Flower's traffic counter counts them (fedenergy.wire): the message and the
+    # acknowledgement of the reply down, the reply (report included) up
+    assert rep.bytes_down == download_bytes(train_message) + reply_ack_bytes(reply)
+    assert abs(rep.bytes_up - upload_bytes(reply, 42)) <= 2  # settled by fixed point
     assert rep.server_round == 2 and rep.partition_id == 3 and rep.device == "rpi4"
     link = get_link("lte")
     comp = {(c.phase, c.domain): c.joules for c in rep.components}

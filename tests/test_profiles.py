@@ -2,7 +2,8 @@ import pytest
 
 from fedenergy.physics.call import radio_energy
 from fedenergy.physics.devices import device_catalog, get_device
-from fedenergy.physics.network import get_link, infrastructure_energy_j, link_catalog
+from fedenergy.physics.infra import infrastructure_energy_j
+from fedenergy.physics.network import get_link, link_catalog
 
 
 def test_every_constant_has_a_source():

@@ -7,7 +7,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedenergy.protocol import PROFILE_KEYS, PROFILE_RECORD, REPORT_KEY
 from fedenergy.report import EnergyReport
 from fedenergy.sim.clientapp import app
-from fedenergy.wire import message_bytes
+from fedenergy.wire import upload_bytes
 
 
 def _query() -> Message:
@@ -44,7 +44,7 @@ def test_a_deployed_node_sends_only_the_profile_keys():
     wire = str(reply.content)
     assert not any(str(v) in wire for v in SECRETS.values() if isinstance(v, str))
     rep = EnergyReport.from_record(reply.content[REPORT_KEY])
-    assert abs(rep.bytes_up - message_bytes(reply)) <= 2
+    assert abs(rep.bytes_up - upload_bytes(reply, 42)) <= 2
 
 
 def test_a_simulated_node_sends_its_partition_fleet_profile_and_data_size():

@@ -12,7 +12,7 @@ import fedenergy
 from fedenergy.cli import main
 from fedenergy.ledger import Ledger
 from fedenergy.physics.devices import get_device
-from fedenergy.physics.network import infrastructure_energy_j
+from fedenergy.physics.infra import infrastructure_energy_j
 
 NODES, ROUNDS = 8, 4
 

@@ -220,7 +220,9 @@ def test_federation_with_the_user_codec(tmp_path, monkeypatch):
         acc = [r["accuracy"] for r in summary["per_round"]]
         assert acc[-1] != acc[0]  # the decoded updates moved the global model
         nbytes = expected_nbytes(HalfSign(block=block), template)
-        assert all(nbytes < r["bytes"] < nbytes + 2048 for r in up), (nbytes, up)
+        # the payload plus the reply's other records (metrics, report) and Flower's object
+        # framing (each object's header and id, counted as Flower counts them: ~2.4 KB here)
+        assert all(nbytes < r["bytes"] < nbytes + 4096 for r in up), (nbytes, up)
     # same nodes, same labels' length: the uploads differ by exactly the payload sizes
     (_, up_a, infra_a), (_, up_b, infra_b) = runs[128], runs[256]
     diff = expected_nbytes(HalfSign(128), template) - expected_nbytes(HalfSign(256), template)

@@ -28,7 +28,7 @@ from functools import cache
 from fedenergy.physics.catalog import Catalog, load_catalog, packaged_catalog, split_paths
 from fedenergy.physics.constants import load_table
 from fedenergy.physics.devices import DeviceProfile
-from fedenergy.physics.network import J_PER_KWH
+from fedenergy.physics.infra import J_PER_KWH
 
 log = logging.getLogger("fedenergy")
 

@@ -22,6 +22,7 @@ from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, facility_factor
 from fedenergy.physics.call import call_energy
 from fedenergy.physics.compute import DEVICE, OFF, Work, call_compute, steps_for
 from fedenergy.physics.flops import FlopCache
+from fedenergy.physics.infra import other_model
 from fedenergy.plan import RunPlan
 from fedenergy.sim.tasks import DataConfig, Task, evaluate, train_epochs
 
@@ -118,14 +119,25 @@ def run_centralized(
 
     # 1. every node uploads its raw data once over its own link
     uploads, radio_j, infra_j, up_s = [], 0.0, 0.0, 0.0
+    other, infra_other_j = other_model(settings.infra_model), 0.0
     for prof, (n, nbytes) in zip(plan.profiles, node_upload_samples(task, cfg), strict=True):
         # one upload + tail; whole-device: the node's idle base while it uploads
         wait_w = prof.device.idle_power_w if settings.boundary == DEVICE else 0.0
-        e = call_energy(prof.link, 0, nbytes, settings.infra_kwh_per_gb, wait_w=wait_w)
+        e = call_energy(
+            prof.link,
+            0,
+            nbytes,
+            settings.infra_kwh_per_gb,
+            wait_w=wait_w,
+            infra_model=settings.infra_model,
+        )
         carbon.add(e.upload_radio_j + e.wait_j, prof.country, prof.device)
         carbon.add(e.upload_infra_j, INFRA_COUNTRY, None, note_fallback=False)
         radio_j += e.upload_radio_j + e.wait_j
         infra_j += e.upload_infra_j
+        infra_other_j += call_energy(
+            prof.link, 0, nbytes, settings.infra_kwh_per_gb, infra_model=other
+        ).upload_infra_j
         up_s = max(up_s, e.upload_s)
         uploads.append(
             {
@@ -207,6 +219,8 @@ def run_centralized(
         "infrastructure_j": infra_j,
         "pue_overhead_j": pue_overhead,
         "total_j": compute_it + radio_j + infra_j + pue_overhead,
+        "infra_model_other": other,
+        "total_j_other_infra": compute_it + radio_j + infra_other_j + pue_overhead,
         "kwh": carbon.kwh,
         "co2e_kg": carbon.co2e_kg,
         "carbon": carbon.as_dict(),

@@ -18,6 +18,7 @@ from fedenergy.analysis.centralized import (
     DEFAULT_MAX_EPOCHS,
     run_centralized,
 )
+from fedenergy.analysis.infra_alt import other_infra
 from fedenergy.ledger import NETWORK_PHASES, Ledger
 from fedenergy.physics.catalog import Catalog
 from fedenergy.plan import plan_run
@@ -87,6 +88,7 @@ def federated_side(ledger: Ledger, run_id: str, target: float) -> dict:
         )
     ledger_j = sum(r["joules"] for r in rounds if r["round"] <= upto)
     final = next((r["accuracy"] for r in rounds if r["round"] == upto), None)
+    alt = other_infra(ledger, run_id, upto)
     walls = [r["committed_at"] for r in rounds if r["round"] <= upto]
     run = next(x for x in ledger.runs() if x["run_id"] == run_id)
     return {
@@ -102,6 +104,11 @@ def federated_side(ledger: Ledger, run_id: str, target: float) -> dict:
         "infrastructure_j": carbon["infrastructure_j"],
         "pue_overhead_j": carbon["facility_j"] - carbon["it_j"],
         "total_j": carbon["facility_j"],
+        # the same, infrastructure under the model the run did not use (physics.infra)
+        "infra_model_other": alt["model"],
+        "total_j_other_infra": carbon["facility_j"]
+        - carbon["infrastructure_j"]
+        + alt["infrastructure_j"],
         "kwh": carbon["kwh"],
         "co2e_kg": carbon["co2e_kg"],
         "carbon": {
@@ -224,6 +231,7 @@ SIDE_ROWS = (
     ("infrastructure J", "infrastructure_j"),
     ("PUE overhead J", "pue_overhead_j"),
     ("total J", "total_j"),
+    ("total J, other infra model", "total_j_other_infra"),
     ("kWh", "kwh"),
     ("kgCO2e", "co2e_kg"),
     ("accuracy", "accuracy"),

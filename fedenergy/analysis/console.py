@@ -63,6 +63,13 @@ def print_summary(console: Console, s: dict) -> None:
         from fedenergy.sim.experiment_energy import describe
 
         console.print(describe(s["experiment"]), soft_wrap=True)
+    alt = s.get("infra_other")
+    if alt:
+        console.print(
+            f"infrastructure model {alt['used']}; under the {alt['model']} model: total "
+            f"{alt['total_j']:.4g} J (infrastructure {alt['infrastructure_j']:.4g} J)",
+            soft_wrap=True,
+        )
     if unmetered.get("calls"):
         console.print(
             f"compute unmetered for {unmetered['calls']} calls of {unmetered['nodes']} nodes "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from fedenergy.analysis.infra_alt import other_infra
 from fedenergy.ledger import NETWORK_PHASES, Ledger
 from fedenergy.report import UNMETERED
 
@@ -55,6 +56,8 @@ def summarize(ledger: Ledger, run_id: str) -> dict:
         "by_phase": totals["by_phase"],
         "by_domain": dict(by_domain),
         "by_provenance": dict(provenance),
+        # the run's total with its infrastructure under the model it did not use
+        "infra_other": other_infra(ledger, run_id),
         "unmetered": {
             "calls": len(unmetered),
             "nodes": len({n for _, n, _ in unmetered}),

@@ -30,7 +30,6 @@ from dataclasses import replace
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common.serde import config_record_to_proto, message_to_proto
 
 from fedenergy.client.measured import MeasuredCall, measure_call, wants_measurement
 from fedenergy.client.work import COUNTED, UNKNOWN, CallWork, call_work, torch_calls
@@ -45,13 +44,14 @@ from fedenergy.physics.compute import (
     PER_CALL,
     STARTUP_MODES,
 )
-from fedenergy.physics.network import INFRA_SOURCE
+from fedenergy.physics.infra import DEFAULT_MODEL, INFRA_KWH_PER_GB, check_model, provenance
 from fedenergy.physics.radio import KeepAlive, keepalive_from_table
 from fedenergy.protocol import (
     CFG_BOUNDARY,
     CFG_CATALOG,
     CFG_DEVICE,
     CFG_INFRA_KWH_PER_GB,
+    CFG_INFRA_MODEL,
     CFG_KEEPALIVE,
     CFG_LINK,
     CFG_RADIO_IDLE,
@@ -66,7 +66,7 @@ from fedenergy.protocol import (
     SERVER_ROUND,
 )
 from fedenergy.report import UNMETERED, Component, EnergyReport
-from fedenergy.wire import message_bytes
+from fedenergy.wire import download_bytes, object_bytes, reply_ack_bytes, upload_bytes
 
 DEFAULT_DEVICE, DEFAULT_LINK = "laptop", "wifi"
 
@@ -131,6 +131,7 @@ def build_report(
     startup: str = DEFAULT_STARTUP,
     idle_s: float | None = None,
     keepalive: KeepAlive | None = None,
+    infra_model: str = DEFAULT_MODEL,
 ) -> EnergyReport:
     """The report of one call: compute from its work (FLOPs, steps, threads) through the
     device model (or the measured components of a deployed node), the start-up phase (modeled,
@@ -154,6 +155,7 @@ def build_report(
             wait_w=wait_w,
             startup_s=measured.startup_s,
             **radio,
+            infra_model=infra_model,
         )
         compute = measured.components
     else:
@@ -168,6 +170,7 @@ def build_report(
             threads=threads,
             boundary=boundary,
             startup=startup,
+            infra_model=infra_model,
             **radio,
         )
         # the work (steps, threads) and the boundary travel in the report's own fields
@@ -178,7 +181,7 @@ def build_report(
     if boundary == DEVICE:
         idle = f"{device.provenance()}; idle {device.idle_power_w:g} W while transferring"
         compute += (Component(kind, "idle", e.wait_j, "modeled", idle),)
-    infra = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB"
+    infra = provenance(infra_model, infra_kwh_per_gb, link.access)
     comps = (
         *compute,
         Component("download", "radio", e.download_radio_j, "modeled", link.provenance()),
@@ -258,7 +261,7 @@ def meter_call(
 ) -> Message:
     """The energy mod's work: bytes both ways, the call's compute (measured, stated, counted
     when ``count_torch``, else unmetered), the EnergyReport attached to the reply."""
-    bytes_down = message_bytes(msg)
+    received = download_bytes(msg)  # before the handler may touch the message
     kind = message_kind(msg)
     measured = None
     cfg = msg.content.config_records.get(CONFIG_RECORD, ConfigRecord())
@@ -286,8 +289,9 @@ def meter_call(
         device_id=device_id,
         link_id=link_id,
         flops=work.flops,
-        bytes_down=bytes_down,
-        infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, 0.059)),
+        bytes_down=received,
+        infra_kwh_per_gb=float(cfg.get(CFG_INFRA_KWH_PER_GB, INFRA_KWH_PER_GB)),
+        infra_model=check_model(str(cfg.get(CFG_INFRA_MODEL, DEFAULT_MODEL))),
         measured=measured,
         catalog=node_catalog(msg, ctx),
         idle_s=idle_s,
@@ -303,19 +307,21 @@ def meter_call(
         built = build_report(bytes_up=bytes_up, **args)
         return built if measured else with_work_basis(built, work)
 
-    # The report's own size is part of the upload: settle the byte count by fixed point. The
-    # reply is serialized once; each iteration only re-encodes the report inside that proto
-    # (the same sizes as message_bytes(reply) with the report attached, at a fraction of the
-    # cost: the model's arrays are not serialized again).
-    if REPORT_KEY in reply.content:
-        del reply.content[REPORT_KEY]
-    proto = message_to_proto(reply)
-    bytes_up = proto.ByteSize()
-    item = proto.content.items.add(key=REPORT_KEY)
+    # Bytes as Flower's traffic counter counts them (fedenergy.wire): down, the message and the
+    # acknowledgement of the reply; up, the reply. The report's own size is part of the upload:
+    # settle the byte count by fixed point. The reply, with a first report, is deflated once;
+    # a report of other figures changes only the report object's own length (every object id
+    # has the same length), so each iteration re-encodes the report alone.
+    record = report(0).to_record()
+    reply.content[REPORT_KEY] = record
+    args["bytes_down"] = received + reply_ack_bytes(reply)
+    record = report(0).to_record()  # with its final bytes-down
+    reply.content[REPORT_KEY] = record
+    rest = upload_bytes(reply, int(ctx.node_id)) - object_bytes(record)
+    bytes_up = rest + object_bytes(record)
     for _ in range(4):
         record = report(bytes_up).to_record()
-        item.config_record.CopyFrom(config_record_to_proto(record))
-        settled = proto.ByteSize()
+        settled = rest + object_bytes(record)
         if settled == bytes_up:
             break
         bytes_up = settled

@@ -18,8 +18,10 @@ energy, part by part:
   radio model's powers are above the device's base (Huang et al.);
 * waiting: ``wait_w`` over both transfer times (whole-device boundary: the device's idle base
   under the radio's power);
-* infrastructure, each way: bytes x kWh/GB
-  (:func:`fedenergy.physics.network.infrastructure_energy_j`).
+* infrastructure, each way, by the run's model (:mod:`fedenergy.physics.infra`): bytes x
+  kWh/GB (``per-byte``), or the access network's baseline power over the time the call holds
+  the connection plus its marginal energy per byte (``power``; the download phase holds it from
+  the download until the upload starts, start-up included, the upload phase for its transfer).
 
 The energy mod's report, the coordinator's forecasts (one node, or many at once), failed-call
 rows, the report validator's bounds and the centralized baseline all take their figures from
@@ -38,13 +40,14 @@ from fedenergy.physics import radio
 from fedenergy.physics.compute import DEFAULT_BOUNDARY, DEFAULT_STARTUP, Work, call_compute
 from fedenergy.physics.constants import Num
 from fedenergy.physics.devices import DeviceProfile
-from fedenergy.physics.network import (
+from fedenergy.physics.infra import (
+    DEFAULT_MODEL,
     INFRA_KWH_PER_GB,
-    LinkProfile,
-    LinkTerms,
-    infrastructure_energy_j,
-    transfer_time_s,
+    POWER,
+    AccessPower,
+    call_infra_j,
 )
+from fedenergy.physics.network import LinkProfile, LinkTerms, transfer_time_s
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ def _compose(
     wait_w: Num = 0.0,
     startup_j: Num = 0.0,
     startup_s: Num = 0.0,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     # The radio (physics/radio.py): each transfer is charged what leads up to it from the
     # node's previous transfer (the tail, cut; a promotion where the tail ran out; keep-alive
@@ -148,13 +152,22 @@ def _compose(
         e_down = ops.where(has_down, ops.where(has_up, e_down, e_down + full), e_down)
     between = ops.where(has_down, ops.where(has_up, gap_s + mid_s, 0.0), 0.0)
     end_s = ops.where(has_down, lead_s, ops.where(has_up, lead_s, 0.0)) + t_down + between + t_up
+    # infrastructure (physics.infra): the power model holds the connection over the download
+    # and the start-up and compute after it, then over the upload (read only by that model)
+    held_down, terms = 0.0, None
+    if infra_model == POWER:
+        held_down = t_down + gap_s
+        terms = AccessPower(link.infra_w, link.infra_j_per_byte)
+    i_down, i_up = call_infra_j(
+        infra_model, kwh_per_gb, terms, bytes_down, bytes_up, held_down, t_up
+    )
     return CallEnergy(
         compute_j,
         compute_s,
         e_down,
         e_up,
-        infrastructure_energy_j(bytes_down, kwh_per_gb),
-        infrastructure_energy_j(bytes_up, kwh_per_gb),
+        i_down,
+        i_up,
         t_down,
         t_up,
         end_s,
@@ -162,6 +175,7 @@ def _compose(
         startup_j,
         startup_s,
     )
+    return CallEnergy(compute_j, compute_s, e_down, e_up, i_down, i_up, t_down, t_up)
 
 
 def call_energy(
@@ -177,14 +191,15 @@ def call_energy(
     wait_w: float = 0.0,
     startup_j: float = 0.0,
     startup_s: float = 0.0,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """One call on ``link``: download ``bytes_down``, start up for ``startup_s`` (spending
     ``startup_j``), compute ``compute_j`` over ``compute_s``, upload ``bytes_up`` (0: none),
-    with ``wait_w`` watts over the transfer times; infrastructure at ``infra_kwh_per_gb``.
-    ``idle_s``: seconds since the node's previous transfer ended, on the run's clock
-    (``math.inf``: none yet; None: the call stands alone, its own tail charged in full);
-    ``keepalive``: the exchanges a waiting node makes in that time
-    (:mod:`fedenergy.physics.radio`)."""
+    with ``wait_w`` watts over the transfer times; infrastructure by ``infra_model``
+    (``per-byte``: at ``infra_kwh_per_gb``; ``power``: the link's access network). ``idle_s``:
+    seconds since the node's previous transfer ended, on the run's clock (``math.inf``: none
+    yet; None: the call stands alone, its own tail charged in full); ``keepalive``: the
+    exchanges a waiting node makes in that time (:mod:`fedenergy.physics.radio`)."""
     return _compose(
         radio.SCALAR,
         link.terms,
@@ -198,6 +213,7 @@ def call_energy(
         wait_w,
         startup_j,
         startup_s,
+        infra_model=infra_model,
     )
 
 
@@ -215,6 +231,7 @@ def modeled_call(
     threads: int = 0,
     boundary: str = DEFAULT_BOUNDARY,
     startup: str = DEFAULT_STARTUP,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """``call_energy`` with the compute of ``flops`` and ``steps`` on ``threads`` (0: not
     known) modeled through ``device`` in ``boundary`` terms, the start-up phase as ``startup``
@@ -232,6 +249,7 @@ def modeled_call(
         wait_w=c.wait_w,
         startup_j=c.startup_j,
         startup_s=c.startup_s,
+        infra_model=infra_model,
     )
 
 
@@ -249,6 +267,7 @@ def call_energy_many(
     wait_w: Num = 0.0,
     startup_j: Num = 0.0,
     startup_s: Num = 0.0,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """``call_energy`` of many nodes at once: node ``i`` is on link ``links[index[i]]`` of a
     ``link_table`` (``index`` None: ``links`` holds one entry per node already); the other
@@ -268,6 +287,7 @@ def call_energy_many(
         wait_w,
         startup_j,
         startup_s,
+        infra_model=infra_model,
     )
 
 

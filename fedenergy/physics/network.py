@@ -1,4 +1,4 @@
-"""Link profiles and the per-link rules of network energy: device radio + infrastructure.
+"""Link profiles and the per-link rules of the device radio.
 
 Device radio (Huang et al., MobiSys 2012): a transfer draws P = alpha * tput + beta (mW, with
 tput in Mbit/s) over its time bytes*8 / tput, then the radio stays in a high-power tail state
@@ -8,10 +8,11 @@ per node: :mod:`fedenergy.physics.radio`). How one call
 composes them (download, compute gap, upload, and the tails between) is
 :mod:`fedenergy.physics.call`, the one call-energy model.
 
-Infrastructure (routers, core, access network), a separate modeled component: bytes x an
-energy intensity, by default 0.059 kWh/GB (Sustainable Web Design v4, as used by CO2.js).
-Constants and their sources: data/links.toml and docs/constants.md. Every rule here takes
-scalars or numpy arrays alike (elementwise: the same floats).
+Infrastructure (routers, core, access network) is a separate modeled component,
+:mod:`fedenergy.physics.infra`; a link names its access network (``access``: fixed broadband
+or mobile), whose power-model constants its ``terms`` carry. Constants and their sources:
+data/links.toml and docs/constants.md. Every rule here takes scalars or numpy arrays alike
+(elementwise: the same floats).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedenergy.physics.constants import Num, check_entry, load_table
+from fedenergy.physics.infra import ACCESS, power_terms
 
 NUMERIC = (
     "down_mbps",
@@ -36,10 +38,6 @@ NUMERIC = (
     "promo_mw",
     "promo_s",
 )
-INFRA_KWH_PER_GB = 0.059  # Sustainable Web Design v4 operational network intensity (CO2.js)
-INFRA_SOURCE = "swd-v4"  # Sustainable Web Design v4 (as used by CO2.js)
-J_PER_KWH = 3.6e6
-BYTES_PER_GB = 1e9
 
 
 def transfer_time_s(nbytes: Num, bits_per_s: Num) -> Num:
@@ -50,11 +48,6 @@ def transfer_time_s(nbytes: Num, bits_per_s: Num) -> Num:
 def radio_power_w(alpha_mw_per_mbps: Num, mbps: Num, beta_mw: Num) -> Num:
     """Radio power (W) while transferring at ``mbps``: (alpha * mbps + beta) mW."""
     return (alpha_mw_per_mbps * mbps + beta_mw) / 1000.0
-
-
-def infrastructure_energy_j(nbytes: Num, kwh_per_gb: Num = INFRA_KWH_PER_GB) -> Num:
-    """Network-infrastructure joules attributed to ``nbytes`` at ``kwh_per_gb``."""
-    return nbytes / BYTES_PER_GB * kwh_per_gb * J_PER_KWH
 
 
 class LinkTerms(NamedTuple):
@@ -69,6 +62,8 @@ class LinkTerms(NamedTuple):
     tail_s: Num
     promo_w: Num  # idle -> connected promotion (physics/radio.py)
     promo_s: Num
+    infra_w: Num  # infrastructure power model (physics.infra): baseline W of the access network
+    infra_j_per_byte: Num  # and its marginal joules per byte
 
     def take(self, index: np.ndarray) -> LinkTerms:
         """The entries at ``index`` of a table (e.g. each node's link index): per node."""
@@ -92,6 +87,7 @@ class LinkProfile:
     promo_mw: float
     promo_s: float
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    access: str = "mobile"  # the access network, for infrastructure: "fixed" | "mobile"
     # the file whose entry this is, as provenance names it (a user catalog's file name)
     origin: str = field(default="links.toml", compare=False, repr=False)
 
@@ -107,6 +103,7 @@ class LinkProfile:
             self.tail_s,
             self.promo_mw / 1000.0,
             self.promo_s,
+            *power_terms(self.access),
         )
 
     def download_power_w(self) -> float:
@@ -152,8 +149,11 @@ def _build(
         kind=str(e.get("kind", "wireless")),
         sources=dict(e["sources"]),
         origin=origin,
+        access=str(e.get("access", "fixed" if e.get("kind") == "wired" else "mobile")),
         **{f: float(e[f]) for f in NUMERIC},
     )
+    if prof.access not in ACCESS:
+        raise ValueError(f"link {key!r}: field 'access' must be one of {', '.join(ACCESS)}")
     for f in NUMERIC:
         positive = f in ("down_mbps", "up_mbps")
         v = getattr(prof, f)

@@ -32,7 +32,7 @@ from fedenergy.server.outbox import Outbox
 from fedenergy.server.radio_clock import RunClock
 from fedenergy.server.reply_checks import check_reply, metric_names
 from fedenergy.server.stock import link_note, stock_call_rows
-from fedenergy.wire import message_bytes
+from fedenergy.wire import reply_ack_bytes, upload_bytes
 
 log = logging.getLogger("fedenergy")
 NO_REPORT = "reply carries no energy report"
@@ -227,7 +227,10 @@ class Collector:
                 node_id,
                 link_note(node, declared),
             )
-        sent, received = self.outbox.sent.get((node_id, call), 0), message_bytes(msg)
+        # as Flower counts them: the message and the acknowledgement of the reply down, the
+        # reply up (fedenergy.wire)
+        sent = self.outbox.sent.get((node_id, call), 0) + reply_ack_bytes(msg)
+        received = upload_bytes(msg, node_id)
         self.books.rows.extend(
             stock_call_rows(
                 node,
@@ -238,6 +241,7 @@ class Collector:
                 declared,
                 idle_s=self.clock.idle_sent(node_id, call),
                 keepalive=self.clock.keepalive,
+                infra_model=self.fleet.infra_model,
             )
         )
         self.clock.transferred(self.fleet, node_id, call, node.link, sent, received, 0.0)
@@ -259,6 +263,7 @@ class Collector:
                 self.fleet.infra_kwh_per_gb,
                 idle_s=self.clock.idle_sent(node_id, call),
                 keepalive=self.clock.keepalive,
+                infra_model=self.fleet.infra_model,
             )
         )
         self.clock.transferred(self.fleet, node_id, call, node.link, sent, 0, 0.0)
@@ -283,6 +288,7 @@ class Collector:
             link=st.link if st is not None else None,
             infra_kwh_per_gb=self.fleet.infra_kwh_per_gb,
             catalog=self.fleet.catalog,
+            infra_model=self.fleet.infra_model,
             bytes_sent=self.outbox.sent.get((node_id, call)) or None,
             reply_payload_bytes=payload,
             radio_idle_s=self.clock.idle_sent(node_id, call),

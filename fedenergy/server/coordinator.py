@@ -216,6 +216,7 @@ def run_federation(
             discovery=settings.discovery,
             seed=settings.seed,
             infra_kwh_per_gb=settings.infra_kwh_per_gb,
+            infra_model=settings.infra_model,
             query_timeout=settings.round_timeout_s,
             profiles=plan.profiles,
             fraction_train=settings.fraction,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.call import call_energy
+from fedenergy.physics.infra import DEFAULT_MODEL
 from fedenergy.physics.radio import KeepAlive
 from fedenergy.report import Component
 from fedenergy.server.columns import NodeState
@@ -23,6 +24,7 @@ def failed_call_rows(
     *,
     idle_s: float | None = None,
     keepalive: KeepAlive | None = None,
+    infra_model: str = DEFAULT_MODEL,
 ) -> list[EnergyRow]:
     """Rows of a ``call`` of ``node`` that failed for ``reason``: the download of the
     ``bytes_sent`` it was sent (radio and infrastructure) and, with the forecast of a train
@@ -31,7 +33,15 @@ def failed_call_rows(
     nid = str(node.node_id)
     # the call model's download with no upload after it: on the run's clock what leads up to it
     # (its tail then belongs to the node's next transfer); standing alone, its full tail too
-    e = call_energy(node.link, bytes_sent, 0, infra_kwh_per_gb, idle_s=idle_s, keepalive=keepalive)
+    e = call_energy(
+        node.link,
+        bytes_sent,
+        0,
+        infra_kwh_per_gb,
+        idle_s=idle_s,
+        keepalive=keepalive,
+        infra_model=infra_model,
+    )
     src = f"{FAILED_SOURCE}; {reason[:120]}"
     if not node.known:
         src += f"; link unknown, prior {node.link.id}"

@@ -25,6 +25,7 @@ import numpy as np
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.catalog import Catalog, packaged_catalog
 from fedenergy.physics.compute import DEFAULT_BOUNDARY, DEFAULT_STARTUP
+from fedenergy.physics.infra import DEFAULT_MODEL, check_model
 from fedenergy.physics.radio import KeepAlive
 from fedenergy.server.availability import online_mask
 from fedenergy.server.battery import drain, install, recharge_all, shift_initial
@@ -73,11 +74,14 @@ class FleetState:
         seed: int,
         infra_kwh_per_gb: float,
         catalog: Catalog | None = None,
+        *,
+        infra_model: str = DEFAULT_MODEL,
     ) -> None:
         # the devices and links node profiles are looked up in (default: the packaged ones)
         self.catalog = packaged_catalog() if catalog is None else catalog
         self.seed = seed
         self.infra_kwh_per_gb = infra_kwh_per_gb
+        self.infra_model = check_model(infra_model)  # physics.infra: per-byte | power
         self.flops_per_example = 0.0  # training FLOPs per local example (set by the coordinator)
         # the steps of a train call (0: not known) and the clients' threads (0: not known, all
         # cores), set by the coordinator like flops_per_example; the compute model's boundary
@@ -235,6 +239,7 @@ class FleetState:
             startup=self.startup,
             clock_s=self.clock_s,
             keepalive=self.keepalive,
+            infra_model=self.infra_model,
         )
 
     def expected_upload_bytes(self, st: NodeState, codec_label: str, payload_bytes: int) -> int:

@@ -29,6 +29,7 @@ from fedenergy.physics.compute import (
     steps_for,
 )
 from fedenergy.physics.devices import DeviceProfile
+from fedenergy.physics.infra import DEFAULT_MODEL
 from fedenergy.physics.network import LinkProfile
 from fedenergy.physics.radio import KeepAlive
 from fedenergy.server.columns import DEVICE_KEYS, FleetColumns
@@ -76,6 +77,7 @@ class Model(NamedTuple):
     # the keep-alive accounted between calls (physics/radio.py)
     clock_s: float | None = None
     keepalive: KeepAlive | None = None
+    infra_model: str = DEFAULT_MODEL  # physics.infra: per-byte | power
 
 
 def idle_s(clock_s: float | None, radio_end: float) -> float | None:
@@ -125,6 +127,7 @@ def profile_forecast(
         startup=model.startup,
         idle_s=first,
         keepalive=model.keepalive,
+        infra_model=model.infra_model,
     )
     return _forecast(e)
 
@@ -154,6 +157,7 @@ def known_forecast(cols: FleetColumns, row: int, call: TrainCall, model: Model) 
         wait_w=wait_w,
         startup_j=c.startup_j,
         startup_s=c.startup_s,
+        infra_model=model.infra_model,
     )
     return _forecast(e)
 
@@ -193,6 +197,7 @@ def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: 
         wait_w=wait_w,
         startup_j=m.startup_j,
         startup_s=m.startup_s,
+        infra_model=model.infra_model,
     )
     return e.local_j, e.download_j, e.upload_j, e.device_j
 

@@ -38,7 +38,7 @@ from fedenergy.server.fleet_state import FleetState
 from fedenergy.server.forecast import TrainCall
 from fedenergy.server.policies import CompressionPolicy
 from fedenergy.server.radio_clock import RunClock
-from fedenergy.wire import message_bytes
+from fedenergy.wire import download_bytes
 
 
 class Outbox:
@@ -108,7 +108,7 @@ class Outbox:
                 dst_node_id=0,
                 message_type="train",
             )
-            self._download_bytes[label] = message_bytes(msg)
+            self._download_bytes[label] = download_bytes(msg)
         return self._download_bytes[label]
 
     def train_call(self, policy: CompressionPolicy, node: NodeState) -> TrainCall:
@@ -163,6 +163,6 @@ class Outbox:
                 dst_node_id=nid,
                 group_id=m.metadata.group_id,
             )
-            self.sent[(nid, call)] = message_bytes(msg)
+            self.sent[(nid, call)] = download_bytes(msg)
             out.append(msg)
         return out

@@ -34,6 +34,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedenergy.ledger import Ledger
 from fedenergy.physics.catalog import Catalog
+from fedenergy.physics.infra import DEFAULT_MODEL
 from fedenergy.server.discovery import declared_nodes, node_info, query_nodes
 from fedenergy.server.fleet_state import FleetState
 from fedenergy.server.node import NodeInfo
@@ -114,6 +115,7 @@ def energy_strategy(
     seed: int,
     infra_kwh_per_gb: float,
     query_timeout: float,
+    infra_model: str = DEFAULT_MODEL,
     profiles: Sequence = (),
     fraction_train: float = 0.5,
     fraction_evaluate: float = 0.0,
@@ -133,7 +135,7 @@ def energy_strategy(
     for the radio state machine (server/radio_clock.py)."""
     check_discovery(discovery)
     profiles = list(profiles)
-    fleet = FleetState([], seed, infra_kwh_per_gb, catalog)
+    fleet = FleetState([], seed, infra_kwh_per_gb, catalog, infra_model=infra_model)
 
     def query(g: Grid, ids: list[int]) -> list[NodeInfo]:
         infos = query_nodes(g, ids, strategy, common_config, query_timeout, profiles)

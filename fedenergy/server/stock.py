@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics.call import CallEnergy, call_energy
-from fedenergy.physics.network import INFRA_SOURCE, LinkProfile
+from fedenergy.physics.infra import DEFAULT_MODEL, provenance
+from fedenergy.physics.network import LinkProfile
 from fedenergy.physics.radio import KeepAlive
 from fedenergy.report import UNMETERED, Component
 from fedenergy.server.columns import NodeState
@@ -29,14 +30,21 @@ def stock_network_energy(
     *,
     idle_s: float | None = None,
     keepalive: KeepAlive | None = None,
+    infra_model: str = DEFAULT_MODEL,
 ) -> CallEnergy:
     """The network energy of a call whose node sent no report: the ``bytes_sent`` download and
     the ``bytes_received`` upload through ``link`` (device radio, gap 0) and the infrastructure
-    at ``infra_kwh_per_gb``, by the one call model (:mod:`fedenergy.physics.call`); its compute
-    fields stay 0 (compute is unmetered, booked apart). ``idle_s``/``keepalive``: the node's
-    radio on the run's clock (see the call model)."""
+    by ``infra_model`` (at ``infra_kwh_per_gb`` per byte), by the one call model
+    (:mod:`fedenergy.physics.call`); its compute fields stay 0 (compute is unmetered, booked
+    apart). ``idle_s``/``keepalive``: the node's radio on the run's clock (see the call model)."""
     return call_energy(
-        link, bytes_sent, bytes_received, infra_kwh_per_gb, idle_s=idle_s, keepalive=keepalive
+        link,
+        bytes_sent,
+        bytes_received,
+        infra_kwh_per_gb,
+        idle_s=idle_s,
+        keepalive=keepalive,
+        infra_model=infra_model,
     )
 
 
@@ -57,16 +65,23 @@ def stock_call_rows(
     *,
     idle_s: float | None = None,
     keepalive: KeepAlive | None = None,
+    infra_model: str = DEFAULT_MODEL,
 ) -> list[EnergyRow]:
     """The rows of a ``call`` of ``node`` answered without a report: download and upload (radio
     and infrastructure, modeled from the coordinator-side bytes) and the call's compute phase,
     unmetered. ``declared``: the node's link is the one it declared at registration."""
     net = stock_network_energy(
-        node.link, bytes_sent, bytes_received, infra_kwh_per_gb, idle_s=idle_s, keepalive=keepalive
+        node.link,
+        bytes_sent,
+        bytes_received,
+        infra_kwh_per_gb,
+        idle_s=idle_s,
+        keepalive=keepalive,
+        infra_model=infra_model,
     )
     src = f"{STOCK_SOURCE}; {link_note(node, declared)}"
     link_src = f"{node.link.provenance()}; {src}"
-    infra_src = f"{INFRA_SOURCE}:{infra_kwh_per_gb:g}kWh/GB; {src}"
+    infra_src = f"{provenance(infra_model, infra_kwh_per_gb, node.link.access)}; {src}"
     nid = str(node.node_id)
     down = (
         Component("download", "radio", net.download_radio_j, "modeled", link_src),

@@ -34,8 +34,8 @@ from flwr.serverapp.strategy import Result, Strategy
 from fedenergy.codecs import parse_codec
 from fedenergy.ledger import Ledger
 from fedenergy.physics.catalog import Catalog, load_catalog, split_paths
-from fedenergy.physics.network import INFRA_KWH_PER_GB
-from fedenergy.protocol import CFG_CATALOG, CFG_INFRA_KWH_PER_GB
+from fedenergy.physics.infra import DEFAULT_MODEL, INFRA_KWH_PER_GB, check_model
+from fedenergy.protocol import CFG_CATALOG, CFG_INFRA_KWH_PER_GB, CFG_INFRA_MODEL
 from fedenergy.server.build import make_policy, named_selector
 from fedenergy.server.policies import POLICIES, CompressionPolicy
 from fedenergy.server.rounds import RoundOutcome
@@ -103,9 +103,11 @@ class EnergyAware:
     learned: ``"declared"`` (a ``fe:DEVICE/LINK`` token in its SuperNode name, else as lazy),
     ``"lazy"`` (its first energy report) or ``"query"`` (a QUERY message to every node before
     round 1). ``seed``: of the selectors' random draws. ``infra_kwh_per_gb``: the network
-    infrastructure's energy per byte. ``catalog``: the user's catalog paths (a path, several
-    separated by ``os.pathsep``, a list) or a Catalog: devices and links nodes may be, beside
-    the packaged ones (default :func:`default_catalog`, read when the wrapper is made).
+    infrastructure's energy per byte; ``infra_model``: ``"per-byte"`` (that intensity) or
+    ``"power"`` (baseline-plus-marginal power, :mod:`fedenergy.physics.infra`). ``catalog``: the
+    user's catalog paths (a path, several separated by ``os.pathsep``, a list) or a Catalog:
+    devices and links nodes may be, beside the packaged ones (default :func:`default_catalog`,
+    read when the wrapper is made).
     """
 
     def __init__(
@@ -119,12 +121,14 @@ class EnergyAware:
         seed: int = 0,
         infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
         catalog: str | list[str] | tuple[str, ...] | Catalog | None = None,
+        infra_model: str = DEFAULT_MODEL,
     ) -> None:
         self.strategy = strategy
         self.ledger_path = default_ledger() if ledger is None else Path(ledger)
         self.selector, self.compression = selector, compression
         self.discovery = check_discovery(discovery)
         self.seed, self.infra_kwh_per_gb = seed, infra_kwh_per_gb
+        self.infra_model = check_model(infra_model)
         self.run_id: str | None = None  # the run of the latest ``start``
         if catalog is None:
             catalog = default_catalog()
@@ -172,6 +176,7 @@ class EnergyAware:
             "fraction_evaluate": getattr(base, "fraction_evaluate", None),
             "seed": self.seed,
             "infra_kwh_per_gb": self.infra_kwh_per_gb,
+            "infra_model": self.infra_model,
             "round_timeout_s": timeout,
             "catalog": list(self.catalog.paths),
         }
@@ -206,7 +211,10 @@ class EnergyAware:
                     self.seed,
                     base_versions(),
                 )
-                common = {CFG_INFRA_KWH_PER_GB: self.infra_kwh_per_gb}
+                common = {
+                    CFG_INFRA_KWH_PER_GB: self.infra_kwh_per_gb,
+                    CFG_INFRA_MODEL: self.infra_model,
+                }
                 if self.catalog.paths:
                     common[CFG_CATALOG] = list(self.catalog.paths)
                 strategy = energy_strategy(
@@ -217,6 +225,7 @@ class EnergyAware:
                     discovery=self.discovery,
                     seed=self.seed,
                     infra_kwh_per_gb=self.infra_kwh_per_gb,
+                    infra_model=self.infra_model,
                     query_timeout=timeout,
                     fraction_train=getattr(base, "fraction_train", 1.0),
                     fraction_evaluate=getattr(base, "fraction_evaluate", 1.0),
