@@ -96,8 +96,12 @@ def test_a_call_on_wifi_adds_the_idle_base_over_the_transfers_on_the_whole_devic
     assert e.compute_s == _approx(2.0) and e.compute_j == _approx(8.0)
     assert e.wait_j == _approx(0.5 * 2.0)  # 0.5 W idle over the 2 s of transfers
     assert e.startup_j == 0.0
-    down_radio = (137.01 * 20 + 132.86) / 1000 + 0.1193 * 0.238  # the 2 s gap outlasts the tail
-    up_radio = (283.17 * 10 + 132.86) / 1000 + 0.1193 * 0.238
+    # the radio, the call standing alone (physics/radio.py): a promotion (124.4 mW x 79.1 ms)
+    # before the download; the 2 s gap outlasts the 0.238 s tail, so the upload pays that tail
+    # and a second promotion first, and its own full tail after it
+    promo, tail = 0.1244 * 0.0791, 0.1193 * 0.238
+    down_radio = promo + (137.01 * 20 + 132.86) / 1000
+    up_radio = tail + promo + (283.17 * 10 + 132.86) / 1000 + tail
     assert e.download_radio_j == _approx(down_radio) and e.upload_radio_j == _approx(up_radio)
     assert e.device_j == _approx(8.0 + 1.0 + down_radio + up_radio)
     m = modeled_call(
@@ -116,12 +120,18 @@ def test_a_call_on_wifi_adds_the_idle_base_over_the_transfers_on_the_whole_devic
 
 def test_the_start_up_lengthens_the_gap_that_cuts_the_download_tail():
     # rpi4 on wifi, 0 FLOPs: the gap between download and upload is the 10.7 s start-up, so the
-    # download tail runs in full (0.238 s); with the start-up off, the upload follows at once
+    # download's tail runs in full (0.238 s) and the upload promotes the radio again; with the
+    # start-up off, the upload follows at once (no tail between, no second promotion)
     wifi = get_link("wifi")
     on = modeled_call(get_device("rpi4"), wifi, 0.0, 2_500_000, 1_250_000, 0.0)
     off = modeled_call(get_device("rpi4"), wifi, 0.0, 2_500_000, 1_250_000, 0.0, startup="off")
-    assert on.download_radio_j == _approx((137.01 * 20 + 132.86) / 1000 + 0.1193 * 0.238)
-    assert off.download_radio_j == _approx((137.01 * 20 + 132.86) / 1000)
+    promo, tail = 0.1244 * 0.0791, 0.1193 * 0.238
+    up = (283.17 * 10 + 132.86) / 1000  # 1,250,000 B at 10 Mbit/s = 1 s
+    assert on.upload_radio_j == _approx(tail + promo + up + tail)
+    assert off.upload_radio_j == _approx(up + tail)
+    assert on.download_radio_j == off.download_radio_j == _approx(
+        promo + (137.01 * 20 + 132.86) / 1000
+    )
     assert on.startup_j == _approx(3.4225 * 10.7) and off.startup_j == 0.0
 
 
