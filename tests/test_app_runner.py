@@ -81,14 +81,24 @@ def _assert_every_call_booked(conn: sqlite3.Connection, run_id: str, rounds: int
     expected = {(r, c): per_call for r in range(1, rounds + 1) for c in ("train", "evaluate")}
     assert per_round == expected
     for (rnd, node, call), phases in calls.items():
-        assert set(phases) == {"download", call, "upload"}, (rnd, node, call)
+        # the start-up of its ClientApp process too (settings.startup = "per-call")
+        assert set(phases) == {"download", call, "startup", "upload"}, (rnd, node, call)
         assert phases["download"] > 10_000 and phases["upload"] > 100  # the model / the metrics
         if call == "train":
             assert phases["upload"] > 10_000  # the update
     compute = conn.execute(
-        "SELECT provenance, joules FROM components WHERE run_id=? AND domain='compute'", (run_id,)
+        "SELECT provenance, joules FROM components WHERE run_id=? AND domain='compute' "
+        "AND phase != 'startup'",
+        (run_id,),
     ).fetchall()
     assert len(compute) == len(calls)
+    startup = conn.execute(
+        "SELECT provenance, joules FROM components WHERE run_id=? AND phase='startup'", (run_id,)
+    ).fetchall()
+    # modeled on every call: the profile's start-up time (0 J on phones, whose client runs in
+    # the app)
+    assert len(startup) == len(calls)
+    assert all(p == "modeled" and j is not None and j >= 0 for p, j in startup)
     for provenance, joules in compute:
         assert (provenance == "unmetered" and joules is None) or (
             provenance in ("modeled", "measured") and joules is not None and joules > 0

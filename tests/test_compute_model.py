@@ -3,8 +3,8 @@ constants of data/devices.toml, and the steps a call's work carries, from the ha
 torch counter through the report and its validation.
 
 Constants used (devices.toml):
-  rpi4:   1.05e10 FLOP/s all 4 cores, active 6.82 W, idle 2.29 W, 2.66e-4 s/step, start-up 10.7 s
-  jetson-orin-nano: 1.28e11 FLOP/s, 15.0 W, 5.0 W, 1 core (GPU), 3.9e-4 s/step, start-up 12.5 s
+  rpi4:   1.05e10 FLOP/s all 4 cores, active 6.82 W, idle 2.29 W, 3.84e-4 s/step, start-up 15.4 s
+  jetson-orin-nano: 1.28e11 FLOP/s, 15.0 W, 5.0 W, 1 core (GPU), 5.1e-4 s/step, start-up 17.6 s
                     on one of 6 CPU cores
   phone:  7.3e10 FLOP/s, 8 cores, 4.0 W, 0.5 W, 1.06e-4 s/step, no start-up
   wifi:   20 / 10 Mbit/s, alpha_down 137.01, alpha_up 283.17, beta 132.86, tail 119.3 mW, 0.238 s
@@ -38,18 +38,18 @@ RPI4 = get_device("rpi4").terms
 
 
 def test_one_thread_gets_a_core_share_of_throughput_and_of_the_power_above_idle():
-    # 2.625e9 FLOPs on 1 of 4 cores: 1.05e10 / 4 = 2.625e9 FLOP/s -> 1 s; 100 steps x 2.66e-4 s
+    # 2.625e9 FLOPs on 1 of 4 cores: 1.05e10 / 4 = 2.625e9 FLOP/s -> 1 s; 100 steps x 3.84e-4 s
     c = call_compute(RPI4, Work(2.625e9, 100, 32, 1), "device", "per-call")
-    assert c.compute_s == _approx(1.0266)
+    assert c.compute_s == _approx(1.0384)
     # whole device: 2.29 W idle + (6.82 - 2.29) W x 1/4 = 3.4225 W while busy
-    assert c.compute_j == _approx(3.4225 * 1.0266)  # 3.5135385 J
+    assert c.compute_j == _approx(3.4225 * 1.0384)
     assert c.wait_w == 2.29  # idle power while the call waits on its network
-    # start-up: 10.7 s with one core busy, at the same 3.4225 W
-    assert c.startup_s == 10.7 and c.startup_j == _approx(3.4225 * 10.7)  # 36.62075 J
+    # start-up: 15.4 s with one core busy, at the same 3.4225 W
+    assert c.startup_s == 15.4 and c.startup_j == _approx(3.4225 * 15.4)
     m = call_compute(RPI4, Work(2.625e9, 100, 32, 1), "marginal", "per-call")
     assert m.compute_s == c.compute_s
-    assert m.compute_j == _approx(1.1325 * 1.0266)  # only the 1.1325 W above idle
-    assert m.startup_j == _approx(1.1325 * 10.7) and m.wait_w == 0.0
+    assert m.compute_j == _approx(1.1325 * 1.0384)  # only the 1.1325 W above idle
+    assert m.startup_j == _approx(1.1325 * 15.4) and m.wait_w == 0.0
 
 
 def test_all_cores_and_more_threads_than_cores_use_the_whole_device():
@@ -64,20 +64,20 @@ def test_all_cores_and_more_threads_than_cores_use_the_whole_device():
 
 
 def test_a_gpu_profile_is_not_scaled_by_cpu_threads():
-    # jetson: 1 core (the GPU); 1.28e11 FLOPs = 1 s + 10 steps x 3.9e-4 s, at 15 W
+    # jetson: 1 core (the GPU); 1.28e11 FLOPs = 1 s + 10 steps x 5.1e-4 s, at 15 W
     c = call_compute(get_device("jetson-orin-nano").terms, Work(1.28e11, 10, 32, 1))
-    assert c.compute_s == _approx(1.0039) and c.compute_j == _approx(15.0 * 1.0039)
-    # the start-up is CPU work: one of its 6 CPU cores, 5 W + 10 W / 6, for 12.5 s = 83.3 J
-    assert c.startup_j == _approx((5.0 + 10.0 / 6) * 12.5)
+    assert c.compute_s == _approx(1.0051) and c.compute_j == _approx(15.0 * 1.0051)
+    # the start-up is CPU work: one of its 6 CPU cores, 5 W + 10 W / 6, for 17.6 s = 117.3 J
+    assert c.startup_j == _approx((5.0 + 10.0 / 6) * 17.6)
 
 
 def test_small_model_training_is_bound_by_the_step_term():
     # the default digits call: 74 examples, batch 32, 5 epochs = 15 steps, 3,813,740 FLOPs, on
-    # one thread of a Pi 4: 3,813,740 / 2.625e9 = 1.4528533e-3 s of FLOPs, 15 x 2.66e-4 = 3.99e-3
+    # one thread of a Pi 4: 3,813,740 / 2.625e9 = 1.4528533e-3 s of FLOPs, 15 x 3.84e-4 = 5.76e-3
     c = call_compute(RPI4, Work(3_813_740, steps_for(74, 32, 5), 32, 1), "device", "off")
     assert steps_for(74, 32, 5) == 15
-    assert c.compute_s == _approx(3_813_740 / 2.625e9 + 15 * 2.66e-4)
-    assert 15 * 2.66e-4 > 2 * (3_813_740 / 2.625e9)  # the step term dominates
+    assert c.compute_s == _approx(3_813_740 / 2.625e9 + 15 * 3.84e-4)
+    assert 15 * 3.84e-4 > 2 * (3_813_740 / 2.625e9)  # the step term dominates
 
 
 def test_steps_for_counts_short_last_batches_and_unknowns():
@@ -119,7 +119,7 @@ def test_a_call_on_wifi_adds_the_idle_base_over_the_transfers_on_the_whole_devic
 
 
 def test_the_start_up_lengthens_the_gap_that_cuts_the_download_tail():
-    # rpi4 on wifi, 0 FLOPs: the gap between download and upload is the 10.7 s start-up, so the
+    # rpi4 on wifi, 0 FLOPs: the gap between download and upload is the 15.4 s start-up, so the
     # download's tail runs in full (0.238 s) and the upload promotes the radio again; with the
     # start-up off, the upload follows at once (no tail between, no second promotion)
     wifi = get_link("wifi")
@@ -132,7 +132,7 @@ def test_the_start_up_lengthens_the_gap_that_cuts_the_download_tail():
     assert on.download_radio_j == off.download_radio_j == _approx(
         promo + (137.01 * 20 + 132.86) / 1000
     )
-    assert on.startup_j == _approx(3.4225 * 10.7) and off.startup_j == 0.0
+    assert on.startup_j == _approx(3.4225 * 15.4) and off.startup_j == 0.0
 
 
 @pytest.mark.parametrize("boundary", ["device", "marginal"])
@@ -174,11 +174,11 @@ def test_the_report_carries_steps_batch_threads_boundary_and_start_up():
     rep = _report()
     got, flags = validate_report(rep.to_record())
     assert (got.steps, got.batch, got.threads, got.boundary) == (15, 32, 1, "device")
-    assert got.startup_s == 10.7 and flags == []
+    assert got.startup_s == 15.4 and flags == []
     by = {(c.phase, c.domain): c.joules for c in got.components}
-    busy = 3_813_740 / 2.625e9 + 15 * 2.66e-4
+    busy = 3_813_740 / 2.625e9 + 15 * 3.84e-4
     assert by[("train", "compute")] == _approx(3.4225 * busy)
-    assert by[("startup", "compute")] == _approx(3.4225 * 10.7)
+    assert by[("startup", "compute")] == _approx(3.4225 * 15.4)
     # 60,000 B down = 0.48 Mbit / 20 = 0.024 s, 12,000 B up = 0.096 / 10 = 0.0096 s, at 2.29 W
     assert by[("train", "idle")] == _approx(2.29 * (0.024 + 0.0096))
     marginal = _report(boundary="marginal", startup="off")
@@ -218,7 +218,7 @@ def test_hostile_values_of_the_new_fields_are_rejected(key, value):
 
 
 def test_a_huge_step_count_is_implausible_for_the_device():
-    # 1e11 steps x 2.66e-4 s = 2.66e7 s, beyond a week of computing
+    # 1e11 steps x 3.84e-4 s = 3.84e7 s, beyond a week of computing
     rec = _report().to_record()
     rec["steps"] = 10**11  # the node claims a short call of a hundred billion steps
     with pytest.raises(ReportError, match="with 100000000000 steps"):
