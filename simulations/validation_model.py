@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from fedenergy.physics.call import modeled_call  # noqa: E402
+from fedenergy.physics.compute import DEVICE, OFF, Work, call_compute  # noqa: E402
 from fedenergy.physics.constants import load_table  # noqa: E402
 from fedenergy.physics.devices import get_device  # noqa: E402
 from fedenergy.physics.network import get_link, radio_power_w, transfer_time_s  # noqa: E402
@@ -32,15 +33,22 @@ def model_power_w(device_id: str, state: str) -> float:
     raise ValueError(f"unknown state {state!r}")
 
 
+def _training(device_id: str, flops: float, steps: int, batch: int):
+    # the compute model (physics/compute.py) on all of the device's cores (threads 0: the way
+    # the published benchmarks ran: PyTorch's default threads), whole-device, no start-up
+    work = Work(flops, steps, batch, 0)
+    return call_compute(get_device(device_id).terms, work, DEVICE, OFF)
+
+
 def model_train_time_s(device_id: str, flops: float, steps: int, batch: int) -> float:
     """Seconds ``device_id`` takes for a training run of ``flops`` FLOPs in ``steps`` steps of
-    ``batch`` samples (today's model uses the FLOPs only)."""
-    return get_device(device_id).compute_time_s(flops)
+    ``batch`` samples: FLOPs at the device's rate plus the per-step overhead."""
+    return float(_training(device_id, flops, steps, batch).compute_s)
 
 
 def model_train_energy_j(device_id: str, flops: float, steps: int, batch: int) -> float:
-    """Joules ``device_id`` spends on that training run."""
-    return get_device(device_id).compute_energy_j(flops)
+    """Joules ``device_id`` spends on that training run (whole-device, busy)."""
+    return float(_training(device_id, flops, steps, batch).compute_j)
 
 
 def model_radio_power_w(link_id: str, direction: str, mbps: float) -> float:
@@ -72,8 +80,11 @@ def model_federation_j(
     device_id: str, link_id: str, flops: float, bytes_down: int, bytes_up: int, calls: int
 ) -> float:
     """Joules of ``calls`` identical train calls of ``flops`` each on ``device_id`` over
-    ``link_id`` (compute, radio both ways with tails, infrastructure): the call model, summed."""
-    one = modeled_call(get_device(device_id), get_link(link_id), flops, bytes_down, bytes_up)
+    ``link_id`` (compute, radio both ways with tails, infrastructure): the call model, summed
+    (each call standing alone, no start-up: a published setup's own process)."""
+    one = modeled_call(
+        get_device(device_id), get_link(link_id), flops, bytes_down, bytes_up, startup=OFF
+    )
     return float(one.total_j) * calls
 
 
