@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -29,7 +30,6 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedenergy import EnergyAware
 from fedenergy.cli import main
-from fedenergy.physics.devices import get_device
 from fedenergy.plan import plan_run
 from fedenergy.server.wrapper import DEFAULT_LEDGER, OUT_ENV
 from fedenergy.settings import Settings
@@ -67,7 +67,9 @@ def _calls(conn: sqlite3.Connection, run_id: str) -> dict:
     """{(round, node, call): {phase: bytes}} of the run's energy rows."""
     calls: dict = {}
     for rnd, node, call, phase, nbytes in conn.execute(
-        "SELECT round, node_id, call, phase, bytes FROM energy WHERE run_id=?", (run_id,)
+        "SELECT round, node_id, call, phase, bytes FROM energy WHERE run_id=? "
+        "AND call != 'run-end'",  # the radio tails after each node's last transfer: no calls
+        (run_id,),
     ):
         calls.setdefault((rnd, node, call), {})[phase] = nbytes
     return calls
@@ -137,14 +139,13 @@ def test_the_server_accuracy_rises(db):
 
 
 def _phase_flops(conn: sqlite3.Connection, call: str) -> list[float]:
-    """The FLOPs behind each ``call``'s modeled compute in the ledger: its compute phase lasts
-    FLOPs / the device's train FLOP/s (devices.toml), so FLOPs = seconds x that rate."""
+    """The FLOPs behind each ``call``'s modeled compute, as the ledger books them: the compute
+    component's source names the work the model was given (``...; N FLOP, S steps, ...``)."""
     rows = conn.execute(
-        "SELECT e.seconds, n.device FROM energy e JOIN nodes n "
-        "ON n.run_id = e.run_id AND n.node_id = e.node_id WHERE e.call = ? AND e.phase = ?",
+        "SELECT source FROM components WHERE call = ? AND phase = ? AND domain = 'compute'",
         (call, call),
     ).fetchall()
-    return [seconds * get_device(device).train_flops_per_s for seconds, device in rows]
+    return [float(re.search(r"; (\d+) FLOP", source).group(1)) for (source,) in rows]
 
 
 def test_a_train_call_is_counted_within_2_percent_of_the_cnns_analytic_count(db):

@@ -129,8 +129,10 @@ def test_the_start_up_lengthens_the_gap_that_cuts_the_download_tail():
     up = (283.17 * 10 + 132.86) / 1000  # 1,250,000 B at 10 Mbit/s = 1 s
     assert on.upload_radio_j == _approx(tail + promo + up + tail)
     assert off.upload_radio_j == _approx(up + tail)
-    assert on.download_radio_j == off.download_radio_j == _approx(
-        promo + (137.01 * 20 + 132.86) / 1000
+    assert (
+        on.download_radio_j
+        == off.download_radio_j
+        == _approx(promo + (137.01 * 20 + 132.86) / 1000)
     )
     assert on.startup_j == _approx(3.4225 * 15.4) and off.startup_j == 0.0
 

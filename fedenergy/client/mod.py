@@ -173,8 +173,12 @@ def build_report(
             infra_model=infra_model,
             **radio,
         )
-        # the work (steps, threads) and the boundary travel in the report's own fields
-        compute = (Component(kind, "compute", e.compute_j, "modeled", device.provenance()),)
+        # the work travels in the report's own fields, and in the component's source: the
+        # model's inputs stay in the ledger beside its figure
+        work = (
+            f"{device.provenance()}; {int(flops)} FLOP, {steps} steps, {threads or 'all'} threads"
+        )
+        compute = (Component(kind, "compute", e.compute_j, "modeled", work),)
         if startup == PER_CALL:
             start = f"{device.provenance()}; fresh ClientApp process, {e.startup_s:g} s on 1 core"
             compute += (Component("startup", "compute", e.startup_j, "modeled", start),)
