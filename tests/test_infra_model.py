@@ -8,7 +8,8 @@ Constants (Malmodin, Electronics Goes Green 2020, Figure 8; docs/constants.md §
       = 0.05 J/Mbit = 0.05 x 8e-6 = 4e-7 J per byte
   mobile (LTE, 3G, 5G): 1.0 + 0.2 = 1.2 W; 1.5 + 0.03 = 1.53 W/Mbps = 1.224e-5 J per byte
   per-byte: 0.059 kWh/GB = 212,400 J per GB
-Devices and links (devices.toml, links.toml): phone 1e10 FLOP/s, 4 W; laptop 4.2e10 FLOP/s;
+Devices and links (devices.toml, links.toml): phone 7.3e10 FLOP/s on all 8 cores, no start-up;
+laptop 1.86e11 FLOP/s on all 8 cores, a 4.25 s start-up per call;
 lte 13 / 6 Mbit/s; wifi 20 / 10 Mbit/s.
 """
 
@@ -28,7 +29,7 @@ from fedenergy.server.node import NodeInfo
 from fedenergy.settings import Settings
 
 REL = 1e-12
-# phone on LTE: 2e10 FLOPs = 2 s of compute; 1.3 MB down = 10.4 Mbit / 13 = 0.8 s; 600 kB up =
+# phone on LTE: 1.46e11 FLOPs = 2 s of compute; 1.3 MB down = 10.4 Mbit / 13 = 0.8 s; 600 kB up =
 # 4.8 Mbit / 6 = 0.8 s. Power model, mobile: the download holds the connection 0.8 + 2 s
 PHONE_LTE_DOWN = 1.2 * 2.8 + 1.224e-5 * 1_300_000  # 3.36 + 15.912 = 19.272 J
 PHONE_LTE_UP = 1.2 * 0.8 + 1.224e-5 * 600_000  # 0.96 + 7.344 = 8.304 J
@@ -52,33 +53,46 @@ def test_the_power_model_constants_per_access_class():
 def test_per_byte_model_is_bytes_times_intensity():
     assert infra.infrastructure_energy_j(10**9) == _approx(212_400.0)
     assert infra.infrastructure_energy_j(10**9, 0.0) == 0.0
-    e = modeled_call(get_device("phone"), get_link("lte"), 2e10, 1_300_000, 600_000, 0.059)
+    e = modeled_call(get_device("phone"), get_link("lte"), 1.46e11, 1_300_000, 600_000, 0.059)
     assert e.download_infra_j + e.upload_infra_j == _approx(PHONE_LTE_PER_BYTE)
 
 
 def test_phone_on_lte_under_the_power_model():
     e = modeled_call(
-        get_device("phone"), get_link("lte"), 2e10, 1_300_000, 600_000, 0.059, infra_model="power"
+        get_device("phone"),
+        get_link("lte"),
+        1.46e11,
+        1_300_000,
+        600_000,
+        0.059,
+        infra_model="power",
     )
     assert e.download_infra_j == _approx(19.272)
     assert e.upload_infra_j == _approx(8.304)
     # the radio and the compute do not depend on the infrastructure model
-    per_byte = modeled_call(get_device("phone"), get_link("lte"), 2e10, 1_300_000, 600_000, 0.059)
+    per_byte = modeled_call(
+        get_device("phone"), get_link("lte"), 1.46e11, 1_300_000, 600_000, 0.059
+    )
     assert e.device_j == per_byte.device_j
     # the per-byte intensity does not enter the power model
     e0 = modeled_call(
-        get_device("phone"), get_link("lte"), 2e10, 1_300_000, 600_000, 0.0, infra_model="power"
+        get_device("phone"), get_link("lte"), 1.46e11, 1_300_000, 600_000, 0.0, infra_model="power"
     )
     assert e0.download_infra_j == e.download_infra_j
 
 
 def test_laptop_on_wifi_is_charged_the_fixed_line_share():
-    # 8.4e10 FLOPs / 4.2e10 = 2 s; 2.5 MB = 20 Mbit / 20 = 1 s; 1.25 MB = 10 Mbit / 10 = 1 s
+    # 3.72e11 FLOPs / 1.86e11 (all 8 cores) = 2 s; 2.5 MB = 20 Mbit / 20 = 1 s; 1.25 MB = 10
+    # Mbit / 10 = 1 s; without the start-up the download holds the line 1 + 2 s
+    laptop, wifi = get_device("laptop"), get_link("wifi")
     e = modeled_call(
-        get_device("laptop"), get_link("wifi"), 8.4e10, 2_500_000, 1_250_000, infra_model="power"
+        laptop, wifi, 3.72e11, 2_500_000, 1_250_000, infra_model="power", startup="off"
     )
     assert e.download_infra_j == _approx(4.5 * 3.0 + 4e-7 * 2_500_000)  # 14.5 J
     assert e.upload_infra_j == _approx(4.5 * 1.0 + 4e-7 * 1_250_000)  # 5.0 J
+    # with the ClientApp's 4.25 s start-up per call, the line is held through it too
+    s = modeled_call(laptop, wifi, 3.72e11, 2_500_000, 1_250_000, infra_model="power")
+    assert s.download_infra_j == _approx(4.5 * 7.25 + 4e-7 * 2_500_000)  # 33.625 J
 
 
 def test_a_download_with_nothing_after_it_holds_the_connection_for_its_transfer_only():
@@ -124,7 +138,7 @@ def test_the_vectorised_power_model_equals_the_scalar_one_bit_for_bit(seed):
 
 
 def test_report_forecast_and_failed_rows_agree_under_the_power_model():
-    down, up, flops, examples = 1_300_000, 600_000, 2e10, 100
+    down, up, flops, examples = 1_300_000, 600_000, 1.46e11, 100
     report = build_report(
         "train", 1, 0, "phone", "lte", int(flops), down, up, 0.059, infra_model="power"
     )
@@ -156,7 +170,7 @@ def test_the_ledger_recomputes_its_infrastructure_under_the_other_model(
     tmp_path, used, expected_other
 ):
     report = build_report(
-        "train", 1, 0, "phone", "lte", int(2e10), 1_300_000, 600_000, 0.059, infra_model=used
+        "train", 1, 0, "phone", "lte", int(1.46e11), 1_300_000, 600_000, 0.059, infra_model=used
     )
     with Ledger(tmp_path / "ledger.sqlite") as ledger:
         ledger.start_run("r", {"infra_model": used, "infra_kwh_per_gb": 0.059}, {}, 0, {})

@@ -47,7 +47,7 @@ def other_infra(ledger: Ledger, run_id: str, upto: int | None = None) -> dict:
             c["down"] += r["bytes"]
         elif r["phase"] == "upload":
             c["up"] += r["bytes"]
-        elif r["phase"] == r["call"]:
+        elif r["phase"] in (r["call"], "startup"):  # the gap the download's connection holds
             c["s"] += r["seconds"]
     recorded: dict[tuple, float] = defaultdict(float)
     total = 0.0
