@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^round-(\d+)\.npz$")
 _TMP_SUFFIX = ".tmp"
+# the run's own state kept with a round's model (e.g. the radio clock), under this name prefix
+STATE_PREFIX = "fe:state:"
 
 
 def model_to_npz(arrays: dict[str, np.ndarray]) -> bytes:
@@ -66,9 +68,16 @@ class CheckpointStore:
         found = (_NAME.match(p.name) for p in self.directory.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def save(self, server_round: int, arrays: dict[str, np.ndarray]) -> Path:
-        """Write the global model after ``server_round``, atomically and durably (a reader
-        sees the old file or the whole new one, never part of it)."""
+    def save(
+        self,
+        server_round: int,
+        arrays: dict[str, np.ndarray],
+        state: dict[str, np.ndarray] | None = None,
+    ) -> Path:
+        """Write the global model after ``server_round`` (and the run's ``state`` arrays beside
+        it), atomically and durably (a reader sees the old file or the whole new one, never
+        part of it)."""
+        arrays = {**arrays, **{STATE_PREFIX + k: v for k, v in (state or {}).items()}}
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.path(server_round)
         tmp = final.with_name(f".{final.name}.{os.getpid()}{_TMP_SUFFIX}")
@@ -83,12 +92,22 @@ class CheckpointStore:
         _fsync_dir(self.directory)
         return final
 
-    def load(self, server_round: int) -> dict[str, np.ndarray] | None:
-        """The checkpoint of ``server_round`` (None if there is none)."""
+    def _read(self, server_round: int) -> dict[str, np.ndarray] | None:
         path = self.path(server_round)
-        if not path.is_file():
+        return model_from_npz(path.read_bytes()) if path.is_file() else None
+
+    def load(self, server_round: int) -> dict[str, np.ndarray] | None:
+        """The model of ``server_round``'s checkpoint (None if there is none)."""
+        arrays = self._read(server_round)
+        if arrays is None:
             return None
-        return model_from_npz(path.read_bytes())
+        return {k: v for k, v in arrays.items() if not k.startswith(STATE_PREFIX)}
+
+    def load_state(self, server_round: int) -> dict[str, np.ndarray]:
+        """The run's state arrays saved with ``server_round``'s model (empty: none)."""
+        arrays = self._read(server_round) or {}
+        n = len(STATE_PREFIX)
+        return {k[n:]: v for k, v in arrays.items() if k.startswith(STATE_PREFIX)}
 
     def retain(self, committed_round: int) -> list[int]:
         """Remove the checkpoints of committed rounds (<= ``committed_round``) older than the

@@ -146,7 +146,7 @@ class Collector:
                 if nid in self.fleet:
                     self.clock.transferred(
                         self.fleet, nid, call, self.fleet[nid].link, report.bytes_down,
-                        report.bytes_up, report.compute_s,
+                        report.bytes_up, report.compute_s + report.startup_s,
                     )  # fmt: skip
                 self.books.flags.extend((nid, call, f) for f in flags)
                 self.books.rows.extend(rows_from_report(nid, report))

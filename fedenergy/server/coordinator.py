@@ -247,7 +247,8 @@ def run_federation(
         def evaluate_and_keep(rnd: int, arrays: ArrayRecord) -> MetricRecord:
             # the checkpoint first: the round loop commits the round after evaluating it, so the
             # ledger's last committed round always has its checkpoint on disk
-            checkpoints.save(rnd, _numpy(arrays))
+            # the radio clock after the round, too: a resumed run continues each node's radio
+            checkpoints.save(rnd, _numpy(arrays), strategy.clock.state(fleet))
             return evaluate_fn(rnd, arrays)
 
         def round_done(o: RoundOutcome) -> None:
@@ -261,6 +262,9 @@ def run_federation(
             commit_round_zero(strategy, initial, evaluate_and_keep, round_done)
         else:
             # the profile query of this (resumed) session is accounted in its first round
+            radio = checkpoints.load_state(last)  # empty from a ledger's legacy models table
+            if radio:  # the nodes' radios as the last committed round left them
+                strategy.clock.restore(fleet, radio)
             initial = ArrayRecord({k: Array(v) for k, v in saved.items()})
             log.info("resuming run %s after round %d", run_id, last)
         strategy.start(

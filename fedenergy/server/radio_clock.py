@@ -26,6 +26,8 @@ import math
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from fedenergy.ledger import EnergyRow
 from fedenergy.physics import radio
 from fedenergy.physics.call import call_energy
@@ -110,6 +112,26 @@ class RunClock:
         else:
             end = self._wall() - self._t0
         fleet.cols.set("radio_end", fleet.cols.row[node_id], end)
+
+    def state(self, fleet: FleetState) -> dict[str, np.ndarray]:
+        """The clock's state after a phase, as arrays (kept with a round's checkpoint): the
+        virtual time and each node's last transfer end."""
+        ids = fleet.cols.node_ids
+        rows = [fleet.cols.row[n] for n in ids]
+        return {
+            "virtual": np.array([self._virtual], dtype=np.float64),
+            "node_ids": np.array([int(n) for n in ids], dtype=np.uint64),
+            "radio_end": np.array([fleet.cols.get("radio_end", r) for r in rows], np.float64),
+        }
+
+    def restore(self, fleet: FleetState, state: dict[str, np.ndarray]) -> None:
+        """Continue from :meth:`state`'s arrays (a resumed run): the virtual time, and the last
+        transfer end of each node the fleet holds again."""
+        self._virtual = self._phase_end = float(state["virtual"][0])
+        ends = zip(state["node_ids"].tolist(), state["radio_end"].tolist(), strict=True)
+        for node_id, end in ends:
+            if int(node_id) in fleet:
+                fleet.cols.set("radio_end", fleet.cols.row[int(node_id)], end)
 
     def end_phase(self, call: str) -> None:
         """The replies of the ``call`` phase are in: the virtual clock moves to its last
