@@ -13,6 +13,7 @@ from fedenergy.cli import main
 from fedenergy.ledger import Ledger
 from fedenergy.physics.devices import get_device
 from fedenergy.physics.infra import infrastructure_energy_j
+from fedenergy.physics.network import get_link
 
 NODES, ROUNDS = 8, 4
 
@@ -137,7 +138,10 @@ def _radio_by_hand(calls) -> dict[tuple, float]:
             out[key + ("download",)] = lead_j + c["down_w"] * t_down
             t = clock + lead_s + t_down
             if "upload" in ph:
-                gap = ph[call]["seconds"] if call in ph else 0.0
+                # the gap: the ClientApp's start-up, then the handler's compute
+                gap = (ph[call]["seconds"] if call in ph else 0.0) + (
+                    ph["startup"]["seconds"] if "startup" in ph else 0.0
+                )
                 mid_j, mid_s = before(c, max(gap, 0.0))
                 t_up = ph["upload"]["bytes"] * 8 / c["up_bps"]
                 up_j = mid_j + c["up_w"] * t_up
@@ -174,8 +178,19 @@ def test_network_joules_equal_the_link_model_applied_to_recorded_bytes(run):
             assert radio[(rnd, node, call, p, "infrastructure")] == pytest.approx(
                 infrastructure_energy_j(ph[p]["bytes"])
             )
+        idle, above = device.idle_power_w, device.active_power_w - device.idle_power_w
         if compute and call == "train" and ph[call]["status"] == "ok":
-            assert compute["joules"] == pytest.approx(compute["seconds"] * device.active_power_w)
+            # one thread (the built-in ClientApp): 1/cores of the power above idle while busy;
+            # whole-device boundary: the idle base over the two transfers too
+            link = get_link(ph["download"]["link"])
+            moving_s = ph["download"]["bytes"] * 8 / (link.down_mbps * 1e6) + ph["upload"][
+                "bytes"
+            ] * 8 / (link.up_mbps * 1e6)
+            want = compute["seconds"] * (idle + above / device.cores) + idle * moving_s
+            assert compute["joules"] == pytest.approx(want)
+        if "startup" in ph:  # the start-up: startup_s on one of the device's CPU cores
+            want = device.startup_s * (idle + above / device.cpu_cores)
+            assert ph["startup"]["joules"] == pytest.approx(want)
         assert ph["download"]["bytes"] > 1000 or call == "query"
         checked += 1
     assert checked >= NODES + ROUNDS * NODES // 2

@@ -106,7 +106,9 @@ def rows_from_report(
     for phase in dict.fromkeys(c.phase for c in report.components):
         comps = tuple(c for c in report.components if c.phase == phase)
         nbytes = {"download": report.bytes_down, "upload": report.bytes_up}.get(phase, 0)
-        secs = report.compute_s if phase in ("train", "evaluate", "query") else 0.0
+        secs = {"startup": report.startup_s}.get(phase, 0.0)
+        if phase in ("train", "evaluate", "query"):
+            secs = report.compute_s
         rows.append(
             EnergyRow(
                 str(node_id),
