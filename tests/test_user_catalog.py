@@ -20,10 +20,10 @@ from fedenergy.sim.fleet import load_fleet
 from fedenergy.sim.tasks import DataConfig, get_task
 
 # The user's constants (the hand computations below use these numbers, not the profiles)
-FLOPS_PER_S, ACTIVE_W = 2.5e9, 3.2
+FLOPS_PER_S, ACTIVE_W, IDLE_W, STARTUP_S = 2.5e9, 3.2, 1.1, 2.0  # one core, no step term
 DOWN_MBPS, UP_MBPS = 8.0, 4.0
 ALPHA_UP, ALPHA_DOWN, BETA_MW = 300.0, 100.0, 500.0
-TAIL_MW, TAIL_S = 400.0, 1000.0  # a tail longer than any compute gap: the download's is cut
+TAIL_MW, TAIL_S = 400.0, 0.0  # no tail (and no promotion): each transfer costs its own time
 KWH_PER_GB = 0.059
 
 DEVICES = f"""
@@ -34,13 +34,21 @@ kind = "edge"
 class = "sbc"
 train_flops_per_s = {FLOPS_PER_S}
 active_power_w = {ACTIVE_W}
-idle_power_w = 1.1
+idle_power_w = {IDLE_W}
+cores = 1
+step_overhead_s = 0.0
+startup_s = {STARTUP_S}
+cpu_cores = 1
 pue = 1.0
 battery_wh = 0.0
 [devices.lab-board.sources]
 train_flops_per_s = "ASSUMPTION. Measured on our bench (test data)."
 active_power_w = "ASSUMPTION. Wall meter on our bench (test data)."
 idle_power_w = "ASSUMPTION. Wall meter, idle (test data)."
+cores = "ASSUMPTION (test data): one core."
+step_overhead_s = "ASSUMPTION (test data): no per-step term."
+startup_s = "ASSUMPTION (test data)."
+cpu_cores = "ASSUMPTION (test data): one core."
 pue = "Edge board (1.0)."
 battery_wh = "Mains powered."
 """
@@ -247,8 +255,10 @@ def test_report_validation_accepts_a_user_device_only_in_the_runs_catalog(catalo
     assert back.device == "lab-board" and back.link == "lab-radio"
     with pytest.raises(ReportError, match="unknown device 'lab-board'"):
         validate_report(rec, Expected(kind="train"))  # the packaged catalog alone
-    # the compute figure is the user's constants: 1e9 / 2.5e9 s at 3.2 W
-    assert report.phase_j("train") == pytest.approx(1e9 / FLOPS_PER_S * ACTIVE_W)
+    # the compute figure is the user's constants: 1e9 / 2.5e9 s at 3.2 W, and the 1.1 W idle
+    # base over the transfers (20 kB at 8 Mbit/s, 30 kB at 4 Mbit/s: 0.02 + 0.06 s)
+    want = 1e9 / FLOPS_PER_S * ACTIVE_W + IDLE_W * (20_000 * 8 / 8e6 + 30_000 * 8 / 4e6)
+    assert report.phase_j("train") == pytest.approx(want)
 
 
 def test_a_declared_user_profile_parses_with_the_runs_catalog(catalog_dir):
@@ -270,23 +280,23 @@ def _check_user_calls(conn: sqlite3.Connection, users: set[str]) -> dict:
     assert not conn.execute("SELECT * FROM rejections").fetchall()
     calls: dict[tuple, dict] = {}
     for r in conn.execute("SELECT * FROM energy WHERE status = 'ok'"):
-        if r["node_id"] in users:
+        if r["node_id"] in users and r["call"] != "run-end":
             calls.setdefault((r["round"], r["node_id"], r["call"]), {})[r["phase"]] = r
     assert calls
     for (_, _, call), phases in calls.items():
         compute, down, up = phases[call], phases["download"], phases["upload"]
-        assert compute["joules"] == pytest.approx(compute["seconds"] * ACTIVE_W, rel=1e-12)
-        gap = compute["seconds"]
         down_s = down["bytes"] * 8 / (DOWN_MBPS * 1e6)
         up_s = up["bytes"] * 8 / (UP_MBPS * 1e6)
-        tail_w = TAIL_MW / 1000.0
-        # download: transfer at the download power, then the tail until the upload starts
-        # (the compute gap, shorter than the 1000 s tail); upload: transfer + the full tail;
-        # each way, infrastructure at 0.059 kWh/GB
+        # compute: busy at the active power (one core: the client uses all of it), and the
+        # idle base over both transfers (whole-device boundary); the start-up: one core busy
+        want = compute["seconds"] * ACTIVE_W + IDLE_W * (down_s + up_s)
+        assert compute["joules"] == pytest.approx(want, rel=1e-9)
+        assert phases["startup"]["joules"] == pytest.approx(STARTUP_S * ACTIVE_W, rel=1e-12)
+        # each transfer at its power (no tail, no promotion); infrastructure at 0.059 kWh/GB
         infra_down = down["bytes"] / 1e9 * KWH_PER_GB * 3.6e6
         infra_up = up["bytes"] / 1e9 * KWH_PER_GB * 3.6e6
-        want_down = _radio_w(ALPHA_DOWN, DOWN_MBPS) * down_s + tail_w * gap + infra_down
-        want_up = _radio_w(ALPHA_UP, UP_MBPS) * up_s + tail_w * TAIL_S + infra_up
+        want_down = _radio_w(ALPHA_DOWN, DOWN_MBPS) * down_s + infra_down
+        want_up = _radio_w(ALPHA_UP, UP_MBPS) * up_s + infra_up
         assert down["joules"] == pytest.approx(want_down, rel=1e-9)
         assert up["joules"] == pytest.approx(want_up, rel=1e-9)
     sources = {
