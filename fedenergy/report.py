@@ -16,6 +16,7 @@ amount of work). :func:`validate_report` returns the report with its flags.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -317,7 +318,8 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
     # an unknown model is bounded per byte at the largest plausible intensity, a known one by
     # itself
     infra_model = exp.infra_model if intensity is not None and exp.infra_model else PER_BYTE
-    model = call_energy(
+    claimed = functools.partial(
+        call_energy,
         link,
         r.bytes_down,
         r.bytes_up,
@@ -329,6 +331,7 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
         startup_s=r.startup_s,
         infra_model=infra_model,
     )
+    model = claimed()  # the call standing alone
     # meters integrate over their own sampling windows, longer than a short call; the call's
     # phase also holds the device's base while it waits on its transfers (whole-device)
     window = max(duration, MEASURED_MIN_S) if measured else duration
@@ -347,20 +350,7 @@ def _check(r: EnergyReport, exp: Expected, catalog: Catalog) -> list[str]:
         raise ReportError(f"machine-j {r.machine_j:.4g} J beyond {MACHINE_MAX_W:g} W sustained")
     # the radio on the run's clock, from the idle time sent with the message; a node that
     # charged its call as standing alone (an older mod, no clock) is within bounds too
-    clocked = call_energy(
-        link,
-        r.bytes_down,
-        r.bytes_up,
-        kwh,
-        mc.compute_j,
-        r.compute_s,
-        idle_s=exp.radio_idle_s,
-        keepalive=exp.keepalive,
-        wait_w=mc.wait_w,
-        startup_j=mc.startup_j,
-        startup_s=r.startup_s,
-        infra_model=infra_model,
-    )
+    clocked = claimed(idle_s=exp.radio_idle_s, keepalive=exp.keepalive)
     flags = []
     if exp.partition_id is not None and r.partition_id != exp.partition_id:
         flags.append(f"partition {r.partition_id} differs from the registered {exp.partition_id}")
