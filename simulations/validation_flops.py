@@ -20,6 +20,19 @@ channels, global average pooling and a 1280 -> 1000 classifier: 3,504,872 parame
 
 The benchmark the cases come from builds both with ``timm.create_model(name, num_classes=1000)``.
 
+The residual U-Net of the whole-federation case (Tapp et al.'s retinal segmentation,
+github.com/Pediatric-Accelerated-Intelligence-Lab/carbon_footprint, ``RetSeg/modules/learner.py``
+and ``RetSeg/model/unet.py``) is MONAI's ``UNet(spatial_dims=2, in_channels=3, out_channels=1,
+channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, act="RELU")`` at full
+depth (``compute_capacity`` 5, which ``train.py`` fixes for FedAvg), re-created here as MONAI
+builds it: each level going down is a residual unit of two 3x3 convolutions (the first strided)
+with a 3x3 strided convolution on the shortcut; the bottom unit (128 -> 256 channels) keeps the
+resolution and projects its shortcut with a 1x1 convolution; each level going up concatenates
+the skip connection, upsamples with a 3x3 transposed convolution (stride 2) and refines with a
+one-convolution residual unit (identity shortcut; the top one ends on the bare convolution).
+Instance norm and ReLU count 0. The frozen 1x1 bypass adapters of ``unet.py`` run only below
+full depth and are left out.
+
 Convention (fedenergy's counter, ``fedenergy.physics.flops``): 2 FLOPs per multiply-add of
 convolutions and matrix products, in the forward; the backward costs the forward twice (input and
 weight gradients) except the input gradient of the first layer, which training does not need;
@@ -134,6 +147,76 @@ def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def _conv_unit(cin: int, cout: int, stride: int, last: bool = False) -> nn.Module:
+    """MONAI ``Convolution``: 3x3 convolution, then instance norm and ReLU (none if ``last``)."""
+    conv = nn.Conv2d(cin, cout, 3, stride, 1)
+    return conv if last else nn.Sequential(conv, nn.InstanceNorm2d(cout), nn.ReLU())
+
+
+class ResidualUnit(nn.Module):
+    """MONAI ``ResidualUnit``: ``subunits`` 3x3 convolution units (the first strided) plus a
+    shortcut: identity when shape-preserving, else a convolution (3x3 strided, or 1x1)."""
+
+    def __init__(
+        self, cin: int, cout: int, stride: int, subunits: int, last_conv_only: bool = False
+    ) -> None:
+        super().__init__()
+        units, c = [], cin
+        for i in range(subunits):
+            last = last_conv_only and i == subunits - 1
+            units.append(_conv_unit(c, cout, stride if i == 0 else 1, last))
+            c = cout
+        self.conv = nn.Sequential(*units)
+        self.residual: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            k = 3 if stride != 1 else 1
+            self.residual = nn.Conv2d(cin, cout, k, stride, k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.residual(x)
+
+
+class _Level(nn.Module):
+    """One U-Net level: down, the levels below (or the bottom unit), concatenate, up."""
+
+    def __init__(self, down: nn.Module, sub: nn.Module, up: nn.Module) -> None:
+        super().__init__()
+        self.down, self.sub, self.up = down, sub, up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.down(x)
+        return self.up(torch.cat([d, self.sub(d)], dim=1))
+
+
+def _up(cin: int, cout: int, top: bool) -> nn.Module:
+    """3x3 transposed convolution (stride 2) with norm and ReLU, then a one-unit residual unit."""
+    tconv = nn.ConvTranspose2d(cin, cout, 3, 2, 1, output_padding=1)
+    conv = nn.Sequential(tconv, nn.InstanceNorm2d(cout), nn.ReLU())
+    return nn.Sequential(conv, ResidualUnit(cout, cout, 1, 1, last_conv_only=top))
+
+
+def residual_unet(channels: tuple[int, ...] = (16, 32, 64, 128, 256)) -> nn.Module:
+    """The 2-D residual U-Net of MONAI's ``UNet(2, 3, 1, channels, strides=2s, num_res_units=2)``
+    at full depth (see the module docstring)."""
+
+    def level(cin: int, cout: int, chans: tuple[int, ...], top: bool) -> nn.Module:
+        c = chans[0]
+        down = ResidualUnit(cin, c, 2, 2)
+        if len(chans) > 2:
+            return _Level(down, level(c, c, chans[1:], False), _up(2 * c, cout, top))
+        bottom = ResidualUnit(c, chans[1], 1, 2)
+        return _Level(down, bottom, _up(c + chans[1], cout, top))
+
+    return nn.Sequential(level(3, 1, channels, True))
+
+
+def unet_train_step_flops(batch: int = 96, size: int = 256) -> int:
+    """FLOPs of one training step of the residual U-Net on ``batch`` 3-channel ``size`` x
+    ``size`` images: fedenergy's counted training step (forward, the backward autograd runs,
+    2 FLOPs per parameter; no grouped convolution, so the counted backward is exact)."""
+    return FlopCache().train_step(residual_unet(), torch.zeros(batch, 3, size, size))
+
+
 def train_step_flops(model: nn.Sequential, batch: int, shape: tuple[int, ...]) -> int:
     """FLOPs of one SGD step of ``model`` on ``batch`` inputs of ``shape``, by the convention
     above: 3 x forward - forward of the first layer + 2 x parameters."""
@@ -165,3 +248,9 @@ if __name__ == "__main__":
             f"{name}: parameters {num_parameters(m)}, forward FLOPs (1 image) "
             f"{FlopCache().forward(m, x)}, train step FLOPs (batch 16) {step(16)}"
         )
+    u = residual_unet()
+    print(
+        f"residual_unet: parameters {num_parameters(u)}, forward FLOPs (1 image, 256x256) "
+        f"{FlopCache().forward(u, torch.zeros(1, 3, 256, 256))}, train step FLOPs (batch 96) "
+        f"{unet_train_step_flops(96)}"
+    )

@@ -3,7 +3,8 @@
 Each function answers one question a published measurement asks of the model (a device's power
 in a state, a training run's time, a radio's power at a throughput, a federation's joules).
 When the physics API changes, re-point these; the cases in ``validation_cases.py`` stay as
-they are.
+they are. Device and link ids resolve in the packaged catalog plus ``validation_catalog.toml``
+(profiles a case needs that the package does not ship, loaded by fedenergy's own catalog loader).
 """
 
 from __future__ import annotations
@@ -15,11 +16,42 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import tomllib  # noqa: E402
+from functools import cache  # noqa: E402
+
 from fedenergy.physics.call import modeled_call  # noqa: E402
+from fedenergy.physics.catalog import Catalog, load_catalog  # noqa: E402
 from fedenergy.physics.compute import DEVICE, OFF, Work, call_compute  # noqa: E402
 from fedenergy.physics.constants import load_table  # noqa: E402
-from fedenergy.physics.devices import get_device  # noqa: E402
-from fedenergy.physics.network import get_link, radio_power_w, transfer_time_s  # noqa: E402
+from fedenergy.physics.devices import DeviceProfile  # noqa: E402
+from fedenergy.physics.network import LinkProfile, radio_power_w, transfer_time_s  # noqa: E402
+
+# Profiles a case needs that the packaged catalog lacks (each number sourced, read by fedenergy's
+# own catalog loader under the packaged rules); the packaged constants are not touched.
+VALIDATION_CATALOG = Path(__file__).resolve().parent / "validation_catalog.toml"
+
+
+@cache
+def catalog() -> Catalog:
+    """The packaged catalog plus the validation-local entries (``validation_catalog.toml``)."""
+    return load_catalog([VALIDATION_CATALOG])
+
+
+def get_device(device_id: str) -> DeviceProfile:
+    """A device profile of :func:`catalog` (packaged or validation-local)."""
+    return catalog().device(device_id)
+
+
+def get_link(link_id: str) -> LinkProfile:
+    """A link profile of :func:`catalog`."""
+    return catalog().link(link_id)
+
+
+def catalog_entries(table: str) -> dict[str, dict]:
+    """The raw entries of ``table`` ("devices" | "links"): the packaged ones and the
+    validation-local ones (which :func:`catalog` refuses to let clash with packaged ids)."""
+    local = tomllib.loads(VALIDATION_CATALOG.read_text()).get(table, {})
+    return {**load_table(table)[table], **local}
 
 
 def model_power_w(device_id: str, state: str) -> float:
@@ -88,14 +120,23 @@ def model_federation_j(
     return float(one.total_j) * calls
 
 
+def model_transfer_device_w(link_id: str, device_id: str, direction: str, mbps: float) -> float:
+    """Whole-device power (W) while ``device_id`` moves data one way at ``mbps`` over
+    ``link_id``: the radio's power (above the device's base, as Huang et al.'s model gives it)
+    plus the power the compute model charges while a call waits on its network under the
+    whole-device boundary (``wait_w``: the device's idle base)."""
+    wait_w = call_compute(get_device(device_id).terms, Work(), DEVICE, OFF).wait_w
+    return model_radio_power_w(link_id, direction, mbps) + float(wait_w)
+
+
 def constant_sources(table: str, entry: str) -> dict[str, str]:
     """The ``sources`` table of one catalog entry (e.g. ``("links", "5g")``): field -> text."""
-    return dict(load_table(table)[table][entry].get("sources", {}))
+    return dict(catalog_entries(table)[entry].get("sources", {}))
 
 
 def constant(ref: str) -> tuple[object, str]:
     """Value and source text of the constant ``"table:id.field"`` (KeyError when absent)."""
     table, rest = ref.split(":", 1)
     entry, field = rest.rsplit(".", 1)
-    e = load_table(table)[table][entry]
+    e = catalog_entries(table)[entry]
     return e[field], str(e.get("sources", {}).get(field, ""))

@@ -100,7 +100,7 @@ def test_declared_constants_exist():
         for ref in c.constants:
             vm.constant(ref)  # raises KeyError when absent
         for table, entry in c.uses:
-            assert entry in load_table(table)[table]
+            assert entry in vm.catalog_entries(table)
 
 
 def test_fitted_when_a_constant_cites_the_case_source(monkeypatch):
@@ -196,3 +196,98 @@ def test_training_cases_model_the_benchmark_job():
         step = vc.RESNET18_STEP_FLOPS if "ResNet-18" in name else vc.MOBILENETV2_STEP_FLOPS
         assert r["modeled"] == pytest.approx(vm.model_train_time_s(device, 20 * step, 20, 16))
         assert r["unit"] == "s" and r["measured"] > 60
+
+
+def test_validation_catalog_adds_profiles_without_touching_the_packaged_ones():
+    """Validation-local profiles load through fedenergy's catalog loader (the packaged rules:
+    every number sourced), add ids the package lacks and leave every packaged entry as it is."""
+    packaged = load_table("devices")["devices"]
+    local = vm.catalog_entries("devices")
+    assert "v100-pcie" in local and "v100-pcie" not in packaged
+    for key, entry in packaged.items():
+        assert local[key] == entry
+        assert vm.get_device(key).train_flops_per_s == entry["train_flops_per_s"]
+    v100 = vm.get_device("v100-pcie")
+    assert v100.origin == "validation_catalog.toml"
+    assert set(v100.sources) >= {"train_flops_per_s", "step_overhead_s"}
+
+
+def test_federation_case_reproduces_the_papers_figure_by_hand():
+    """The whole-federation case: measured = 503 / 290 minutes (Tapp et al.'s abstract); modeled
+    = the run's V100 over H100 time, by hand from the two profiles' constants: every site does
+    the same full-batch steps on either GPU, each costing the counted U-Net step."""
+    rows = {r["case"]: r for r in validate.run_cases()}
+    fed = [r for r in rows.values() if r["kind"] == "federation"]
+    assert len(fed) >= 1
+    r = rows["whole federation, V100 vs H100 run time"]
+    assert r["measured"] == pytest.approx(503.0 / 290.0, rel=1e-12)
+    assert not r["fitted"]
+    h100 = load_table("devices")["devices"]["gpu-server"]
+    v100 = vm.catalog_entries("devices")["v100-pcie"]
+    # the V100 rate is derived as the H100's: FP32 peak (80 SMs x 64 cores x 2 x 1.38 GHz) x 25 %
+    assert v100["train_flops_per_s"] == pytest.approx(80 * 64 * 2 * 1.38e9 * 0.25, rel=2e-3)
+    assert h100["train_flops_per_s"] == pytest.approx(51e12 * 0.25, rel=5e-3)  # 12.8e12 rounded
+    f = vc.UNET_STEP_FLOPS
+    t_v = f / v100["train_flops_per_s"] + v100["step_overhead_s"]
+    t_h = f / h100["train_flops_per_s"] + h100["step_overhead_s"]
+    assert r["modeled"] == pytest.approx(t_v / t_h, rel=1e-12)
+    # a step of ~0.44 TFLOP dwarfs the per-step term: the ratio is the FP32-rate ratio to 0.3 %
+    ratio = h100["train_flops_per_s"] / v100["train_flops_per_s"]
+    assert r["modeled"] == pytest.approx(ratio, rel=3e-3)
+    assert r["within_2x"] is False  # 3.6x modeled against 1.7x measured: a documented miss
+
+
+def test_unet_step_flops_are_the_counted_ones():
+    """The federation case stores the U-Net's counted training step; recount it, and check the
+    forward against the layer shapes by hand (multiply-adds of each convolution, x 2)."""
+    import torch
+    import validation_flops as vf
+
+    from fedenergy.physics.flops import FlopCache
+
+    assert vf.unet_train_step_flops(vc.RETSEG_BATCH) == vc.UNET_STEP_FLOPS
+
+    def conv(out_px: int, cout: int, cin: int, k: int) -> int:  # MACs of a k x k convolution
+        return out_px * cout * cin * k * k
+
+    def tconv(in_px: int, cin: int, cout: int) -> int:  # 3x3 transposed conv, per input pixel
+        return in_px * cin * cout * 9
+
+    macs = (
+        # down: residual units (two 3x3 convs, the first strided, + a 3x3 strided shortcut)
+        conv(128**2, 16, 3, 3) + conv(128**2, 16, 16, 3) + conv(128**2, 16, 3, 3)
+        + conv(64**2, 32, 16, 3) + conv(64**2, 32, 32, 3) + conv(64**2, 32, 16, 3)
+        + conv(32**2, 64, 32, 3) + conv(32**2, 64, 64, 3) + conv(32**2, 64, 32, 3)
+        + conv(16**2, 128, 64, 3) + conv(16**2, 128, 128, 3) + conv(16**2, 128, 64, 3)
+        # bottom: 128 -> 256 at 16x16, 1x1 shortcut
+        + conv(16**2, 256, 128, 3) + conv(16**2, 256, 256, 3) + conv(16**2, 256, 128, 1)
+        # up: transposed conv of the concatenated skip, then one 3x3 conv (identity shortcut)
+        + tconv(16**2, 128 + 256, 64) + conv(32**2, 64, 64, 3)
+        + tconv(32**2, 2 * 64, 32) + conv(64**2, 32, 32, 3)
+        + tconv(64**2, 2 * 32, 16) + conv(128**2, 16, 16, 3)
+        + tconv(128**2, 2 * 16, 1) + conv(256**2, 1, 1, 3)
+    )  # fmt: skip
+    x = torch.zeros(1, 3, 256, 256)
+    assert FlopCache().forward(vf.residual_unet(), x) == 2 * macs
+    assert vf.residual_unet()(x).shape == (1, 1, 256, 256)
+
+
+def test_transfer_cases_use_the_whole_device_boundary():
+    """Whole-phone measurements are compared with what fedenergy charges under its default
+    boundary: the radio's power plus the device's idle base while it waits (by hand)."""
+    rows = {r["case"]: r for r in validate.run_cases()}
+    wifi = load_table("links")["links"]["wifi"]
+    phone = load_table("devices")["devices"]["phone"]
+    radio_w = (wifi["alpha_down_mw_per_mbps"] * 3.5 + wifi["beta_mw"]) / 1000.0
+    expected = (radio_w + phone["idle_power_w"]) / 3.5e6 * 1e6  # uJ per bit
+    assert rows["Wi-Fi download, energy per bit"]["modeled"] == pytest.approx(expected, rel=1e-12)
+    links = load_table("links")["links"]
+
+    def whole(link: str) -> float:
+        e = links[link]
+        return (e["alpha_down_mw_per_mbps"] * e["down_mbps"] + e["beta_mw"]) / 1000.0 + phone[
+            "idle_power_w"
+        ]
+
+    ratio = whole("5g") / whole("lte")
+    assert rows["5G vs 4G power"]["modeled"] == pytest.approx(ratio, rel=1e-12)
