@@ -136,3 +136,54 @@ def test_report_includes_a_saved_comparison(run_dir):
     for png in written["plots"]:
         assert png.stat().st_size > 5_000
     (run_dir / "comparison.json").unlink()
+
+
+def test_report_of_several_runs_draws_one_curve_each_with_unique_labels(run_dir, tmp_path):
+    import shutil
+
+    from fedenergy.analysis.runs import find_runs
+
+    for sub in ("a/x", "b/x", "sweep/fleet/seed0/fedavg", "sweep/fleet/seed0/utility"):
+        (tmp_path / sub).mkdir(parents=True)
+        shutil.copy(run_dir / "ledger.sqlite", tmp_path / sub / "ledger.sqlite")
+    refs = find_runs([tmp_path / "a" / "x", tmp_path / "b" / "x" / "ledger.sqlite"])
+    assert [r.label for r in refs] == [str(tmp_path / "a" / "x"), str(tmp_path / "b" / "x")]
+    with pytest.raises(ValueError, match="no ledger"):
+        find_runs([tmp_path / "empty"])
+    # a directory of run directories: the report goes there, one curve per run below it
+    assert main(["report", str(tmp_path / "sweep"), "--no-files"]) == 0
+    assert not (tmp_path / "sweep" / "report.html").exists()
+    assert main(["report", str(tmp_path / "sweep")]) == 0
+    html = (tmp_path / "sweep" / "report.html").read_text()
+    assert html.count('class="curve"') == 2
+    assert 'data-run="fleet/seed0/fedavg"' in html and 'data-run="fleet/seed0/utility"' in html
+    assert 'id="runs-table"' in html and html.count('class="run-devices"') == 1
+    # per device class: one row per class of the fixture's nodes, in each run's table
+    rows = html.count('class="device-row"')
+    assert rows == 2 * len({(d, li) for d, li in _classes(run_dir)})
+    # two run directories given explicitly: the report of the first, with both curves
+    assert main(["report", str(tmp_path / "a" / "x"), str(tmp_path / "b" / "x")]) == 0
+    assert (tmp_path / "a" / "x" / "report.html").read_text().count('class="curve"') == 2
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+
+
+def _classes(run_dir):
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        return {(r["device"], r["link"]) for r in ledger.energy_rows("run1")}
+
+
+def test_per_device_breakdown_by_phase_sums_the_ledger_rows(run_dir):
+    from fedenergy.analysis.breakdown import device_breakdown
+
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        classes, phases = device_breakdown(ledger, "run1")
+    assert phases == ["download", "train", "upload"]
+    nodes = sum(len(c.nodes) for c in classes)
+    assert nodes == NODES
+    for c in classes:
+        n = len(c.nodes)
+        # per node: download (1.5 + rnd) J, train 0.01 * rnd J, upload 2.25 J, rounds 1..3
+        assert c.by_phase["download"] == pytest.approx(n * (2.5 + 3.5 + 4.5))
+        assert c.by_phase["train"] == pytest.approx(n * 0.06)
+        assert c.by_phase["upload"] == pytest.approx(n * 3 * 2.25)
+        assert c.unmetered_rows == 0
