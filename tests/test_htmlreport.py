@@ -132,6 +132,8 @@ def test_report_includes_a_saved_comparison(run_dir):
     written = write_report(run_dir / "ledger.sqlite")
     html = written["html"].read_text()
     assert "Federated versus centralized" in html and "centralized" in html
+    # one curve for the run, one for the centralized epochs, and the target accuracy line
+    assert html.count('class="curve"') == 2 and 'id="target"' in html
     assert "Centralized per epoch" in written["markdown"].read_text()
     for png in written["plots"]:
         assert png.stat().st_size > 5_000
@@ -158,6 +160,8 @@ def test_report_of_several_runs_draws_one_curve_each_with_unique_labels(run_dir,
     assert html.count('class="curve"') == 2
     assert 'data-run="fleet/seed0/fedavg"' in html and 'data-run="fleet/seed0/utility"' in html
     assert 'id="runs-table"' in html and html.count('class="run-devices"') == 1
+    md = (tmp_path / "sweep" / "report.md").read_text()
+    assert "## Regime" in md and "| infrastructure model | per-byte (0.059 kWh/GB) |" in md
     # per device class: one row per class of the fixture's nodes, in each run's table
     rows = html.count('class="device-row"')
     assert rows == 2 * len({(d, li) for d, li in _classes(run_dir)})
@@ -187,3 +191,24 @@ def test_per_device_breakdown_by_phase_sums_the_ledger_rows(run_dir):
         assert c.by_phase["train"] == pytest.approx(n * 0.06)
         assert c.by_phase["upload"] == pytest.approx(n * 3 * 2.25)
         assert c.unmetered_rows == 0
+
+
+def test_svg_energy_axis_turns_logarithmic_for_curves_far_apart():
+    import re
+
+    from fedenergy.analysis.svg import Curve, accuracy_energy_svg
+
+    near = accuracy_energy_svg([Curve("a", ((0.0, 0.1), (50.0, 0.5))), Curve("b", ((20.0, 0.6),))])
+    assert 'data-scale="linear"' in near
+    far = [Curve("a", ((10.0, 0.1), (100.0, 0.5))), Curve("b", ((0.0, 0.05), (5000.0, 0.9)))]
+    svg = accuracy_energy_svg(far)
+    assert 'data-scale="log"' in svg
+    points = re.findall(r'class="curve" data-run="b" data-points="(\d+)" points="([^"]*)"', svg)
+    assert points == [("1", points[0][1])]  # 0 J has no place on a log axis: left out
+    # 10 J .. 10^4 J: 100 J sits a third of the way along the axis, 5000 J near its end
+    xs = [
+        float(p.split(",")[0])
+        for p in re.search(r'data-run="a" data-points="2" points="([^"]*)"', svg)[1].split()
+    ]
+    width = 720 - 70 - 20
+    assert xs[0] == pytest.approx(70, abs=0.1) and xs[1] == pytest.approx(70 + width / 3, abs=0.1)

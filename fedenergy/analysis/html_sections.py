@@ -67,6 +67,13 @@ def curves_section(views: list[RunView], comparison: dict | None) -> str:
     curves = [v.curve() for v in views]
     target = None
     if comparison is not None:
+        # the compared run as the comparison counts it (facility joules: PUE included for
+        # datacenter devices), so both sides of it share one energy axis
+        fed = comparison["federated"]["per_round"]
+        curves[0] = Curve(
+            views[0].label,
+            tuple((r["cumulative_j"], r["accuracy"]) for r in fed if r["accuracy"] is not None),
+        )
         cen = comparison["centralized"]
         curves.append(
             Curve(
@@ -78,7 +85,10 @@ def curves_section(views: list[RunView], comparison: dict | None) -> str:
         target = comparison["target_accuracy"]
     note = "one curve per run; a point per round, round 0 (the profile query) first"
     if target is not None:
-        note += f"; dashed line: target accuracy {target:.4f}"
+        note += (
+            f"; dashed line: target accuracy {target:.4f}; joules at the facility (PUE included "
+            "for datacenter devices), as the comparison counts them"
+        )
     return "\n".join(
         [
             '<section id="accuracy-energy"><h2>Accuracy against cumulative energy</h2>',

@@ -198,8 +198,21 @@ def _html(views: list[RunView], comparison: dict | None, pngs: list[Path]) -> st
     return "\n".join(parts)
 
 
-def _markdown(summary: dict, comparison: dict | None, pngs: list[Path]) -> str:
-    lines = [f"# fedenergy report: run {summary['run_id']}", ""]
+def _markdown(views: list[RunView], comparison: dict | None, pngs: list[Path]) -> str:
+    main = views[0]
+    summary = main.summary
+    lines = [f"# fedenergy report: run {summary['run_id']}", "", "## Regime", ""]
+    lines += ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in main.regime.rows()], ""]
+    lines += ["## Per device (device type × link), by phase, J", ""]
+    lines.append("| device / link | nodes | " + " | ".join(main.phases) + " | total |")
+    lines.append("|" + "---|" * (len(main.phases) + 3))
+    lines += [
+        f"| {d.label} | {len(d.nodes)} | "
+        + " | ".join(_fmt(d.by_phase.get(p, 0.0)) for p in main.phases)
+        + f" | {_fmt(d.total_j)} |"
+        for d in main.classes
+    ]
+    lines.append("")
     for title, header, rows in _tables(summary, comparison):
         lines += [f"## {title}", "", "| " + " | ".join(map(str, header)) + " |"]
         lines.append("|" + "---|" * len(header))
@@ -239,5 +252,5 @@ def write_report(
     html_path = out / "report.html"
     html_path.write_text(_html(views, comparison, pngs))
     md_path = out / "report.md"
-    md_path.write_text(_markdown(summary, comparison, pngs))
+    md_path.write_text(_markdown(views, comparison, pngs))
     return {"html": html_path, "markdown": md_path, "plots": pngs, "exports": exports}
