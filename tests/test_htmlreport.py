@@ -212,3 +212,21 @@ def test_svg_energy_axis_turns_logarithmic_for_curves_far_apart():
     ]
     width = 720 - 70 - 20
     assert xs[0] == pytest.approx(70, abs=0.1) and xs[1] == pytest.approx(70 + width / 3, abs=0.1)
+
+
+def test_unmetered_rows_are_counted_per_device_class_not_added(tmp_path):
+    from fedenergy.analysis.breakdown import device_breakdown
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.start_run("r", Settings(nodes=2, rounds=1).as_dict(), {"name": "x"}, 0, {})
+        ledger.add_nodes("r", [(1, 0, "phone", "lte"), (2, 1, "phone", "lte")])
+        rows = [
+            EnergyRow("1", "train", "train", None, 0, 0.2, "ok",
+                      (Component("train", "compute", 0.0, "unmetered", "stock node"),)),
+            EnergyRow("2", "train", "train", 0.5, 0, 0.2, "ok",
+                      (Component("train", "compute", 0.5, "modeled", "m"),)),
+        ]  # fmt: skip
+        ledger.commit_round("r", 1, rows, 0.5, 1.0, 2, 2, 0)
+        (phone,), phases = device_breakdown(ledger, "r")
+    assert phases == ["train"] and phone.label == "phone/lte" and len(phone.nodes) == 2
+    assert phone.by_phase == {"train": 0.5} and phone.unmetered_rows == 1
