@@ -97,14 +97,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from fedenergy.analysis.runs import find_runs
     from fedenergy.analysis.summary import summarize
     from fedenergy.ledger import Ledger
 
-    path = Path(args.run_dir)
-    path = path / "ledger.sqlite" if path.is_dir() else path
-    if not path.is_file():
-        print(f"error: no ledger at {path}", file=sys.stderr)
+    try:
+        refs = find_runs(args.run_dir)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
+    path = refs[0].ledger
     with Ledger(path) as ledger:
         runs = ledger.runs()
         if not runs:
@@ -118,10 +120,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.no_files:
         from fedenergy.analysis.htmlreport import write_report
 
-        written = write_report(path, run_id=args.run_id)
+        first = Path(args.run_dir[0])
+        # a directory of run directories gets the report itself; a run, in its own directory
+        out = first if first.is_dir() and first != path.parent else path.parent
+        written = write_report(
+            path, out_dir=out, run_id=args.run_id, others=refs[1:], label=refs[0].label
+        )
         print(
             f"report: {written['html']} {written['markdown']}; plots and ledger exports "
-            f"(CSV, JSON) in {written['html'].parent}",
+            f"(CSV, JSON) in {written['html'].parent}"
+            + (f"; {len(refs)} runs' curves" if len(refs) > 1 else ""),
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0

@@ -181,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_app_options(s)
     add_backend_options(s)
     r = sub.add_parser("report", help="print the summary of a saved ledger")
-    r.add_argument("run_dir", help="a run directory or a ledger.sqlite file")
+    r.add_argument(
+        "run_dir",
+        nargs="+",
+        help="a run directory or a ledger.sqlite file; more of them, or a directory of run "
+        "directories (e.g. the output of simulations/energy_to_accuracy.py), add one "
+        "accuracy-against-energy curve per run to the HTML report of the first",
+    )
     r.add_argument("--run-id", default=None, help="which run (default: the latest)")
     r.add_argument("--json", action="store_true")
     r.add_argument(

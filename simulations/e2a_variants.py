@@ -54,7 +54,7 @@ def main() -> int:
             out = Path(a.out) / tag / fleet / f"seed{seed}"
             s = Settings(
                 **BEST,
-                fleet=fleet,
+                fleet=res.get("fleet", fleet),  # a fleet file's path, when one was run
                 seed=seed,
                 target_accuracy=target,
                 discovery=res.get("discovery", "lazy"),  # JSONs before 'declared': lazy

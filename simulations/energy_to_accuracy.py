@@ -23,6 +23,10 @@ How the coordinator learns what each node is (``--discovery``):
 FedAvg ignores profiles (uniform sampling): its runs are the same in all three modes except for
 the query's own joules.
 
+``--fleets`` takes fleet names and paths to a user's fleet files (``my/fleet.toml``): a file's
+runs, plot and JSON entry are named by its file name (``fleet``), made safe for a directory name
+and unique (``fleet-2`` for a second ``fleet.toml``); the JSON entry records the path.
+
     python simulations/energy_to_accuracy.py [--rounds 15] [--nodes 40] [--seeds 0 1 2]
         [--discovery declared|lazy|query] [--only NAME ...] [--json PATH] [--plot-dir DIR]
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sqlite3
 import statistics
 import sys
@@ -43,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from fedenergy.settings import Settings  # noqa: E402
 from fedenergy.sim.engine import simulate  # noqa: E402
+from fedenergy.sim.fleet import resolve_fleet_path  # noqa: E402
 
 STRATEGIES = {
     "fedavg": dict(selector="random", compression="fixed", codec="none"),
@@ -100,9 +106,39 @@ def joules_by_link(ledger: Path) -> dict[str, float]:
     return {link: round(j, 3) for link, j in rows}
 
 
-def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path, seed: int) -> dict:
+def is_fleet_path(spec: str) -> bool:
+    """Whether a --fleets entry names a file (as fedenergy.sim.fleet reads it) or a fleet."""
+    return spec.endswith(".toml") or "/" in spec
+
+
+def fleet_labels(specs: list[str]) -> list[tuple[str, str]]:
+    """(fleet as simulate takes it, label) per --fleets entry, in order. A name is its own
+    label; a path's label is its file name without ``.toml``, any character outside
+    ``[A-Za-z0-9._-]`` made ``-``, and the path made absolute (the runs' settings keep it).
+    A label met before gets ``-2``, ``-3``, ... Raises ValueError for a missing fleet file."""
+    out, taken = [], set()
+    for spec in specs:
+        if is_fleet_path(spec):
+            path = resolve_fleet_path(spec).resolve()
+            base = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip(".-") or "fleet"
+            spec = str(path)
+        else:
+            base = spec
+        label, n = base, 1
+        while label in taken:
+            n += 1
+            label = f"{base}-{n}"
+        taken.add(label)
+        out.append((spec, label))
+    return out
+
+
+def run_fleet(
+    fleet: str, args: argparse.Namespace, out_dir: Path, seed: int, label: str | None = None
+) -> dict:
     """Every strategy on one fleet with one seed (FedAvg first: its final accuracy is the
-    target)."""
+    target); ``label`` names the fleet in directories and lines (default: ``fleet``)."""
+    label = label or fleet
     base = Settings(
         task="digits",
         nodes=args.nodes,
@@ -122,7 +158,7 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path, seed: int) ->
             continue
         kw = dict(kw)
         scale = kw.pop("fraction_scale", 1.0)
-        out = out_dir / fleet / f"seed{seed}" / name
+        out = out_dir / label / f"seed{seed}" / name
         s = replace(base, out=str(out), fraction=base.fraction * scale, **kw)
         if name != "fedavg":
             s = replace(s, rounds=args.rounds * args.cap_factor, target_accuracy=target)
@@ -151,7 +187,7 @@ def run_fleet(fleet: str, args: argparse.Namespace, out_dir: Path, seed: int) ->
         }
         links = ", ".join(f"{k} {v:.0f}" for k, v in results[name]["by_link_j"].items())
         print(
-            f"  [{fleet} seed {seed}] {name:<40} {summary['total_j']:8.1f} J  "
+            f"  [{label} seed {seed}] {name:<40} {summary['total_j']:8.1f} J  "
             f"({summary['infra_other']['model']} infra: "
             f"{summary['infra_other']['total_j']:.1f} J)  rounds {summary['rounds']:3d}"
             f"  acc {acc:.4f}  ({wall:.0f} s)  by link: {links}",
@@ -224,9 +260,14 @@ def plot(fleet: str, res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--fleets", nargs="+", default=["reference", "cellular"])
+    p.add_argument(
+        "--fleets",
+        nargs="+",
+        default=["reference", "cellular"],
+        help="fleet names or paths to fleet files (my/fleet.toml)",
+    )
     p.add_argument("--nodes", type=int, default=40)
     p.add_argument("--rounds", type=int, default=20, help="FedAvg's fixed number of rounds")
     p.add_argument("--fraction", type=float, default=0.25)
@@ -250,20 +291,25 @@ def main() -> int:
     p.add_argument("--out", default="runs/energy_to_accuracy")
     p.add_argument("--plot-dir", default=None, help="where the PNG plots go (default --out)")
     p.add_argument("--json", default=None, help="write the figures as JSON here")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    try:
+        fleets = fleet_labels(args.fleets)
+    except ValueError as err:
+        p.error(str(err))
     out_dir = Path(args.out)
     plot_dir = Path(args.plot_dir or args.out)
     plot_dir.mkdir(parents=True, exist_ok=True)
-    all_results = {}
-    for fleet in args.fleets:
+    all_results, specs = {}, {}
+    for fleet, label in fleets:
         print(
-            f"fleet {fleet}: {args.nodes} nodes, {args.fraction:g} per round, FedAvg "
-            f"{args.rounds} rounds",
+            f"fleet {label}"
+            + (f" ({fleet})" if fleet != label else "")
+            + f": {args.nodes} nodes, {args.fraction:g} per round, FedAvg {args.rounds} rounds",
             flush=True,
         )
-        res = combine([run_fleet(fleet, args, out_dir, seed) for seed in args.seeds])
-        all_results[fleet] = res
-        plot(fleet, res, plot_dir / f"energy_to_accuracy_{fleet}.png")
+        res = combine([run_fleet(fleet, args, out_dir, seed, label) for seed in args.seeds])
+        all_results[label], specs[label] = res, fleet
+        plot(label, res, plot_dir / f"energy_to_accuracy_{label}.png")
     print()
     n = len(args.seeds)
     print(
@@ -290,6 +336,7 @@ def main() -> int:
     if args.json:
         doc = {
             f: {
+                "fleet": specs[f],  # the name or the fleet file's absolute path
                 "target_accuracy": r["target_accuracy"],
                 "targets": r["targets"],
                 "seeds": args.seeds,

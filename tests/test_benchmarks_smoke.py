@@ -125,3 +125,46 @@ def test_bench_scale_selection_only_json(tmp_path):
     doc = json.loads(out.read_text())
     assert "selection_ms_300" in doc and doc["nodes"] == {}
     assert doc["selection"]["round1"]["candidates"] == 300
+
+
+def test_energy_to_accuracy_fleet_labels_are_safe_and_unique(tmp_path):
+    e2a = _load("energy_to_accuracy")
+    for sub in ("a", "b", "c"):
+        (tmp_path / sub).mkdir()
+    src = (SIM / "fleets" / "reference.toml").read_text()
+    for f in ("a/fleet.toml", "b/fleet.toml", "c/my fleet!.toml"):
+        (tmp_path / f).write_text(src)
+    specs = ["reference", *(str(tmp_path / f) for f in ("a/fleet.toml", "b/fleet.toml"))]
+    specs += [str(tmp_path / "c/my fleet!.toml"), "reference"]
+    got = e2a.fleet_labels(specs)
+    assert [label for _, label in got] == [
+        "reference",
+        "fleet",
+        "fleet-2",
+        "my-fleet",
+        "reference-2",
+    ]
+    assert got[1][0] == str((tmp_path / "a/fleet.toml").resolve()) and got[0][0] == "reference"
+    with pytest.raises(ValueError, match="does not exist"):
+        e2a.fleet_labels([str(tmp_path / "missing.toml")])
+
+
+def test_energy_to_accuracy_runs_a_user_fleet_file(tmp_path, monkeypatch, capsys):
+    """A real (tiny) run with `--fleets my/fleet.toml`, a path relative to the current
+    directory: its runs, plot and JSON entry are named `fleet`, the JSON keeps the path."""
+    e2a = _load("energy_to_accuracy")
+    (tmp_path / "my").mkdir()
+    (tmp_path / "my" / "fleet.toml").write_text((SIM / "fleets" / "reference.toml").read_text())
+    monkeypatch.chdir(tmp_path)
+    argv = ["--fleets", "my/fleet.toml", "--nodes", "4", "--rounds", "1", "--fraction", "0.5"]
+    argv += ["--only", "fedavg", "--out", "runs", "--json", "e2a.json"]
+    assert e2a.main(argv) == 0
+    assert (tmp_path / "runs" / "fleet" / "seed0" / "fedavg" / "ledger.sqlite").is_file()
+    assert (tmp_path / "runs" / "energy_to_accuracy_fleet.png").stat().st_size > 5_000
+    doc = json.loads((tmp_path / "e2a.json").read_text())
+    assert list(doc) == ["fleet"]
+    assert doc["fleet"]["fleet"] == str((tmp_path / "my" / "fleet.toml").resolve())
+    assert doc["fleet"]["fedavg"]["rounds"] == 1 and doc["fleet"]["fedavg"]["total_j"] > 0
+    assert "fleet fleet (" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        e2a.main(["--fleets", "my/missing.toml"])

@@ -132,7 +132,101 @@ def test_report_includes_a_saved_comparison(run_dir):
     written = write_report(run_dir / "ledger.sqlite")
     html = written["html"].read_text()
     assert "Federated versus centralized" in html and "centralized" in html
+    # one curve for the run, one for the centralized epochs, and the target accuracy line
+    assert html.count('class="curve"') == 2 and 'id="target"' in html
     assert "Centralized per epoch" in written["markdown"].read_text()
     for png in written["plots"]:
         assert png.stat().st_size > 5_000
     (run_dir / "comparison.json").unlink()
+
+
+def test_report_of_several_runs_draws_one_curve_each_with_unique_labels(run_dir, tmp_path):
+    import shutil
+
+    from fedenergy.analysis.runs import find_runs
+
+    for sub in ("a/x", "b/x", "sweep/fleet/seed0/fedavg", "sweep/fleet/seed0/utility"):
+        (tmp_path / sub).mkdir(parents=True)
+        shutil.copy(run_dir / "ledger.sqlite", tmp_path / sub / "ledger.sqlite")
+    refs = find_runs([tmp_path / "a" / "x", tmp_path / "b" / "x" / "ledger.sqlite"])
+    assert [r.label for r in refs] == [str(tmp_path / "a" / "x"), str(tmp_path / "b" / "x")]
+    with pytest.raises(ValueError, match="no ledger"):
+        find_runs([tmp_path / "empty"])
+    # a directory of run directories: the report goes there, one curve per run below it
+    assert main(["report", str(tmp_path / "sweep"), "--no-files"]) == 0
+    assert not (tmp_path / "sweep" / "report.html").exists()
+    assert main(["report", str(tmp_path / "sweep")]) == 0
+    html = (tmp_path / "sweep" / "report.html").read_text()
+    assert html.count('class="curve"') == 2
+    assert 'data-run="fleet/seed0/fedavg"' in html and 'data-run="fleet/seed0/utility"' in html
+    assert 'id="runs-table"' in html and html.count('class="run-devices"') == 1
+    md = (tmp_path / "sweep" / "report.md").read_text()
+    assert "## Regime" in md and "| infrastructure model | per-byte (0.059 kWh/GB) |" in md
+    # per device class: one row per class of the fixture's nodes, in each run's table
+    rows = html.count('class="device-row"')
+    assert rows == 2 * len({(d, li) for d, li in _classes(run_dir)})
+    # two run directories given explicitly: the report of the first, with both curves
+    assert main(["report", str(tmp_path / "a" / "x"), str(tmp_path / "b" / "x")]) == 0
+    assert (tmp_path / "a" / "x" / "report.html").read_text().count('class="curve"') == 2
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+
+
+def _classes(run_dir):
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        return {(r["device"], r["link"]) for r in ledger.energy_rows("run1")}
+
+
+def test_per_device_breakdown_by_phase_sums_the_ledger_rows(run_dir):
+    from fedenergy.analysis.breakdown import device_breakdown
+
+    with Ledger(run_dir / "ledger.sqlite") as ledger:
+        classes, phases = device_breakdown(ledger, "run1")
+    assert phases == ["download", "train", "upload"]
+    nodes = sum(len(c.nodes) for c in classes)
+    assert nodes == NODES
+    for c in classes:
+        n = len(c.nodes)
+        # per node: download (1.5 + rnd) J, train 0.01 * rnd J, upload 2.25 J, rounds 1..3
+        assert c.by_phase["download"] == pytest.approx(n * (2.5 + 3.5 + 4.5))
+        assert c.by_phase["train"] == pytest.approx(n * 0.06)
+        assert c.by_phase["upload"] == pytest.approx(n * 3 * 2.25)
+        assert c.unmetered_rows == 0
+
+
+def test_svg_energy_axis_turns_logarithmic_for_curves_far_apart():
+    import re
+
+    from fedenergy.analysis.svg import Curve, accuracy_energy_svg
+
+    near = accuracy_energy_svg([Curve("a", ((0.0, 0.1), (50.0, 0.5))), Curve("b", ((20.0, 0.6),))])
+    assert 'data-scale="linear"' in near
+    far = [Curve("a", ((10.0, 0.1), (100.0, 0.5))), Curve("b", ((0.0, 0.05), (5000.0, 0.9)))]
+    svg = accuracy_energy_svg(far)
+    assert 'data-scale="log"' in svg
+    points = re.findall(r'class="curve" data-run="b" data-points="(\d+)" points="([^"]*)"', svg)
+    assert points == [("1", points[0][1])]  # 0 J has no place on a log axis: left out
+    # 10 J .. 10^4 J: 100 J sits a third of the way along the axis, 5000 J near its end
+    xs = [
+        float(p.split(",")[0])
+        for p in re.search(r'data-run="a" data-points="2" points="([^"]*)"', svg)[1].split()
+    ]
+    width = 720 - 70 - 20
+    assert xs[0] == pytest.approx(70, abs=0.1) and xs[1] == pytest.approx(70 + width / 3, abs=0.1)
+
+
+def test_unmetered_rows_are_counted_per_device_class_not_added(tmp_path):
+    from fedenergy.analysis.breakdown import device_breakdown
+
+    with Ledger(tmp_path / "ledger.sqlite") as ledger:
+        ledger.start_run("r", Settings(nodes=2, rounds=1).as_dict(), {"name": "x"}, 0, {})
+        ledger.add_nodes("r", [(1, 0, "phone", "lte"), (2, 1, "phone", "lte")])
+        rows = [
+            EnergyRow("1", "train", "train", None, 0, 0.2, "ok",
+                      (Component("train", "compute", 0.0, "unmetered", "stock node"),)),
+            EnergyRow("2", "train", "train", 0.5, 0, 0.2, "ok",
+                      (Component("train", "compute", 0.5, "modeled", "m"),)),
+        ]  # fmt: skip
+        ledger.commit_round("r", 1, rows, 0.5, 1.0, 2, 2, 0)
+        (phone,), phases = device_breakdown(ledger, "r")
+    assert phases == ["train"] and phone.label == "phone/lte" and len(phone.nodes) == 2
+    assert phone.by_phase == {"train": 0.5} and phone.unmetered_rows == 1

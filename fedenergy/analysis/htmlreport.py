@@ -1,7 +1,9 @@
 """Report files of a run directory, rebuilt from its ledger (and comparison.json when present).
 
 Writes into the run directory:
-  report.html        self-contained (plots embedded as data: URIs)
+  report.html        self-contained: the regime, accuracy against energy (one curve per run,
+                     inline SVG), the per-device breakdown by phase, the tables, the energy per
+                     phase plot embedded as a data: URI (fedenergy.analysis.html_sections)
   report.md          the same tables in Markdown, linking the PNGs
   *.png              fedenergy.analysis.plots
   ledger_energy.csv, ledger_components.csv, ledger_rounds.csv, ledger.json   ledger export
@@ -13,11 +15,13 @@ import base64
 import csv
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+from fedenergy.analysis import html_sections
 from fedenergy.analysis.compare import COMPARISON_FILE, side_table
 from fedenergy.analysis.plots import write_plots
-from fedenergy.analysis.summary import summarize
+from fedenergy.analysis.runs import RunRef, RunView, load_view
 from fedenergy.ledger import Ledger
 
 EXPORT_TABLES = ("energy", "components", "rounds")
@@ -157,15 +161,24 @@ def _notes(comparison: dict | None, summary: dict) -> list[str]:
     return notes
 
 
-def _html(summary: dict, comparison: dict | None, pngs: list[Path]) -> str:
+# the PNG the HTML embeds; the others are drawn there as inline SVG (all are files for report.md)
+EMBEDDED_PNGS = ("energy_per_phase",)
+
+
+def _html(views: list[RunView], comparison: dict | None, pngs: list[Path]) -> str:
+    summary = views[0].summary
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>fedenergy report {html.escape(summary['run_id'])}</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;"
         "padding:.2em .6em;text-align:right}td:first-child{text-align:left}"
-        "img{max-width:100%}</style></head><body>",
+        "img{max-width:100%}" + html_sections.STYLE + "</style></head><body>",
         f"<h1>fedenergy report: run {html.escape(summary['run_id'])}</h1>",
+        html_sections.regime_section(views),
+        html_sections.curves_section(views, comparison),
+        html_sections.runs_section(views),
+        html_sections.devices_section(views),
     ]
     for title, header, rows in _tables(summary, comparison):
         parts.append(f"<h2>{html.escape(title)}</h2><table><tr>")
@@ -176,7 +189,7 @@ def _html(summary: dict, comparison: dict | None, pngs: list[Path]) -> str:
             parts.append("</tr>")
         parts.append("</table>")
     parts.append("<h2>Plots</h2>")
-    for p in pngs:
+    for p in (p for p in pngs if p.stem in EMBEDDED_PNGS):
         b64 = base64.b64encode(p.read_bytes()).decode("ascii")
         parts.append(f"<p><img alt='{html.escape(p.stem)}' src='data:image/png;base64,{b64}'></p>")
     parts.append("<h2>Notes</h2><ul>")
@@ -185,8 +198,21 @@ def _html(summary: dict, comparison: dict | None, pngs: list[Path]) -> str:
     return "\n".join(parts)
 
 
-def _markdown(summary: dict, comparison: dict | None, pngs: list[Path]) -> str:
-    lines = [f"# fedenergy report: run {summary['run_id']}", ""]
+def _markdown(views: list[RunView], comparison: dict | None, pngs: list[Path]) -> str:
+    main = views[0]
+    summary = main.summary
+    lines = [f"# fedenergy report: run {summary['run_id']}", "", "## Regime", ""]
+    lines += ["| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in main.regime.rows()], ""]
+    lines += ["## Per device (device type × link), by phase, J", ""]
+    lines.append("| device / link | nodes | " + " | ".join(main.phases) + " | total |")
+    lines.append("|" + "---|" * (len(main.phases) + 3))
+    lines += [
+        f"| {d.label} | {len(d.nodes)} | "
+        + " | ".join(_fmt(d.by_phase.get(p, 0.0)) for p in main.phases)
+        + f" | {_fmt(d.total_j)} |"
+        for d in main.classes
+    ]
+    lines.append("")
     for title, header, rows in _tables(summary, comparison):
         lines += [f"## {title}", "", "| " + " | ".join(map(str, header)) + " |"]
         lines.append("|" + "---|" * len(header))
@@ -198,18 +224,22 @@ def _markdown(summary: dict, comparison: dict | None, pngs: list[Path]) -> str:
 
 
 def write_report(
-    ledger_path: str | Path, out_dir: str | Path | None = None, run_id: str | None = None
+    ledger_path: str | Path,
+    out_dir: str | Path | None = None,
+    run_id: str | None = None,
+    others: Sequence[RunRef] = (),
+    label: str | None = None,
 ) -> dict[str, Path | list[Path]]:
-    """Rebuild plots, exports and reports of a run; returns the written paths by kind."""
+    """Rebuild plots, exports and reports of a run; returns the written paths by kind.
+    ``others``: more runs whose accuracy-against-energy curves, totals and per-device tables
+    the HTML report shows beside this one's (``label`` names this run there)."""
     ledger_path = Path(ledger_path)
     out = Path(out_dir) if out_dir is not None else ledger_path.parent
     out.mkdir(parents=True, exist_ok=True)
+    main = load_view(RunRef(label or ledger_path.parent.name or "run", ledger_path, run_id))
+    summary, rid = main.summary, main.summary["run_id"]
+    views = [main, *(load_view(r) for r in others)]
     with Ledger(ledger_path) as ledger:
-        runs = ledger.runs()
-        if not runs:
-            raise ValueError(f"{ledger_path} holds no run")
-        rid = run_id or runs[-1]["run_id"]
-        summary = summarize(ledger, rid)
         exports = export_ledger(ledger, rid, out)
     comparison = None
     cpath = out / COMPARISON_FILE
@@ -220,7 +250,7 @@ def write_report(
     pngs = write_plots(summary, comparison, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     html_path = out / "report.html"
-    html_path.write_text(_html(summary, comparison, pngs))
+    html_path.write_text(_html(views, comparison, pngs))
     md_path = out / "report.md"
-    md_path.write_text(_markdown(summary, comparison, pngs))
+    md_path.write_text(_markdown(views, comparison, pngs))
     return {"html": html_path, "markdown": md_path, "plots": pngs, "exports": exports}
