@@ -263,3 +263,24 @@ def test_a_priced_simulation_sends_slow_boards_fewer_epochs_and_trains(catalog_d
     assert epochs_of["slow-board"] == {1}
     assert min(epochs_of["phone"]) > 1
     assert accuracy[-1] > accuracy[0] + 0.3
+
+
+def test_the_wrapper_takes_priced_local_work_and_refuses_other_values():
+    from flwr.serverapp.strategy import FedAvg
+
+    from fedenergy import EnergyAware
+    from fedenergy.server.policies import PerLinkPolicy
+    from fedenergy.server.selectors import EnergyGreedySelector, UtilityPerJouleSelector
+
+    wrapped = EnergyAware(FedAvg(), local_work="priced", selector="utility")
+    assert not wrapped.accounting_only
+    sel, pol = wrapped._parts()
+    assert sel is pol and isinstance(pol, PricedWork)
+    assert isinstance(pol.participation, UtilityPerJouleSelector)
+    mine = PricedWork(epoch_menu=(2, 8), epochs_key="local-epochs", default_epochs=2)
+    sel, pol = EnergyAware(FedAvg(), local_work=mine, compression="per-link")._parts()
+    assert isinstance(pol.participation, EnergyGreedySelector)  # its own, no selector given
+    assert isinstance(pol.inner, PerLinkPolicy) and pol.epochs_key == "local-epochs"
+    assert pol is not mine and pol.epoch_menu == (2, 8)  # a fresh one per run
+    with pytest.raises(ValueError, match="local_work must be None, 'priced' or a PricedWork"):
+        EnergyAware(FedAvg(), local_work="more")
