@@ -9,6 +9,22 @@ from fedenergy.settings import Settings
 from fedenergy.sim.app_runner import add_app_options
 from fedenergy.sim.backend import add_backend_options
 
+
+def int_menu(text: str) -> tuple[int, ...]:
+    """``1,5,15,30`` as a tuple of integers (argparse type)."""
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers (e.g. 1,5,15,30), got {text!r}"
+        ) from None
+
+
+def label_menu(text: str) -> tuple[str, ...]:
+    """``none,int8,stc:0.09`` as a tuple of labels (argparse type)."""
+    return tuple(t.strip() for t in text.split(","))
+
+
 STRATEGY_OPTIONS = (
     ("downlink", str, "global-model codec with --compression fixed: none, fp16, int8"),
     (
@@ -37,6 +53,20 @@ STRATEGY_OPTIONS = (
         "energy_weight",
         float,
         "utility selector: score = utility / forecast joules ** this (0: ignore energy)",
+    ),
+    (
+        "local_work",
+        str,
+        "local work per node: fixed (--local-epochs, --compression's codec) or priced (each "
+        "node the epochs and codec of most forecast progress per joule; --selector chooses who "
+        "trains by it; docs/strategies.md)",
+    ),
+    ("epoch_menu", int_menu, "priced local work: the local epochs to choose from, e.g. 1,5,15,30"),
+    ("codec_menu", label_menu, "priced local work: the uplink codecs to choose from"),
+    (
+        "progress_tau_steps",
+        float,
+        "priced local work: local steps over which progress saturates (1 - exp(-steps/tau))",
     ),
     ("battery_floor", float, "skip battery nodes that would fall below this charge (0: off)"),
     ("round_budget_j", float, "forecast joules per round stay within this budget (0: off)"),

@@ -38,8 +38,9 @@ from fedenergy.protocol import (
     CFG_STARTUP,
     CFG_TASK,
 )
-from fedenergy.server.build import make_aggregator, make_policy, make_selector
+from fedenergy.server.build import make_aggregator, make_policy, make_priced, make_selector
 from fedenergy.server.declared import Declaration
+from fedenergy.server.local_work import PRICED
 from fedenergy.server.policies import CompressionPolicy
 from fedenergy.server.selectors import RandomSelector, Selector
 from fedenergy.settings import Settings
@@ -115,6 +116,9 @@ def plan_run(settings: Settings, resume_run_id: str | None = None) -> RunPlan:
     if s.catalog != catalog.paths:  # absolute: the record and the nodes read them so
         s = replace(s, catalog=catalog.paths)
     profiles = tuple(fleet.assign(s.nodes, s.seed))
+    selector, policy = make_selector(s), make_policy(s.compression, uplink, downlink)
+    if s.local_work == PRICED:  # one object chooses who trains, their epochs and codecs
+        selector = policy = make_priced(s, selector, policy)
     return RunPlan(
         settings=s,
         task=task,
@@ -125,9 +129,9 @@ def plan_run(settings: Settings, resume_run_id: str | None = None) -> RunPlan:
         data=DataConfig(s.nodes, s.seed, s.partitioner, s.dirichlet_alpha),
         message_config=message_config(s, uplink),
         aggregator=make_aggregator(s.aggregator, s.proximal_mu),
-        selector=make_selector(s),
+        selector=selector,
         eval_selector=RandomSelector(s.seed, EVAL_STREAM),
-        policy=make_policy(s.compression, uplink, downlink),
+        policy=policy,
         node_names=registration_names(profiles),
         resume_run_id=resume_run_id,
         catalog=catalog,

@@ -16,6 +16,15 @@ from fedenergy.codecs import CodecSpec, parse_codec
 from fedenergy.physics.catalog import Catalog, load_catalog, split_paths
 from fedenergy.physics.compute import BOUNDARIES, STARTUP_MODES
 from fedenergy.physics.infra import MODELS
+from fedenergy.server.local_work import (
+    DEFAULT_CODEC_MENU,
+    DEFAULT_EPOCH_MENU,
+    DEFAULT_TAU_STEPS,
+    LOCAL_WORK,
+    PRICED,
+    check_epoch_menu,
+    parse_codec_menu,
+)
 from fedenergy.sim.fleet import Fleet, check_fleets, load_fleet
 from fedenergy.sim.tasks import Task, check_tasks, get_task
 from fedenergy.sim.tasks.partition import PARTITIONERS
@@ -67,6 +76,14 @@ class Settings:
     exploration: float = 0.2
     max_staleness: int = 20
     energy_weight: float = 1.0  # utility selector: score = utility / forecast_joules**weight
+    # how much local work each node does (server/local_work.py, docs/strategies.md "Priced local
+    # work"): "fixed" (local_epochs for all, the codec of --compression) or "priced" (per node,
+    # the epochs of epoch_menu and uplink codec of codec_menu of most forecast progress per
+    # joule; --selector then chooses who trains by that figure)
+    local_work: str = "fixed"
+    epoch_menu: tuple[int, ...] = DEFAULT_EPOCH_MENU
+    codec_menu: tuple[str, ...] = DEFAULT_CODEC_MENU
+    progress_tau_steps: float = DEFAULT_TAU_STEPS  # priced: local progress saturates over these
     # how the coordinator learns each node's device and link: "query" asks every node up front
     # (round 0; reproducible, costs one message per node), "lazy" learns a node's profile from
     # its first reply's energy report (no up-front messages; unknown nodes get a prior forecast),
@@ -101,6 +118,9 @@ class Settings:
     catalog: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for name in ("epoch_menu", "codec_menu"):  # a list (JSON, a run config) as a tuple
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         value = self.catalog
         if isinstance(value, str) or (
             isinstance(value, (list, tuple)) and all(isinstance(p, str) for p in value)
@@ -132,6 +152,7 @@ class Settings:
                 specs.append(parse_codec(text))
             except ValueError as err:
                 raise ValueError(f"invalid {name} {text!r}: {err}") from None
+        parse_codec_menu(self.codec_menu)
         return Resolved(task, fleet, *specs, catalog)
 
     def check(self) -> Settings:
@@ -175,6 +196,7 @@ class Settings:
             "boundary": BOUNDARIES,
             "startup": STARTUP_MODES,
             "infra_model": MODELS,
+            "local_work": LOCAL_WORK,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -194,6 +216,17 @@ class Settings:
         for name in ("proximal_mu", "round_budget_j"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 0")
+        check_epoch_menu(self.epoch_menu)
+        menu = self.codec_menu
+        if not isinstance(menu, tuple) or not menu or not all(isinstance(c, str) for c in menu):
+            raise ValueError(f"codec-menu must be a non-empty list of codec labels, got {menu!r}")
+        if not self.progress_tau_steps > 0:
+            raise ValueError(f"progress-tau-steps must be > 0, got {self.progress_tau_steps!r}")
+        if self.local_work == PRICED and self.round_budget_j > 0:
+            raise ValueError(
+                "local-work priced and round-budget-j cannot be combined: the budget counts "
+                "joules at the run's epochs, the priced plan changes them per node"
+            )
         if self.round_timeout_s <= 0:
             raise ValueError("round-timeout-s must be > 0")
         if isinstance(self.max_staleness, bool) or self.max_staleness < 1:
@@ -226,6 +259,15 @@ class Settings:
             if name not in known:
                 raise ValueError(f"unknown run-config key {key!r}")
             default = known[name].default
+            if name in ("epoch_menu", "codec_menu"):  # a list, or "1,5,15,30"
+                items = val.split(",") if isinstance(val, str) else val
+                if not isinstance(items, list):
+                    raise ValueError(f"run-config key {key!r} must be a list, got {val!r}")
+                items = [i.strip() if isinstance(i, str) else i for i in items]
+                if name == "epoch_menu":
+                    items = [int(i) if isinstance(i, str) and i.isdigit() else i for i in items]
+                values[name] = tuple(items)
+                continue
             if name == "catalog":
                 try:
                     values[name] = split_paths(val)

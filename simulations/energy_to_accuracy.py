@@ -80,6 +80,12 @@ STRATEGIES = {
         local_epochs=30,
         energy_weight=2.0,
     ),
+    # priced local work (docs/strategies.md): per node the epochs (1, 5, 15, 30) and uplink
+    # codec (none, int8, stc:0.09) of most forecast progress per joule; utility per priced joule
+    # chooses who trains; per-link gives the downlink codecs
+    "utility+priced, 0.4k": dict(
+        selector="utility", compression="per-link", fraction_scale=0.4, local_work="priced"
+    ),
 }
 
 

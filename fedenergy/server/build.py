@@ -6,6 +6,7 @@ from __future__ import annotations
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
 from fedenergy.codecs import CodecSpec
+from fedenergy.server.local_work import PricedWork, ProgressModel, parse_codec_menu
 from fedenergy.server.policies import (
     AccuracyAwarePolicy,
     CompressionPolicy,
@@ -74,4 +75,18 @@ def make_policy(name: str, uplink: CodecSpec, downlink: CodecSpec) -> Compressio
         return AccuracyAwarePolicy(PerLinkPolicy())
     raise ValueError(
         f"unknown compression policy {name!r}; choose fixed, per-link or accuracy-aware"
+    )
+
+
+def make_priced(settings, participation: Selector, inner: CompressionPolicy) -> PricedWork:
+    """The priced local work of ``settings`` (``local_work="priced"``): its epoch and codec
+    menus and progress model; ``participation`` (the run's selector) chooses who trains,
+    ``inner`` (the run's policy) gives the downlink codecs and unknown nodes' uplink."""
+    return PricedWork(
+        epoch_menu=settings.epoch_menu,
+        codecs=parse_codec_menu(settings.codec_menu),
+        progress=ProgressModel(settings.progress_tau_steps),
+        participation=participation,
+        inner=inner,
+        default_epochs=settings.local_epochs,
     )

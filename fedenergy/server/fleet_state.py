@@ -269,15 +269,20 @@ class FleetState:
         codec_label: str = "none",
         payload_bytes: int = 0,
         download_bytes: int | None = None,
+        work_scale: np.ndarray | float | None = None,
     ) -> Columns4:
         """``forecast`` of the nodes at ``rows`` (see ``rows()``) at once: arrays of compute_j,
-        download_j, upload_j and device_j, equal float for float to ``forecast``'s."""
+        download_j, upload_j and device_j, equal float for float to ``forecast``'s.
+        ``work_scale``: each known node's busy compute times this (an array aligned with
+        ``rows``, or one factor; see ``forecast.rows_forecast``); unknown nodes get the prior."""
         rows = np.asarray(rows, dtype=np.int64)
         call = self._call(codec_label, payload_bytes, download_bytes)
         known = self.cols.data["known"][rows]
         if known.all():
-            return rows_forecast(self.cols, rows, call, self._model())
-        columns = rows_forecast(self.cols, rows[known], call, self._model())
+            return rows_forecast(self.cols, rows, call, self._model(), work_scale)
+        if isinstance(work_scale, np.ndarray):
+            work_scale = work_scale[known]
+        columns = rows_forecast(self.cols, rows[known], call, self._model(), work_scale)
         prior = self.prior_forecast(codec_label, payload_bytes, download_bytes)
         return fill_unknown(known, columns, prior)
 

@@ -162,9 +162,18 @@ def known_forecast(cols: FleetColumns, row: int, call: TrainCall, model: Model) 
     return _forecast(e)
 
 
-def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: Model) -> Columns4:
+def rows_forecast(
+    cols: FleetColumns,
+    rows: np.ndarray,
+    call: TrainCall,
+    model: Model,
+    work_scale: np.ndarray | float | None = None,
+) -> Columns4:
     """``known_forecast`` of the known nodes at ``rows``: arrays of compute_j, download_j,
-    upload_j and device_j, equal float for float to its answers."""
+    upload_j and device_j, equal float for float to its answers. ``work_scale`` (None: 1):
+    the call's busy compute (modeled or observed; joules and seconds, not the start-up) times
+    this, per node or for all: a call doing that multiple of the work the forecast is of (e.g.
+    other local epochs: FLOPs and steps, hence busy time, are linear in them)."""
     c = cols.data
     # compute: observed, else the device model; the start-up the model's
     examples = np.maximum(c["examples"][rows], 1)
@@ -178,6 +187,8 @@ def rows_forecast(cols: FleetColumns, rows: np.ndarray, call: TrainCall, model: 
         compute_j = np.where(has_obs, c["obs_j"][rows], compute_j)
         compute_s = np.where(has_obs, c["obs_s"][rows], compute_s)
         wait_w = np.where(has_obs, 0.0, wait_w)
+    if work_scale is not None:
+        compute_j, compute_s = compute_j * work_scale, compute_s * work_scale
     # upload bytes: observed with this codec, else payload + overhead
     up = np.full(len(rows), call.payload_bytes + model.upload_overhead)
     seen = cols.uploads.get(call.codec_label)

@@ -150,6 +150,10 @@ class Outbox:
                 cfg[CFG_CODEC] = spec.label()
                 down = policy.downlink_for(st, server_round)
                 cfg[CFG_DOWNLINK] = down.label()
+                # a policy that plans local work per node (server/local_work.py) sets its epochs
+                epochs_for = getattr(policy, "epochs_for", None)
+                if epochs_for is not None and (epochs := epochs_for(st, server_round)) is not None:
+                    cfg[policy.epochs_key] = int(epochs)
                 if (encoded := self.downlink_arrays(down)) is not None:
                     arrays_key = next(k for k, v in m.content.items() if isinstance(v, ArrayRecord))
                     content[arrays_key] = encoded

@@ -95,6 +95,9 @@ class EnergyAwareStrategy(Strategy):
         # query_fn None: lazy discovery (new nodes start unknown), or declared (declare_fn)
         self.admission = Admission(fleet, ledger, run_id, query_fn, learn_fn, declare_fn)
         self.outbox = Outbox(common_config)
+        # a policy that prices its options (server/local_work.py) reads this round's sizes
+        if callable(bind := getattr(self.policy, "bind_sizes", None)):
+            bind(self.outbox)
         # the run's clock, on which each node's radio is a state machine (server/radio_clock.py):
         # virtual in simulation, wall in deployment; keep-alive as the message config says
         keepalive = keepalive_from_table() if common_config.get(CFG_KEEPALIVE) is True else None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
@@ -37,7 +38,8 @@ from fedenergy.physics.catalog import Catalog, load_catalog, split_paths
 from fedenergy.physics.infra import DEFAULT_MODEL, INFRA_KWH_PER_GB, check_model
 from fedenergy.protocol import CFG_CATALOG, CFG_INFRA_KWH_PER_GB, CFG_INFRA_MODEL
 from fedenergy.server.build import make_policy, named_selector
-from fedenergy.server.policies import POLICIES, CompressionPolicy
+from fedenergy.server.local_work import PRICED, PricedWork
+from fedenergy.server.policies import POLICIES, CompressionPolicy, FixedPolicy
 from fedenergy.server.rounds import RoundOutcome
 from fedenergy.server.selectors import Selector
 from fedenergy.server.session import (
@@ -107,7 +109,13 @@ class EnergyAware:
     ``"power"`` (baseline-plus-marginal power, :mod:`fedenergy.physics.infra`). ``catalog``: the
     user's catalog paths (a path, several separated by ``os.pathsep``, a list) or a Catalog:
     devices and links nodes may be, beside the packaged ones (default :func:`default_catalog`,
-    read when the wrapper is made).
+    read when the wrapper is made). ``local_work``: None, or ``"priced"`` or a
+    :class:`~fedenergy.server.local_work.PricedWork`: each chosen node's local epochs and
+    uplink codec from a menu, by forecast progress per joule (docs/strategies.md, "Priced
+    local work"); the wrapper then selects (``selector``, else the PricedWork's own
+    participation, greedy), ``compression`` gives the downlink codecs, and the ClientApp must
+    read its epochs from the train config's ``epochs_key`` (``"fe-epochs"`` unless the
+    PricedWork says otherwise; its ``default_epochs``: the epochs of the app's own config).
     """
 
     def __init__(
@@ -122,8 +130,14 @@ class EnergyAware:
         infra_kwh_per_gb: float = INFRA_KWH_PER_GB,
         catalog: str | list[str] | tuple[str, ...] | Catalog | None = None,
         infra_model: str = DEFAULT_MODEL,
+        local_work: str | PricedWork | None = None,
     ) -> None:
         self.strategy = strategy
+        if not (local_work is None or local_work == PRICED or isinstance(local_work, PricedWork)):
+            raise ValueError(
+                f"local_work must be None, {PRICED!r} or a PricedWork, got {local_work!r}"
+            )
+        self.local_work = local_work
         self.ledger_path = default_ledger() if ledger is None else Path(ledger)
         self.selector, self.compression = selector, compression
         self.discovery = check_discovery(discovery)
@@ -140,7 +154,7 @@ class EnergyAware:
     @property
     def accounting_only(self) -> bool:
         """True when the wrapped strategy samples and nothing is compressed."""
-        return self.selector is None and self.compression is None
+        return self.selector is None and self.compression is None and self.local_work is None
 
     def _parts(self) -> tuple[Selector | None, CompressionPolicy | None]:
         """The selector and policy of one run: built afresh from names (they keep state from
@@ -160,6 +174,16 @@ class EnergyAware:
                         "compression must be None, 'per-link', 'accuracy-aware', a codec label "
                         f"or a CompressionPolicy; {err}"
                     ) from None
+        if self.local_work is not None:  # one object selects, plans the epochs and codecs
+            given = self.local_work if isinstance(self.local_work, PricedWork) else PricedWork()
+            priced = replace(
+                given,
+                participation=given.participation if sel is None else sel,
+                inner=pol if pol is not None else FixedPolicy(),
+                plan={},
+                _assigned={},
+            )
+            sel = pol = priced
         return sel, pol
 
     def _record(self, num_rounds: int, timeout: float) -> dict:
@@ -179,6 +203,8 @@ class EnergyAware:
             "infra_model": self.infra_model,
             "round_timeout_s": timeout,
             "catalog": list(self.catalog.paths),
+            # (only when set: the record of an accounting-only run stays as it was)
+            **({} if self.local_work is None else {"local_work": _label(self.local_work)}),
         }
 
     def start(
@@ -231,7 +257,7 @@ class EnergyAware:
                     fraction_evaluate=getattr(base, "fraction_evaluate", 1.0),
                     selector=selector,
                     policy=policy,
-                    base_samples=selector is None,
+                    base_samples=selector is None,  # (local_work: the wrapper selects)
                     catalog=self.catalog,
                 )
                 # what selection set on the wrapped strategy (its sampling) goes back after
