@@ -53,21 +53,22 @@ _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 class CharLSTM(nn.Module):
     """Character codes -> embedding -> LSTM -> each position's next-character logits."""
 
-    def __init__(self) -> None:
+    def __init__(self, symbols: int = len(ALPHABET)) -> None:
         super().__init__()
-        self.embed = nn.Embedding(len(ALPHABET), EMBED)
+        self.embed = nn.Embedding(symbols, EMBED)
         self.lstm = nn.LSTM(EMBED, HIDDEN, num_layers=LAYERS, batch_first=True)
-        self.fc = nn.Linear(HIDDEN, len(ALPHABET))
+        self.fc = nn.Linear(HIDDEN, symbols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(self.embed(x.long()))
         return self.fc(out).transpose(1, 2)  # (batch, characters, positions)
 
 
-def make_model() -> nn.Module:
-    """The LSTM (embedding 8, one layer of 128 units) described in the module docstring."""
+def make_model(symbols: int = len(ALPHABET)) -> nn.Module:
+    """The LSTM (embedding 8, one layer of 128 units) described in the module docstring, over
+    an alphabet of ``symbols`` characters."""
     torch.manual_seed(0)
-    return CharLSTM()
+    return CharLSTM(symbols)
 
 
 @lru_cache(maxsize=4)

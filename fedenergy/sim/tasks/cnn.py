@@ -3,9 +3,9 @@ rendered at 28x28 with seeded shifts and noise (:mod:`.images`), split by flwr-d
 
 Four 3x3 convolutions (32, 64, 128 and 256 channels), each followed by BatchNorm and ReLU, the
 first three by a 2x2 max pool too (28 -> 14 -> 7 -> 3), then a global average pool and a linear
-classifier (256 -> 10): 390,890 parameters, a 1.56 MB float32 message, 20.2 MFLOP per sample
-forward (docs/workloads.md). BatchNorm throughout lets plain SGD train it at the default
-learning rate.
+classifier (256 -> 10): 390,890 parameters, a 1.57 MB message (float32 weights and BatchNorm
+statistics), 20.2 MFLOP per sample forward (docs/workloads.md). BatchNorm throughout lets plain
+SGD train it at the default learning rate.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ def _block(c_in: int, c_out: int) -> list[nn.Module]:
     ]
 
 
-def make_model() -> nn.Module:
+def make_model(classes: int = CLASSES) -> nn.Module:
     """conv(1->32)-conv(32->64)-conv(64->128), each with BatchNorm, ReLU and a 2x2 pool,
-    conv(128->256) with BatchNorm and ReLU, global average pool, linear 256 -> 10."""
+    conv(128->256) with BatchNorm and ReLU, global average pool, linear 256 -> ``classes``
+    (10; FEMNIST's 62 for the real data set, docs/workloads.md)."""
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     c_in = STYLE.channels
@@ -41,7 +42,7 @@ def make_model() -> nn.Module:
         layers += _block(c_in, c)
         c_in = c
     layers += _block(c_in, CHANNELS[-1])[:-1]  # no pool after the last convolution
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(CHANNELS[-1], CLASSES)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(CHANNELS[-1], classes)]
     return nn.Sequential(*layers)
 
 
