@@ -194,3 +194,23 @@ def test_the_resnet_learns_locally_and_runs_in_a_federation(tmp_path):
     summary = _federate(tmp_path, "resnet", rounds=1)
     assert summary["rounds"] == 1 and summary["per_round"][-1]["succeeded"] == 2
     assert summary["bytes"] >= 4 * 20e6  # two nodes, the model down and the update up
+
+
+@pytest.mark.parametrize("label", ["topk:0.01", "int8", "qsgd:16"])
+def test_batchnorm_updates_decode_through_the_codecs(label):
+    """A BatchNorm model's update holds 0-d arrays (the batch counters): an encoded reply
+    decodes to every array of the state dict, the counters' updates included."""
+    from flwr.app import RecordDict
+
+    from fedenergy.codecs import encode_reply_arrays, parse_codec
+    from fedenergy.codecs.messages import decode_reply_content
+    from fedenergy.protocol import ARRAYS_RECORD, CODEC_RECORD
+
+    spec = parse_codec(label)
+    old = {k: v.numpy() for k, v in cnn.make_model().state_dict().items()}
+    new = {k: v + (0.01 if v.dtype == np.float32 else 3) for k, v in old.items()}
+    arrays, codec = encode_reply_arrays(new, old, spec, RecordDict(), np.random.default_rng(0))
+    reply = RecordDict({ARRAYS_RECORD: arrays, CODEC_RECORD: codec})
+    decoded = decode_reply_content(reply, spec, old)[ARRAYS_RECORD]
+    assert list(decoded.keys()) == list(old)
+    assert float(decoded["1.num_batches_tracked"].numpy()) == 3.0
