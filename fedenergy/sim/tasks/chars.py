@@ -6,7 +6,8 @@ The text (:func:`speaker_text`): a vocabulary of ``WORDS`` (English words, embed
 and, drawn from the data seed, a word-successor table (each word may be followed by
 ``SUCCESSORS`` words, with Dirichlet weights). Each node is one speaker, as each client is one
 speaking role in LEAF's Shakespeare: its own draws from the seed and its index give its own
-preferences over every word's successors and its line lengths, so the partition is natural
+preferences over every word's successors and over the first words of its lines, so the split is
+natural
 (non-IID by construction; the partitioner setting does not apply). A speaker's lines are
 sentences of 3 to 12 words ending in a full stop, joined by spaces.
 
