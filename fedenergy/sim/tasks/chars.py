@@ -7,9 +7,8 @@ and, drawn from the data seed, a word-successor table (each word may be followed
 ``SUCCESSORS`` words, with Dirichlet weights). Each node is one speaker, as each client is one
 speaking role in LEAF's Shakespeare: its own draws from the seed and its index give its own
 preferences over every word's successors and over the first words of its lines, so the split is
-natural
-(non-IID by construction; the partitioner setting does not apply). A speaker's lines are
-sentences of 3 to 12 words ending in a full stop, joined by spaces.
+natural (non-IID by construction; the partitioner setting does not apply). A speaker's lines
+are sentences of 3 to 12 words ending in a full stop, joined by spaces.
 
 Samples: ``SAMPLES`` windows of ``SEQ`` characters, one every ``STRIDE`` characters (their codes
 in :data:`ALPHABET`, as float32 features), each labelled at every position with the character
