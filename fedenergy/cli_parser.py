@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("simulate", help="run a simulated federation and account its energy")
-    s.add_argument("--task", default=d.task, help="digits (default) or synthetic")
+    s.add_argument(
+        "--task",
+        default=d.task,
+        help="digits (default), synthetic, cnn, resnet, chars (docs/workloads.md), a catalog task "
+        "or module:attribute",
+    )
     s.add_argument("--nodes", type=int, default=d.nodes, help="number of simulated nodes")
     rounds_help = f"federated rounds (default {d.rounds}; with --app: the app's num-server-rounds)"
     s.add_argument("--rounds", type=int, default=None, help=rounds_help)

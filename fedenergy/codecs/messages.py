@@ -114,7 +114,8 @@ def decode_reply_content(
     full = {}
     for k, g in global_.items():
         dtype = g.dtype if np.issubdtype(g.dtype, np.floating) else np.float32
-        full[k] = Array((np.asarray(g, dtype=np.float32) + update[k]).astype(dtype, copy=False))
+        value = (np.asarray(g, dtype=np.float32) + update[k]).astype(dtype, copy=False)
+        full[k] = Array(np.asarray(value))  # a 0-d sum is a NumPy scalar (BatchNorm's counter)
     out = RecordDict({k: v for k, v in content.items() if k not in (ARRAYS_RECORD, CODEC_RECORD)})
     out[ARRAYS_RECORD] = ArrayRecord(full)
     return out

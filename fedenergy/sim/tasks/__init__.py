@@ -1,5 +1,6 @@
-"""Embedded or generated tasks (no downloads): ``digits`` (default) and ``synthetic``; and a
-user's own, named by import path.
+"""Embedded or generated tasks (no downloads): ``digits`` (default) and ``synthetic``; the
+workloads of docs/workloads.md, ``cnn``, ``resnet`` and ``chars``; and a user's own, named by
+import path.
 
 A user task is any object (a module, an instance) with the four functions of a built-in task
 module — ``make_model()``, ``client_data(partition_id, cfg)``, ``server_test_data(cfg)``,
@@ -19,7 +20,7 @@ from functools import lru_cache
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from fedenergy.sim.tasks import digits, synthetic
+from fedenergy.sim.tasks import chars, cnn, digits, resnet, synthetic
 from fedenergy.sim.tasks.base import DataConfig, Split, evaluate, train_epochs
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Task:
         return self.module.pooled_train_data(cfg)
 
 
-TASKS = {m.NAME: Task(m.NAME, m) for m in (digits, synthetic)}
+TASKS = {m.NAME: Task(m.NAME, m) for m in (digits, synthetic, cnn, resnet, chars)}
 
 
 FUNCTIONS = ("make_model", "client_data", "server_test_data", "pooled_train_data")
