@@ -5,8 +5,9 @@ For each codec: the same task, nodes, rounds and seed; reports
 * bytes_ratio    -- mean upload bytes per train call in the ledger (whole reply message as the
                     energy mod measures it: payload, metrics, energy report), none / codec;
 * payload_ratio  -- float32 update bytes / encoded payload bytes (the packed blob only).  The
-                    compression goals are judged on this one: the ~1.2 KB per reply of Flower
-                    metadata, metrics and the energy report is the same for every codec;
+                    compression goals are judged on this one: the ~3 KB per reply of Flower
+                    requests, metadata and object headers, metrics and the energy report is
+                    the same for every packed codec;
 * accuracy       -- server-side accuracy after the last round, and its delta vs none (points).
                     Runs with different seeds differ by ~2 points, so the codecs in --paired also
                     run with the --extra-seeds; their delta is the mean of per-seed paired
@@ -209,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['decode_ms']:>10.3f}"
         )
     print(
-        "bytes ratio: whole upload message in the ledger (incl. ~1.2 KB per reply of Flower "
-        "metadata,\n  metrics and energy report, the same for every codec); payload ratio: the "
+        "bytes ratio: whole upload in the ledger (incl. ~3 KB per reply of Flower requests, "
+        "metadata,\n  object headers, metrics and energy report, the same for every packed "
+        "codec);\n  payload ratio: the "
         "encoded update only.\n  The codec goals (int8 >= 3.9x, top-k family >= 50x) are judged "
         "on the payload ratio.\n  accuracy/delta: after the last round, mean over the seeds; "
         "delta = mean of paired (same-seed)\n  differences vs none in points, (se) its standard "

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from fedenergy.analysis.compare import compare_run, write_comparison
+from fedenergy.physics.infra import other_model
 from fedenergy.settings import Settings
 
 MIXED = [  # the shipped `mixed` fleet's groups (simulations/fleets/mixed.toml)
@@ -63,7 +64,10 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def run_variant(name: str, base: Settings, out: Path, fresh: bool) -> dict:
+def run_variant(name: str, base: Settings, out: Path, fresh: bool, done: set[Path]) -> dict:
+    """Compare variant ``name``; its federated run is simulated unless its ledger exists (with
+    ``fresh``: unless this invocation simulated it already, ``done``: a run shared by two
+    variants is simulated once, so the comparison first written for it stays valid)."""
     groups, country, overrides, kwargs = VARIANTS[name]
     run_dir = out / slug(SHARED_RUN.get(name, name))
     settings = dataclasses.replace(base, out=str(run_dir), **overrides)
@@ -73,58 +77,106 @@ def run_variant(name: str, base: Settings, out: Path, fresh: bool) -> dict:
         path.write_text(fleet_toml(slug(name), groups, country))
         settings = dataclasses.replace(settings, fleet=str(path))
     ledger = run_dir / "ledger.sqlite"
-    if fresh or not ledger.is_file():
+    if run_dir not in done and (fresh or not ledger.is_file()):
         from fedenergy.sim.engine import simulate
 
         if ledger.is_file():
             ledger.unlink()
         simulate(settings)
+    done.add(run_dir)
     comp = compare_run(ledger, **kwargs, measure=False)
     write_comparison(out / slug(name), comp)
     return comp
 
 
-def what_if(comp: dict, ledger_path: Path, model_scale: float, data_scale: float) -> tuple:
-    """ANALYTIC re-pricing of a saved comparison (no new training): every federated message and
-    FLOP x ``model_scale`` (the update is the model), every raw-data upload x ``data_scale``
-    (centralized compute x ``model_scale * data_scale``). Same rounds and epochs to target.
-    Returns (federated J, centralized J)."""
+def _transfer_delta(link, wait_w: float, kwh_gb: float, down: int, up: int, scale: float) -> tuple:
+    """What scaling one call's bytes by ``scale`` adds, on the run's clock (the same gaps, so
+    promotions and tails as recorded): radio transfer energy, the device's base over the longer
+    transfers and infrastructure, each infrastructure model. Returns (run's model, other) J:
+    the one call model (physics/call.py) at the scaled bytes minus at the recorded ones."""
+    from fedenergy.physics.call import call_energy
+    from fedenergy.physics.infra import DEFAULT_MODEL, other_model
+
+    out = []
+    for model in (DEFAULT_MODEL, other_model(DEFAULT_MODEL)):
+        a, b = (
+            call_energy(link, int(d), int(u), kwh_gb, wait_w=wait_w, infra_model=model)
+            for d, u in ((down * scale, up * scale), (down, up))
+        )
+        out.append(a.network_j + a.wait_j - b.network_j - b.wait_j)
+    return tuple(out)
+
+
+WORK = ("train", "evaluate")  # the calls that carry the model, and their compute phases
+
+
+def what_if(comp: dict, ledger_path: Path, model_scale: float, data_scale: float) -> dict:
+    """ANALYTIC re-pricing of a saved comparison (no new training), on the run's own clock:
+    every train and evaluate message x ``model_scale`` (the model is most of it; the few KB of
+    headers are scaled too, a slight overstatement) and the training and
+    evaluation joules x ``model_scale`` (an upper bound: the per-step overhead does not grow
+    with the model); the start-up phase, promotions and tails as recorded; every raw-data
+    upload x ``data_scale``, centralized compute x ``model_scale * data_scale``. Same rounds and
+    epochs to target. Each total is the comparison's plus what the scaling adds, so (1, 1)
+    returns the comparison's totals. Returns federated and centralized J under the run's
+    infrastructure model and under the other one (``*_other``)."""
     from collections import defaultdict
 
+    from fedenergy.analysis.carbon import facility_factor
     from fedenergy.ledger import Ledger
-    from fedenergy.physics.call import radio_energy
+    from fedenergy.physics.compute import DEVICE
     from fedenergy.physics.devices import get_device
-    from fedenergy.physics.infra import infrastructure_energy_j
+    from fedenergy.physics.infra import DEFAULT_MODEL
     from fedenergy.physics.network import get_link
 
-    f, z = comp["federated"], comp["centralized"]
-    kwh_gb = comp["settings"]["infra_kwh_per_gb"]
-    calls: dict = defaultdict(lambda: {"down": 0, "up": 0, "s": 0.0, "j": 0.0})
+    f, z, st = comp["federated"], comp["centralized"], comp["settings"]
+    if st.get("infra_model", DEFAULT_MODEL) != DEFAULT_MODEL:
+        raise ValueError("what_if re-prices runs on the default infrastructure model")
+    kwh_gb, whole = st["infra_kwh_per_gb"], st.get("boundary", DEVICE) == DEVICE
+
+    def wait_w(device: str) -> float:
+        return get_device(device).idle_power_w if whole else 0.0
+
+    calls: dict = defaultdict(lambda: {"down": 0, "up": 0})  # (round, node, call) -> bytes
+    work_j = 0.0  # training and evaluation (not the start-up)
     with Ledger(ledger_path) as ledger:
         for r in ledger.energy_rows(f["run_id"]):
-            if r["round"] > f["rounds"]:
+            if r["round"] > f["rounds"] or r["joules"] is None:
                 continue
-            c = calls[(r["round"], r["node_id"], r["call"], r["link"], r["device"])]
-            if r["phase"] == "download":
-                c["down"] += r["bytes"]
-            elif r["phase"] == "upload":
-                c["up"] += r["bytes"]
-            else:
-                c["s"] += r["seconds"]
-                c["j"] += r["joules"]
-    fed = 0.0
-    for (_, _, _, link, _), c in calls.items():
-        d, u = int(c["down"] * model_scale), int(c["up"] * model_scale)
-        e = radio_energy(get_link(link), d, u, c["s"] * model_scale)
-        fed += e.download_j + e.upload_j + infrastructure_energy_j(d + u, kwh_gb)
-        fed += c["j"] * model_scale
-    cen = 0.0
+            c = calls[(r["round"], r["node_id"], r["call"])]
+            c["link"], c["device"] = r["link"], r["device"]
+            if r["phase"] in ("download", "upload"):
+                c["down" if r["phase"] == "download" else "up"] += r["bytes"]
+            elif r["phase"] in WORK and r["phase"] == r["call"]:
+                work_j += r["joules"]
+    if not calls:
+        raise ValueError(f"{ledger_path} holds no rows of run {f['run_id']} (a stale comparison?)")
+    fed, fed_other = f["total_j"], f["total_j_other_infra"]
+    fed += (model_scale - 1.0) * work_j
+    fed_other += (model_scale - 1.0) * work_j
+    for (_, _, call), c in calls.items():
+        if call not in WORK:  # profile queries and the run-end tails carry no model
+            continue
+        d, o = _transfer_delta(
+            get_link(c["link"]), wait_w(c["device"]), kwh_gb, c["down"], c["up"], model_scale
+        )
+        fed, fed_other = fed + d, fed_other + o
+    cen, cen_other = z["total_j"], z["total_j_other_infra"]
+    extra = (
+        z["compute_j"] * (model_scale * data_scale - 1.0) * facility_factor(get_device(z["device"]))
+    )
+    cen, cen_other = cen + extra, cen_other + extra
     for up in z["uploads"]:
-        b = int(up["bytes"] * data_scale)
-        cen += radio_energy(get_link(up["link"]), 0, b, 0.0).upload_j
-        cen += infrastructure_energy_j(b, kwh_gb)
-    cen += z["compute_j"] * model_scale * data_scale * get_device(z["device"]).pue
-    return fed, cen
+        d, o = _transfer_delta(
+            get_link(up["link"]), wait_w(up["device"]), kwh_gb, 0, up["bytes"], data_scale
+        )
+        cen, cen_other = cen + d, cen_other + o
+    return {
+        "federated_j": fed,
+        "centralized_j": cen,
+        "federated_j_other": fed_other,
+        "centralized_j_other": cen_other,
+    }
 
 
 WHAT_IFS = {  # name -> (model_scale, data_scale), applied to the default run
@@ -144,26 +196,35 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     base = Settings(nodes=a.nodes, rounds=a.rounds)
     out = Path(a.out)
+    other = other_model(base.infra_model)
     head = (
         f"{'variant':38} {'fed J':>8} {'cen J':>8} {'fed gCO2e':>10} {'cen gCO2e':>10} "
-        f"{'E ratio':>8} {'CO2e ratio':>10}  target / rounds / epochs"
+        f"{'E ratio':>8} {'CO2e ratio':>10} | {'fed J':>8} {'cen J':>8} {'E ratio':>8}  "
+        "target / rounds / epochs"
     )
+    print(f"{'':38} infrastructure {base.infra_model:>48} | {other:>26}")
     print(head)
-    results = {}
+    results, done = {}, set()
     for name in a.only or VARIANTS:
-        c = run_variant(name, base, out, a.fresh)
+        c = run_variant(name, base, out, a.fresh, done)
         f, z = c["federated"], c["centralized"]
+        fo, zo = f["total_j_other_infra"], z["total_j_other_infra"]
         results[name] = {
             "federated_j": f["total_j"],
             "centralized_j": z["total_j"],
             "federated_co2e_kg": f["co2e_kg"],
             "centralized_co2e_kg": z["co2e_kg"],
             "ratio": c["ratio"],
+            "infra_model_other": other,
+            "federated_j_other_infra": fo,
+            "centralized_j_other_infra": zo,
+            "ratio_other_infra": {"energy": fo / zo},
         }
         flag = "" if f["reached"] and z["reached"] else " (target NOT reached on a side)"
         print(
             f"{name:38} {f['total_j']:8.4g} {z['total_j']:8.4g} {1000 * f['co2e_kg']:10.4g} "
             f"{1000 * z['co2e_kg']:10.4g} {c['ratio']['energy']:8.3g} {c['ratio']['co2e']:10.3g}"
+            f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
             f"  {c['target_accuracy']:.4f} / {f['rounds']} / {z['epochs']}{flag}",
             flush=True,
         )
@@ -172,9 +233,18 @@ def main(argv: list[str] | None = None) -> int:
         comp = json.loads((out / slug("default") / "comparison.json").read_text())
         print("analytic re-pricing of the default run (same rounds/epochs; not re-trained):")
         for name, (ms, ds) in WHAT_IFS.items():
-            fj, cj = what_if(comp, default / "ledger.sqlite", ms, ds)
-            results[name] = {"federated_j": fj, "centralized_j": cj, "ratio": {"energy": fj / cj}}
-            print(f"{name:38} {fj:8.4g} {cj:8.4g} {'':>10} {'':>10} {fj / cj:8.3g}")
+            w = what_if(comp, default / "ledger.sqlite", ms, ds)
+            fj, cj = w["federated_j"], w["centralized_j"]
+            fo, zo = w["federated_j_other"], w["centralized_j_other"]
+            results[name] = {
+                **w,
+                "ratio": {"energy": fj / cj},
+                "ratio_other_infra": {"energy": fo / zo},
+            }
+            print(
+                f"{name:38} {fj:8.4g} {cj:8.4g} {'':>10} {'':>10} {fj / cj:8.3g} {'':>10}"
+                f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
+            )
     (out / "regimes.json").write_text(json.dumps(results, indent=2))
     return 0
 

@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fedenergy.server.session import RunStopped  # noqa: E402
 from fedenergy.settings import Settings  # noqa: E402
 from fedenergy.sim.engine import simulate  # noqa: E402
 
@@ -60,7 +61,11 @@ def main() -> int:
                 discovery=res.get("discovery", "lazy"),  # JSONs before 'declared': lazy
                 out=str(out),
             )
-            summary = simulate(replace(s, **changes))
+            try:
+                summary = simulate(replace(s, **changes))
+            except RunStopped as err:  # e.g. too many short rounds: no saving to report
+                print(f"{tag} {fleet} seed {seed}: stopped, not counted: {err}", flush=True)
+                continue
             ratio = summary["total_j"] / fedavg[res["seeds"].index(seed)]["total_j"]
             ratios.append(ratio)
             print(
@@ -69,7 +74,12 @@ def main() -> int:
                 f"(target {target:.4f}), saving {1 / ratio:.1f}x",
                 flush=True,
             )
-        print(f"{tag} {fleet}: mean saving {1 / statistics.fmean(ratios):.2f}x", flush=True)
+        if not ratios:
+            print(f"{tag} {fleet}: every seed stopped", flush=True)
+            continue
+        n = len(res["seeds"])
+        part = "" if len(ratios) == n else f" ({len(ratios)} of {n} seeds; the others stopped)"
+        print(f"{tag} {fleet}: mean saving {1 / statistics.fmean(ratios):.2f}x{part}", flush=True)
     return 0
 
 

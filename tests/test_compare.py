@@ -125,3 +125,79 @@ def test_compare_rejects_bad_options(tmp_path):
     assert main(["compare", "--datacenter", "phone", "--out", str(tmp_path)]) == 2
     assert main(["compare", "--target-accuracy", "1.5", "--out", str(tmp_path)]) == 2
     assert main(["compare", "--from-run", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+
+
+def _regimes():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "simulations" / "compare_regimes.py"
+    spec = importlib.util.spec_from_file_location("compare_regimes", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_regimes_what_if_reprices_the_saved_run_by_hand(compared):
+    """compare_regimes' analytic what-if: (1, 1) gives the comparison's totals; doubling the
+    model adds the training/evaluation joules once more and, per train/evaluate call, the
+    transfer time of its recorded bytes again at radio power plus idle base, and the
+    infrastructure of its bytes again (start-up, promotions and tails unchanged); samples x2
+    adds each raw-data upload's transfer and infrastructure again and the centralized compute
+    once more at the datacenter's PUE."""
+    out, comp = compared
+    regimes = _regimes()
+    ledger = out / "ledger.sqlite"
+    fed, cen = comp["federated"], comp["centralized"]
+    same = regimes.what_if(comp, ledger, 1.0, 1.0)
+    assert same["federated_j"] == pytest.approx(fed["total_j"], rel=1e-12)
+    assert same["centralized_j"] == pytest.approx(cen["total_j"], rel=1e-12)
+    assert same["federated_j_other"] == pytest.approx(fed["total_j_other_infra"], rel=1e-12)
+    assert same["centralized_j_other"] == pytest.approx(cen["total_j_other_infra"], rel=1e-12)
+    kwh_gb = comp["settings"]["infra_kwh_per_gb"]
+    work, add, add_power = 0.0, 0.0, 0.0
+    with Ledger(ledger) as led:
+        rows = [r for r in led.energy_rows(fed["run_id"]) if r["round"] <= fed["rounds"]]
+    for r in rows:
+        if r["call"] not in ("train", "evaluate"):
+            continue
+        if r["phase"] == r["call"]:
+            work += r["joules"]
+        if r["phase"] not in ("download", "upload"):
+            continue
+        link, idle = get_link(r["link"]), get_device(r["device"]).idle_power_w
+        bps, w = (
+            (link.down_mbps * 1e6, link.download_power_w())
+            if r["phase"] == "download"
+            else (link.up_mbps * 1e6, link.upload_power_w())
+        )
+        t = r["bytes"] * 8 / bps
+        add += (w + idle) * t + r["bytes"] / 1e9 * kwh_gb * 3.6e6
+        infra_w, j_per_byte = link.terms.infra_w, link.terms.infra_j_per_byte
+        add_power += (w + idle) * t + infra_w * t + j_per_byte * r["bytes"]
+    assert work > 0 and add > 0
+    big = regimes.what_if(comp, ledger, 2.0, 1.0)
+    assert big["federated_j"] == pytest.approx(fed["total_j"] + work + add, rel=1e-9)
+    assert big["federated_j_other"] == pytest.approx(
+        fed["total_j_other_infra"] + work + add_power, rel=1e-9
+    )
+    extra = cen["compute_j"] * get_device(cen["device"]).pue
+    assert big["centralized_j"] == pytest.approx(cen["total_j"] + extra, rel=1e-9)
+    up = 0.0
+    for u in cen["uploads"]:
+        link = get_link(u["link"])
+        t = u["bytes"] * 8 / (link.up_mbps * 1e6)
+        up += (link.upload_power_w() + get_device(u["device"]).idle_power_w) * t
+        up += u["bytes"] / 1e9 * kwh_gb * 3.6e6
+    wide = regimes.what_if(comp, ledger, 1.0, 2.0)
+    assert wide["federated_j"] == pytest.approx(fed["total_j"], rel=1e-12)
+    assert wide["centralized_j"] == pytest.approx(cen["total_j"] + up + extra, rel=1e-9)
+
+
+def test_regimes_what_if_refuses_a_comparison_its_ledger_does_not_hold(compared):
+    """The --fresh bug: a comparison written for one run re-priced against a ledger that holds
+    another run found no rows and printed 0 J for the federated side; now it is an error."""
+    out, comp = compared
+    stale = {**comp, "federated": {**comp["federated"], "run_id": "not-in-this-ledger"}}
+    with pytest.raises(ValueError, match="no rows"):
+        _regimes().what_if(stale, out / "ledger.sqlite", 2.0, 1.0)
