@@ -211,7 +211,12 @@ def _s(x: float | None) -> str:
 
 # -- federations ------------------------------------------------------------------------------
 def scale_settings(
-    n: int, per_round: int, rounds: int, seed: int, discovery: str = "lazy"
+    n: int,
+    per_round: int,
+    rounds: int,
+    seed: int,
+    discovery: str = "lazy",
+    partitioner: str = "iid",
 ) -> Settings:
     return Settings(
         task="digits",
@@ -219,7 +224,7 @@ def scale_settings(
         rounds=rounds,
         fraction=per_round / n,
         fraction_evaluate=0.0,
-        partitioner="iid",
+        partitioner=partitioner,
         seed=seed,
         round_timeout_s=1800.0,
         discovery=discovery,
@@ -237,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=("lazy", "query"),
         default="lazy",
         help="fedenergy's node discovery (lazy: no up-front profile query; the large-fleet mode)",
+    )
+    ap.add_argument(
+        "--partitioner",
+        choices=("iid", "sampled"),
+        default="iid",
+        help="the digits pool's split, the same on both sides (sampled: every node draws "
+        "max(1, 1437 // N) rows with replacement, so none is empty at any N)",
     )
     ap.add_argument("--reps", type=int, default=1, help="flower/fedenergy pairs per node count")
     ap.add_argument("--num-cpus", type=int, default=0, help="Ray CPUs (0: all)")
@@ -261,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": a.rounds,
         "seed": a.seed,
         "discovery": a.discovery,
+        "partitioner": a.partitioner,
         "cpus": os.cpu_count(),
         "nodes": {},
     }
@@ -289,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     measured: dict | None = None  # the largest node count where fedenergy ran
     for n in [] if a.no_federation else sorted(a.nodes):
-        s = scale_settings(n, a.per_round, a.rounds, a.seed, a.discovery)
+        s = scale_settings(n, a.per_round, a.rounds, a.seed, a.discovery, a.partitioner)
         project = a.project_above and n > a.project_above and measured is not None
         runs: dict[str, list[dict]] = {"flower": [], "fedenergy": []}
         for rep in range(a.reps):
