@@ -288,6 +288,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict:
             ),
             "rss_ratio_vs_flower": max(x["peak_rss_mb"] for x in fe)
             / max(y["peak_rss_mb"] for y in fl),
+            # CPU of the whole process tree (less sensitive than wall to other load)
+            "cpu_ratio_vs_flower": statistics.median(x["cpu_s"] / y["cpu_s"] for x, y in pairs),
             "wall_s": statistics.median(x["total_s"] for x in fe),
             "peak_rss_mb": max(x["peak_rss_mb"] for x in fe),
             "query_phase_s": statistics.median(x["round0_s"] - y["ready_s"] for x, y in pairs),
@@ -386,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{n} nodes: fedenergy ({a.discovery} discovery) {d['wall_s']:.1f} s vs Flower "
             f"{d['flower_wall_s']:.1f} s -> wall ratio {d['wall_ratio_vs_flower']:.2f} (goal <= "
-            f"1.3); start to round 0 done {_s(d['round0_s'])} vs {_s(d['flower_round0_s'])}, "
+            f"1.3), CPU ratio {d['cpu_ratio_vs_flower']:.2f}; start to round 0 done "
+            f"{_s(d['round0_s'])} vs {_s(d['flower_round0_s'])}, "
             f"rounds {_s(d['rounds_s'])} vs {_s(d['flower_rounds_s'])}; peak RSS "
             f"{d['peak_rss_mb']:.0f} MB vs Flower {d['flower_peak_rss_mb']:.0f} MB -> ratio "
             f"{d['rss_ratio_vs_flower']:.2f} (goal <= 1.2); Flower's delivery sweep "

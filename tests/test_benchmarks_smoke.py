@@ -129,7 +129,14 @@ def test_bench_scale_selection_only_json(tmp_path):
 
 def _side(total: float, rss: float, round0: float, **extra) -> dict:
     trace = {"s_per_sweep": 2.0, "sweeps": 3.0, "get_message_ins_s": 6.0}
-    return {"total_s": total, "peak_rss_mb": rss, "round0_s": round0, "linkstate": trace, **extra}
+    return {
+        "total_s": total,
+        "cpu_s": total / 2,
+        "peak_rss_mb": rss,
+        "round0_s": round0,
+        "linkstate": trace,
+        **extra,
+    }
 
 
 def test_bench_scale_summarizes_pairs_and_reports_what_broke():
@@ -141,6 +148,7 @@ def test_bench_scale_summarizes_pairs_and_reports_what_broke():
     d = bs.summarize({"flower": fl, "fedenergy": fe})
     assert d["broke"] == {}
     assert d["wall_ratio_vs_flower"] == pytest.approx((1.2 + 1.5) / 2)  # median over the pairs
+    assert d["cpu_ratio_vs_flower"] == pytest.approx((1.2 + 1.5) / 2)
     assert d["rss_ratio_vs_flower"] == pytest.approx(130.0 / 110.0)  # peak against peak
     assert d["flower_rounds_s"] == pytest.approx(13.0) and d["round0_s"] == 3.0
     assert d["flower_sweep_s"] == 2.0
