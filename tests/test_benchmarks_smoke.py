@@ -152,13 +152,18 @@ def test_bench_scale_summarizes_pairs_and_reports_what_broke():
     assert d["rss_ratio_vs_flower"] == pytest.approx(130.0 / 110.0)  # peak against peak
     assert d["flower_rounds_s"] == pytest.approx(13.0) and d["round0_s"] == 3.0
     assert d["flower_sweep_s"] == 2.0
+    rb = _load("run_benchmarks")
+    for r in fl:
+        r["linkstate"]["us_per_check"] = 0.5
+    page = "\n".join(rb.section_scale({"partitioner": "sampled", "nodes": {"1000": d}}))
+    assert "| 1,000 | 21.0 | 15.0 | 1.35 | 3.0 / 2.0 | 18.0 / 13.0 | 130 / 110 | 1.18 |" in page
+    assert "0.50 µs per stored message checked" in page and "2 flower/fedenergy pair" in page
     err = {"error": "ZeroDivisionError: float division by zero", "stack": ["s.py:80 agg: w / t"]}
     err["linkstate"] = fl[0]["linkstate"]
     d = bs.summarize({"flower": [err], "fedenergy": fe[:1]})
     assert d["broke"] == {"flower": "ZeroDivisionError: float division by zero"}
     assert "wall_ratio_vs_flower" not in d
     assert "FAILED: ZeroDivisionError" in bs.describe(err) and "s.py:80" in bs.describe(err)
-    rb = _load("run_benchmarks")
     doc = {"partitioner": "sampled", "nodes": {"100000": d}, "selection": None}
     page = "\n".join(rb.section_scale(doc))
     assert "| 100,000 | broke (see below)" in page
