@@ -21,9 +21,11 @@ same split on both sides, so both aggregate at any N.
   state: see below; minutes at 1,000 nodes, far longer at 10,000).
 
 Printed per N: whole-process wall time of each (Ray start-up and shutdown included), their ratio
-(``wall_ratio_vs_flower``), the phase split (fedenergy: start -> round 0 committed, i.e. Ray
-start + registration (+ the profile query with ``--discovery query``) + the server's round-0
-evaluation, minus Flower's start -> all nodes registered; rounds after it), the peak RSS of the
+(``wall_ratio_vs_flower``) and that of the process trees' CPU, the phase split of both sides
+(start -> round 0 done: registration (+ the profile query with ``--discovery query``) and the
+server's round-0 evaluation, with Ray starting meanwhile in the engine's own thread; the rounds
+after it, the actors' start-up included; ``query_phase_s`` is fedenergy's start -> round 0
+minus Flower's start -> all nodes registered, as before), the peak RSS of the
 whole process tree (driver, Ray daemons, actors; psutil, sampled every 0.2 s; shared pages are
 counted once per process, so it over-counts) and its ratio (``rss_ratio_vs_flower``), and, for
 both sides, Flower's delivery sweep (:mod:`linkstate_trace`): the Simulation Engine hands out

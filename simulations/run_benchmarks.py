@@ -47,7 +47,7 @@ def benchmarks(results: str) -> dict[str, list[str]]:
         "scale": [
             f"{SIM}/bench_scale.py",
             *("--nodes", "1000", "10000", "100000", "--per-round", "100", "--rounds", "3"),
-            *("--partitioner", "sampled"),
+            *("--partitioner", "sampled", "--reps", "3"),  # 3 alternating pairs: wall is noisy
             *("--sel-nodes", "100000"),
             *("--json", f"{r}/scale.json"),
         ],
@@ -275,18 +275,27 @@ def section_scale(d: dict) -> list[str]:
             if r.get("linkstate", {}).get("us_per_check")
         ]
         if checks and not x.get("broke"):
+            fl, fe = x["runs"]["flower"], x["runs"]["fedenergy"]
+            share = sorted(r["linkstate"]["get_message_ins_s"] / r["total_s"] for r in fl)
+            pairs = ", ".join(
+                f"{a['total_s'] / b['total_s']:.2f}" for a, b in zip(fe, fl, strict=True)
+            )
             lines.append(
-                f"{int(n):,} nodes: Flower's delivery sweep took {_f(x.get('flower_sweep_s'), 2)} "
-                f"s per pass over the nodes, {_f(sorted(checks)[len(checks) // 2], 2)} µs per "
-                "stored message checked (median of the Flower runs)."
+                f"{int(n):,} nodes: wall ratio of each pair {pairs}. Flower's delivery sweep "
+                f"took {_f(x.get('flower_sweep_s'), 2)} s per pass over the nodes, "
+                f"{_f(sorted(checks)[len(checks) // 2], 2)} µs per stored message checked, "
+                f"{100 * share[len(share) // 2]:.0f} % of Flower's wall (medians of the Flower "
+                "runs)."
             )
     reps = {len(x["runs"]["flower"]) for x in d["nodes"].values()}
     lines += [
         f"Partitioner `{d.get('partitioner', 'iid')}`, {'/'.join(map(str, sorted(reps)))} "
         "flower/fedenergy pair(s) per node count, alternating (medians; ratios are medians over "
         "the pairs). fedenergy runs with lazy discovery (no up-front profile query). Start → "
-        "round 0 includes Ray's start, registration and the server's round-0 evaluation on both "
-        "sides.",
+        "round 0: registration and the server's round-0 evaluation (fedenergy: also admitting "
+        "every node unknown, the ledger's run record and the FLOP count per example); Ray and "
+        "the actors start in the engine's own thread meanwhile, so their start-up lands in "
+        "round 1 on both sides.",
     ]
     if d.get("selection") is None:
         return lines

@@ -158,6 +158,7 @@ def test_bench_scale_summarizes_pairs_and_reports_what_broke():
     page = "\n".join(rb.section_scale({"partitioner": "sampled", "nodes": {"1000": d}}))
     assert "| 1,000 | 21.0 | 15.0 | 1.35 | 3.0 / 2.0 | 18.0 / 13.0 | 130 / 110 | 1.18 |" in page
     assert "0.50 µs per stored message checked" in page and "2 flower/fedenergy pair" in page
+    assert "wall ratio of each pair 1.20, 1.50." in page and "60 % of Flower's wall" in page
     err = {"error": "ZeroDivisionError: float division by zero", "stack": ["s.py:80 agg: w / t"]}
     err["linkstate"] = fl[0]["linkstate"]
     d = bs.summarize({"flower": [err], "fedenergy": fe[:1]})
