@@ -50,6 +50,9 @@ def test_sampled_partitions_hold_data_at_any_node_count():
     task, cfg = get_task("digits"), DataConfig(100_000, seed=0, partitioner="sampled")
     train, test = task.client_data(99_999, cfg)
     assert len(train) == 1 and len(test) == 1
+    from fedenergy.settings import Settings
+
+    assert Settings(nodes=100_000, partitioner="sampled").validate().partitioner == "sampled"
 
 
 def test_the_partitions_are_flower_datasets_partitions():
