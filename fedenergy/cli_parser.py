@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--fleet", default=d.fleet, help="fleet name (simulations/fleets) or TOML path")
     s.add_argument("--seed", type=int, default=d.seed)
-    s.add_argument("--partitioner", default=d.partitioner, help="iid or dirichlet")
+    s.add_argument("--partitioner", default=d.partitioner, help="iid, dirichlet or sampled")
     s.add_argument("--alpha", type=float, default=d.dirichlet_alpha, help="Dirichlet alpha")
     s.add_argument("--local-epochs", type=int, default=d.local_epochs)
     s.add_argument("--batch-size", type=int, default=d.batch_size)

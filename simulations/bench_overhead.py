@@ -166,6 +166,21 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _marked(evaluate_fn, out: dict):
+    """``evaluate_fn`` that notes in ``out["round0_at"]`` when round 0's evaluation is done
+    (FedAvg evaluates the initial model before round 1, as fedenergy commits round 0)."""
+    if evaluate_fn is None:
+        return None
+
+    def evaluate(server_round, arrays):
+        res = evaluate_fn(server_round, arrays)
+        if server_round == 0:
+            out["round0_at"] = time.monotonic()
+        return res
+
+    return evaluate
+
+
 def run_plain(settings: Settings, with_mod: bool, num_cpus: int, evaluate: bool = True) -> dict:
     """One federation with Flower's FedAvg ServerApp (no energy-aware strategy, no profile
     query, no ledger): wait for every node, then ``settings.rounds`` rounds of FedAvg sampling
@@ -213,10 +228,11 @@ def run_plain(settings: Settings, with_mod: bool, num_cpus: int, evaluate: bool 
                 timeout=settings.round_timeout_s,
                 train_config=ConfigRecord({"lr": settings.lr, **cfg}),
                 evaluate_config=ConfigRecord(dict(cfg)),
-                evaluate_fn=(
+                evaluate_fn=_marked(
                     server_evaluator(plan.task, plan.task.server_test_data(plan.data))
                     if evaluate
-                    else None
+                    else None,
+                    out,
                 ),
             )
             out["federation_s"] = time.monotonic() - t0
@@ -240,6 +256,7 @@ def run_plain(settings: Settings, with_mod: bool, num_cpus: int, evaluate: bool 
         "federation_s": out["federation_s"],
         "registered_s": out["registered_s"],
         "ready_s": out["ready_at"] - t0,
+        "round0_s": out["round0_at"] - t0 if "round0_at" in out else None,
         "cpu_s": sampler.cpu_s,
         "peak_rss_mb": sampler.peak_rss_mb,
         "peak_procs": sampler.peak_procs,

@@ -1,32 +1,39 @@
-"""Scale: fedenergy against plain Flower FedAvg at 1,000 and 10,000 virtual nodes, and the cost
+"""Scale: fedenergy against plain Flower FedAvg at 1,000 to 100,000 virtual nodes, and the cost
 of one selection over 100,000 nodes.
 
 Federation part, per node count N (default 1,000 and 10,000): 100 nodes train per round
-(fraction 100/N), 3 rounds, no client-side evaluation, digits task with IID partitions (with
-10,000 nodes most partitions hold 0 or 1 example; the point is the framework, not the model),
-Flower's Simulation Engine with one CPU per virtual client.
+(fraction 100/N), 3 rounds, no client-side evaluation, the digits task, Flower's Simulation
+Engine with one CPU per virtual client. The digits pool (1,437 rows) is split with
+``--partitioner``: ``iid`` (the default) leaves every node past the 1,437th without data, and at
+100,000 nodes Flower's FedAvg then breaks (a round whose sampled nodes all hold 0 examples
+divides by a total weight of 0 in ``aggregate_arrayrecords``); ``sampled`` gives every node
+``max(1, 1437 // N)`` rows drawn with replacement (:mod:`fedenergy.sim.tasks.partition`), the
+same split on both sides, so both aggregate at any N.
 
-* ``flower``: fedenergy's handlers in a ClientApp without mods, Flower's own FedAvg ServerApp
-  (``fraction_train = 100/N``, waiting for all N nodes), the server evaluating the global model
-  each round as fedenergy does. No profile query, no ledger.
+* ``flower``: fedenergy's handlers in a ClientApp without the energy mod, Flower's own FedAvg
+  ServerApp (``fraction_train = 100/N``, waiting for all N nodes), the server evaluating the
+  global model each round as fedenergy does. No profile query, no ledger.
 * ``fedenergy``: ``fedenergy.sim.engine.simulate`` (energy mod, EnergyAwareStrategy with the
   random selector, ledger) with ``fraction = 100/N`` and **lazy discovery**
   (``discovery="lazy"``, the mode meant for large fleets): no up-front profile QUERY; every
   node starts unknown and is learned from its first reply's energy report. ``--discovery
-  query`` measures the QUERY-everyone mode instead (Flower's ``InMemoryLinkState`` scans every
-  stored message for each node, so N queued QUERY messages cost O(N^2) per sweep of the
-  simulation engine: minutes at 1,000 nodes on a loaded 2-core machine, far longer at 10,000).
+  query`` measures the QUERY-everyone mode instead (N queued QUERY messages in Flower's link
+  state: see below; minutes at 1,000 nodes, far longer at 10,000).
 
 Printed per N: whole-process wall time of each (Ray start-up and shutdown included), their ratio
-(``wall_ratio_vs_flower``), the phase split (fedenergy: start -> round 0 committed, i.e. Ray
-start + registration (+ the profile query with ``--discovery query``) + the server's round-0
-evaluation; rounds after it), and the peak RSS of the whole process tree (driver, Ray daemons,
-actors; psutil, sampled every 0.2 s; shared pages are counted once per process, so it
-over-counts). Runs of each N alternate flower/fedenergy. With ``--project-above M``, node counts
-above M run Flower only and fedenergy's wall time is *projected* (marked so in the output and
-JSON): Flower's measured wall + fedenergy's extra wall over Flower at the largest count that ran
-x N / that count. A linear extrapolation, neither bound: it was meant for the query mode, whose
-cost grows faster than linearly; with lazy discovery there is no reason left to project.
+(``wall_ratio_vs_flower``) and that of the process trees' CPU, the phase split of both sides
+(start -> round 0 done: registration (+ the profile query with ``--discovery query``) and the
+server's round-0 evaluation, with Ray starting meanwhile in the engine's own thread; the rounds
+after it, the actors' start-up included; ``query_phase_s`` is fedenergy's start -> round 0
+minus Flower's start -> all nodes registered, as before), the peak RSS of the
+whole process tree (driver, Ray daemons, actors; psutil, sampled every 0.2 s; shared pages are
+counted once per process, so it over-counts) and its ratio (``rss_ratio_vs_flower``), and, for
+both sides, Flower's delivery sweep (:mod:`linkstate_trace`): the Simulation Engine hands out
+messages from one thread that asks the link state, node by node, for each node's next message,
+and every such call walks all stored messages, so a sweep costs N x stored messages; at 100,000
+nodes it, not either side's own code, sets the length of a round. Runs of each N alternate
+flower/fedenergy (``--reps`` pairs). A run that raises is recorded with its error and the
+innermost frames of its stack (``broke``), and the benchmark goes on.
 
 Selection part (``selection_ms_100k``): a FleetState of 100,000 NodeInfo (the mixed fleet's
 devices and links, Dirichlet-sized data), a real EnergyAwareStrategy (its ``forecaster()``, with
@@ -38,9 +45,9 @@ round, with the node order recomputed as after ``add``), each the median of --se
 As a cross-check the utility selection is also run once with a forecast the selectors cannot
 vectorise (one forecast call per node) and must choose the same nodes.
 
-    python simulations/bench_scale.py [--nodes 1000 10000] [--per-round 100] [--rounds 3]
-        [--discovery lazy|query] [--sel-nodes 100000] [--no-federation] [--profile DIR]
-        [--json PATH]
+    python simulations/bench_scale.py [--nodes 1000 10000 100000] [--per-round 100] [--rounds 3]
+        [--partitioner iid|sampled] [--discovery lazy|query] [--reps 1] [--sel-nodes 100000]
+        [--no-federation] [--no-selection] [--profile DIR] [--json PATH]
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +68,7 @@ for p in (ROOT, ROOT / "simulations"):
         sys.path.insert(0, str(p))
 
 from bench_overhead import machine_load, run_plain, run_stack  # noqa: E402
+from linkstate_trace import traced_linkstate  # noqa: E402
 
 from fedenergy.settings import Settings  # noqa: E402
 
@@ -211,7 +220,12 @@ def _s(x: float | None) -> str:
 
 # -- federations ------------------------------------------------------------------------------
 def scale_settings(
-    n: int, per_round: int, rounds: int, seed: int, discovery: str = "lazy"
+    n: int,
+    per_round: int,
+    rounds: int,
+    seed: int,
+    discovery: str = "lazy",
+    partitioner: str = "iid",
 ) -> Settings:
     return Settings(
         task="digits",
@@ -219,11 +233,83 @@ def scale_settings(
         rounds=rounds,
         fraction=per_round / n,
         fraction_evaluate=0.0,
-        partitioner="iid",
+        partitioner=partitioner,
         seed=seed,
         round_timeout_s=1800.0,
         discovery=discovery,
     ).validate()
+
+
+def run_side(name: str, settings: Settings, cpus: int, out_dir: Path) -> dict:
+    """One run of ``name`` (flower | fedenergy) with Flower's delivery sweep traced; an
+    exception is returned as ``error`` with the innermost frames of its stack, not raised."""
+    with traced_linkstate(settings.nodes) as trace:
+        try:
+            if name == "flower":
+                r = run_plain(settings, with_mod=False, num_cpus=cpus)
+            else:
+                r = run_stack(settings, cpus, out_dir)
+        except Exception as err:  # noqa: BLE001  (what broke is the result)
+            frames = traceback.extract_tb(err.__traceback__)[-4:]
+            r = {
+                "error": f"{type(err).__name__}: {err}",
+                "stack": [f"{Path(f.filename).name}:{f.lineno} {f.name}: {f.line}" for f in frames],
+            }
+    r["linkstate"] = trace.as_dict()
+    return r
+
+
+def describe(r: dict) -> str:
+    sweep = r["linkstate"]
+    tail = f"{sweep['sweeps']:.0f} delivery sweeps, {sweep['get_message_ins_s']:.1f} s in them"
+    if "error" in r:
+        return f"FAILED: {r['error']} at {' <- '.join(reversed(r['stack']))}; {tail}"
+    return (
+        f"wall {r['total_s']:7.1f} s  peak rss {r['peak_rss_mb']:6.0f} MB "
+        f"({r['peak_procs']} processes); {tail}"
+    )
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict:
+    """The figures of one node count: medians over the runs (ratios over the pairs)."""
+    broke = {k: r["error"] for k, rs in runs.items() for r in rs if "error" in r}
+    d: dict = {"broke": broke, "runs": runs}
+    if broke:
+        return d
+    fl, fe = runs["flower"], runs["fedenergy"]
+    pairs = list(zip(fe, fl, strict=True))
+
+    def sweep(rs: list[dict]) -> float | None:
+        per = [r["linkstate"]["s_per_sweep"] for r in rs if r["linkstate"]["s_per_sweep"]]
+        return statistics.median(per) if per else None
+
+    d.update(
+        {
+            "wall_ratio_vs_flower": statistics.median(
+                x["total_s"] / y["total_s"] for x, y in pairs
+            ),
+            "rss_ratio_vs_flower": max(x["peak_rss_mb"] for x in fe)
+            / max(y["peak_rss_mb"] for y in fl),
+            # CPU of the whole process tree (less sensitive than wall to other load)
+            "cpu_ratio_vs_flower": statistics.median(x["cpu_s"] / y["cpu_s"] for x, y in pairs),
+            "wall_s": statistics.median(x["total_s"] for x in fe),
+            "peak_rss_mb": max(x["peak_rss_mb"] for x in fe),
+            "query_phase_s": statistics.median(x["round0_s"] - y["ready_s"] for x, y in pairs),
+            "rounds_s": statistics.median(x["rounds_s"] for x in fe),
+            "failed_calls": fe[0]["failed_calls"],
+            "flower_wall_s": statistics.median(x["total_s"] for x in fl),
+            "flower_peak_rss_mb": max(x["peak_rss_mb"] for x in fl),
+            "flower_federation_s": statistics.median(x["federation_s"] for x in fl),
+            # both sides' start -> round 0 done (Ray, registration, the server's round-0
+            # evaluation; fedenergy's admission and ledger too) and the rounds after it
+            "round0_s": statistics.median(x["round0_s"] for x in fe),
+            "flower_round0_s": statistics.median(x["round0_s"] for x in fl),
+            "flower_rounds_s": statistics.median(x["total_s"] - x["round0_s"] for x in fl),
+            "flower_sweep_s": sweep(fl),
+            "fedenergy_sweep_s": sweep(fe),
+        }
+    )
+    return d
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,19 +324,19 @@ def main(argv: list[str] | None = None) -> int:
         default="lazy",
         help="fedenergy's node discovery (lazy: no up-front profile query; the large-fleet mode)",
     )
+    ap.add_argument(
+        "--partitioner",
+        choices=("iid", "sampled"),
+        default="iid",
+        help="the digits pool's split, the same on both sides (sampled: every node draws "
+        "max(1, 1437 // N) rows with replacement, so none is empty at any N)",
+    )
     ap.add_argument("--reps", type=int, default=1, help="flower/fedenergy pairs per node count")
     ap.add_argument("--num-cpus", type=int, default=0, help="Ray CPUs (0: all)")
     ap.add_argument("--sel-nodes", type=int, default=100_000)
     ap.add_argument("--sel-reps", type=int, default=3)
     ap.add_argument("--no-federation", action="store_true", help="only the selection benchmark")
     ap.add_argument("--no-selection", action="store_true", help="skip the selection benchmark")
-    ap.add_argument(
-        "--project-above",
-        type=int,
-        default=0,
-        help="node counts above this run Flower only; fedenergy's wall is extrapolated linearly "
-        "from the largest measured count (0: run everything, the default)",
-    )
     ap.add_argument("--profile", metavar="DIR", help="write cProfile stats of the selection here")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     a = ap.parse_args(argv)
@@ -261,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": a.rounds,
         "seed": a.seed,
         "discovery": a.discovery,
+        "partitioner": a.partitioner,
         "cpus": os.cpu_count(),
         "nodes": {},
     }
@@ -287,84 +374,28 @@ def main(argv: list[str] | None = None) -> int:
         Path(a.profile).mkdir(parents=True, exist_ok=True)
         print(profile_selection(a.sel_nodes, a.per_round, Path(a.profile) / "selection.prof"))
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    measured: dict | None = None  # the largest node count where fedenergy ran
     for n in [] if a.no_federation else sorted(a.nodes):
-        s = scale_settings(n, a.per_round, a.rounds, a.seed, a.discovery)
-        project = a.project_above and n > a.project_above and measured is not None
+        s = scale_settings(n, a.per_round, a.rounds, a.seed, a.discovery, a.partitioner)
         runs: dict[str, list[dict]] = {"flower": [], "fedenergy": []}
         for rep in range(a.reps):
             order = ["flower", "fedenergy"] if rep % 2 == 0 else ["fedenergy", "flower"]
             for name in order:
-                if name == "flower":
-                    r = run_plain(s, with_mod=False, num_cpus=cpus)
-                elif project:
-                    continue
-                else:
-                    r = run_stack(s, cpus, tmp / f"n{n}-rep{rep}")
+                r = run_side(name, s, cpus, tmp / f"n{n}-rep{rep}")
                 runs[name].append(r)
-                print(
-                    f"  {n} nodes {name:<9} wall {r['total_s']:7.1f} s  peak rss "
-                    f"{r['peak_rss_mb']:6.0f} MB ({r['peak_procs']} processes)",
-                    flush=True,
-                )
-        fl, fe = runs["flower"], runs["fedenergy"]
-        flower_wall = statistics.median(x["total_s"] for x in fl)
-        if project:
-            # fedenergy's extra wall over Flower at the largest count that ran, scaled linearly
-            # with the node count
-            extra = max(0.0, measured["extra_s"]) * n / measured["n"]
-            wall = flower_wall + extra
-            d = {
-                "projected": True,
-                "projection": (
-                    f"linear extrapolation: Flower's measured wall at {n} + fedenergy's extra "
-                    f"wall at {measured['n']} ({measured['extra_s']:.1f} s) x {n}/"
-                    f"{measured['n']} (discovery {a.discovery}; see the docstring)"
-                ),
-                "wall_ratio_vs_flower": wall / flower_wall,
-                "wall_s": wall,
-                "peak_rss_mb": None,
-                "query_phase_s": None,
-                "rounds_s": None,
-                "failed_calls": None,
-            }
-        else:
-            query_s = statistics.median(
-                x["round0_s"] - y["ready_s"] for x, y in zip(fe, fl, strict=True)
-            )
-            d = {
-                "projected": False,
-                "wall_ratio_vs_flower": statistics.median(
-                    x["total_s"] / y["total_s"] for x, y in zip(fe, fl, strict=True)
-                ),
-                "wall_s": statistics.median(x["total_s"] for x in fe),
-                "peak_rss_mb": max(x["peak_rss_mb"] for x in fe),
-                "query_phase_s": query_s,
-                "rounds_s": statistics.median(x["rounds_s"] for x in fe),
-                "failed_calls": fe[0]["failed_calls"],
-            }
-            measured = {
-                "n": n,
-                "extra_s": statistics.median(
-                    x["total_s"] - y["total_s"] for x, y in zip(fe, fl, strict=True)
-                ),
-            }
-        d.update(
-            {
-                "flower_peak_rss_mb": max(x["peak_rss_mb"] for x in fl),
-                "flower_wall_s": flower_wall,
-                "runs": runs,
-            }
-        )
-        doc["nodes"][str(n)] = d
-        tag = " (PROJECTED, fedenergy not run)" if project else ""
-        rss = f"{d['peak_rss_mb']:.0f} MB" if d["peak_rss_mb"] is not None else "not run"
+                print(f"  {n} nodes {name:<9} {describe(r)}", flush=True)
+        doc["nodes"][str(n)] = d = summarize(runs)
+        if d["broke"]:
+            print(f"{n} nodes: BROKE: " + "; ".join(f"{k}: {v}" for k, v in d["broke"].items()))
+            continue
         print(
             f"{n} nodes: fedenergy ({a.discovery} discovery) {d['wall_s']:.1f} s vs Flower "
-            f"{flower_wall:.1f} s -> "
-            f"wall ratio {d['wall_ratio_vs_flower']:.2f}{tag} (goal <= 1.3); start to round 0 "
-            f"committed {_s(d['query_phase_s'])}; peak RSS {rss} (Flower "
-            f"{d['flower_peak_rss_mb']:.0f} MB)",
+            f"{d['flower_wall_s']:.1f} s -> wall ratio {d['wall_ratio_vs_flower']:.2f} (goal <= "
+            f"1.3), CPU ratio {d['cpu_ratio_vs_flower']:.2f}; start to round 0 done "
+            f"{_s(d['round0_s'])} vs {_s(d['flower_round0_s'])}, "
+            f"rounds {_s(d['rounds_s'])} vs {_s(d['flower_rounds_s'])}; peak RSS "
+            f"{d['peak_rss_mb']:.0f} MB vs Flower {d['flower_peak_rss_mb']:.0f} MB -> ratio "
+            f"{d['rss_ratio_vs_flower']:.2f} (goal <= 1.2); Flower's delivery sweep "
+            f"{_s(d['flower_sweep_s'])} per sweep over {n} nodes",
             flush=True,
         )
     doc["load_avg_1m"] = [load0, machine_load()]

@@ -46,7 +46,8 @@ def benchmarks(results: str) -> dict[str, list[str]]:
         ],
         "scale": [
             f"{SIM}/bench_scale.py",
-            *("--nodes", "1000", "10000", "--per-round", "100", "--rounds", "3"),
+            *("--nodes", "1000", "10000", "100000", "--per-round", "100", "--rounds", "3"),
+            *("--partitioner", "sampled", "--reps", "3"),  # 3 alternating pairs: wall is noisy
             *("--sel-nodes", "100000"),
             *("--json", f"{r}/scale.json"),
         ],
@@ -242,24 +243,59 @@ def section_overhead_cnn(c: dict) -> list[str]:
 def section_scale(d: dict) -> list[str]:
     lines = [
         "| nodes | fedenergy wall s | Flower FedAvg wall s | **wall ratio** (goal ≤ 1.3) | "
-        "fedenergy: start → round 0 committed s | fedenergy: rounds 1–3 s | "
-        "**peak RSS MB** fedenergy / Flower |",
-        "|---|---|---|---|---|---|---|",
+        "start → round 0 done s, fedenergy / Flower | rounds 1–3 s, fedenergy / Flower | "
+        "peak RSS MB, fedenergy / Flower | **RSS ratio** (goal ≤ 1.2) | "
+        "Flower's delivery sweep s (one pass over the nodes) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    broke = []
     for n, x in d["nodes"].items():
-        proj = " (projected lower bound, not run)" if x.get("projected") else ""
+        if x.get("broke"):
+            broke.append((n, x))
+            lines.append(f"| {int(n):,} | broke (see below) | | | | | | | |")
+            continue
         lines.append(
-            f"| {int(n):,} | {_f(x.get('wall_s'), 1)}{proj} | {_f(x['flower_wall_s'], 1)} | "
-            f"{_f(x['wall_ratio_vs_flower'], 2)}{proj} | {_f(x.get('query_phase_s'), 1)} | "
-            f"{_f(x.get('rounds_s'), 1)} | {_f(x.get('peak_rss_mb'), 0)} / "
-            f"{_f(x['flower_peak_rss_mb'], 0)} |"
+            f"| {int(n):,} | {_f(x.get('wall_s'), 1)} | {_f(x['flower_wall_s'], 1)} | "
+            f"{_f(x['wall_ratio_vs_flower'], 2)} | {_f(x.get('round0_s'), 1)} / "
+            f"{_f(x.get('flower_round0_s'), 1)} | {_f(x.get('rounds_s'), 1)} / "
+            f"{_f(x.get('flower_rounds_s'), 1)} | {_f(x.get('peak_rss_mb'), 0)} / "
+            f"{_f(x['flower_peak_rss_mb'], 0)} | {_f(x.get('rss_ratio_vs_flower'), 2)} | "
+            f"{_f(x.get('flower_sweep_s'), 2)} |"
         )
-    lines += [""] + [
-        f"{int(n):,} nodes: {x['projection']}." for n, x in d["nodes"].items() if x.get("projected")
-    ]
+    lines += [""]
+    for n, x in broke:
+        for side, err in x["broke"].items():
+            run = next(r for r in x["runs"][side] if "error" in r)
+            stack = " ← ".join(f"`{f}`" for f in reversed(run.get("stack", [])))
+            lines.append(f"{int(n):,} nodes, {side}: **{err}** at {stack}.")
+    for n, x in d["nodes"].items():
+        checks = [
+            r["linkstate"]["us_per_check"]
+            for r in x["runs"]["flower"]
+            if r.get("linkstate", {}).get("us_per_check")
+        ]
+        if checks and not x.get("broke"):
+            fl, fe = x["runs"]["flower"], x["runs"]["fedenergy"]
+            share = sorted(r["linkstate"]["get_message_ins_s"] / r["total_s"] for r in fl)
+            pairs = ", ".join(
+                f"{a['total_s'] / b['total_s']:.2f}" for a, b in zip(fe, fl, strict=True)
+            )
+            lines.append(
+                f"{int(n):,} nodes: wall ratio of each pair {pairs}. Flower's delivery sweep "
+                f"took {_f(x.get('flower_sweep_s'), 2)} s per pass over the nodes, "
+                f"{_f(sorted(checks)[len(checks) // 2], 2)} µs per stored message checked, "
+                f"{100 * share[len(share) // 2]:.0f} % of Flower's wall (medians of the Flower "
+                "runs)."
+            )
+    reps = {len(x["runs"]["flower"]) for x in d["nodes"].values()}
     lines += [
-        "fedenergy runs with lazy discovery (no up-front profile query). Start → round 0 "
-        "includes Ray's start and the actors' warm-up (both also inside Flower's wall).",
+        f"Partitioner `{d.get('partitioner', 'iid')}`, {'/'.join(map(str, sorted(reps)))} "
+        "flower/fedenergy pair(s) per node count, alternating (medians; ratios are medians over "
+        "the pairs). fedenergy runs with lazy discovery (no up-front profile query). Start → "
+        "round 0: registration and the server's round-0 evaluation (fedenergy: also admitting "
+        "every node unknown, the ledger's run record and the FLOP count per example); Ray and "
+        "the actors start in the engine's own thread meanwhile, so their start-up lands in "
+        "round 1 on both sides.",
     ]
     if d.get("selection") is None:
         return lines
@@ -352,11 +388,20 @@ NOTES = """## How to read these figures
   FedAvg (runs alternating); its per-call CPU is the real handler with the mod minus without,
   so the automatic FLOP counting (torch hooks, the memoised count) is inside it.
 - **Scale**: fedenergy (`simulate`: mod, EnergyAwareStrategy with the random selector, ledger)
-  against the same handlers without the mod under Flower's FedAvg, 100 nodes per round.
+  against the same handlers without the mod under Flower's FedAvg, 100 nodes per round, every
+  node holding data (`--partitioner sampled`: `max(1, 1437 // N)` digits rows drawn with
+  replacement; with `iid` most nodes past 1,437 hold none, and a FedAvg round whose sampled
+  nodes all hold 0 examples raises ZeroDivisionError in Flower's `aggregate_arrayrecords`:
+  at 100,000 nodes 1,437 hold data, so a round of 100 samples none with probability
+  (1 − 0.01437)^100 ≈ 0.24 and a 3-round run breaks about half the time, depending on the
+  random node ids; fedenergy rejects the 0-example updates as failed calls and goes on).
   fedenergy uses lazy discovery (`--discovery lazy`): no profile query of every node before
-  round 1. (With `--discovery query` the N queued QUERY messages cost O(N^2) per sweep of
-  Flower's simulation engine, `InMemoryLinkState.get_message_ins` scanning every stored message
-  for each node; see `bench_scale.py --discovery query`.)
+  round 1. Flower's Simulation Engine delivers messages from one thread that sweeps all N nodes,
+  `InMemoryLinkState.get_message_ins` walking every stored message for each node: a sweep costs
+  N × stored messages, so at 100,000 nodes one pass with a round's 100 messages in the store
+  takes seconds and sets the round's length on both sides (the "delivery sweep" column, traced
+  by `simulations/linkstate_trace.py`). (With `--discovery query` the N queued QUERY messages
+  make that N × N per sweep; see `bench_scale.py --discovery query`.)
 - **Codecs** here run reduced (10 nodes, 3 rounds, 3 seeds for none and stc) to keep the whole
   command short: their accuracy deltas are noise-dominated and read mid-climb. The full
   comparison (30 rounds, 10 paired seeds, deltas after rounds 10, 20 and 30) is in

@@ -168,3 +168,69 @@ def test_energy_to_accuracy_runs_a_user_fleet_file(tmp_path, monkeypatch, capsys
     assert "fleet fleet (" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         e2a.main(["--fleets", "my/missing.toml"])
+
+
+def _side(total: float, rss: float, round0: float, **extra) -> dict:
+    trace = {"s_per_sweep": 2.0, "sweeps": 3.0, "get_message_ins_s": 6.0}
+    return {
+        "total_s": total,
+        "cpu_s": total / 2,
+        "peak_rss_mb": rss,
+        "round0_s": round0,
+        "linkstate": trace,
+        **extra,
+    }
+
+
+def test_bench_scale_summarizes_pairs_and_reports_what_broke():
+    bs = _load("bench_scale")
+    fl = [_side(10.0, 100.0, 2.0, ready_s=1.0, federation_s=7.0), _side(20.0, 110.0, 2.0,
+          ready_s=1.0, federation_s=17.0)]  # fmt: skip
+    fe = [_side(12.0, 120.0, 3.0, rounds_s=9.0, failed_calls=0), _side(30.0, 130.0, 3.0,
+          rounds_s=27.0, failed_calls=0)]  # fmt: skip
+    d = bs.summarize({"flower": fl, "fedenergy": fe})
+    assert d["broke"] == {}
+    assert d["wall_ratio_vs_flower"] == pytest.approx((1.2 + 1.5) / 2)  # median over the pairs
+    assert d["cpu_ratio_vs_flower"] == pytest.approx((1.2 + 1.5) / 2)
+    assert d["rss_ratio_vs_flower"] == pytest.approx(130.0 / 110.0)  # peak against peak
+    assert d["flower_rounds_s"] == pytest.approx(13.0) and d["round0_s"] == 3.0
+    assert d["flower_sweep_s"] == 2.0
+    rb = _load("run_benchmarks")
+    for r in fl:
+        r["linkstate"]["us_per_check"] = 0.5
+    page = "\n".join(rb.section_scale({"partitioner": "sampled", "nodes": {"1000": d}}))
+    assert "| 1,000 | 21.0 | 15.0 | 1.35 | 3.0 / 2.0 | 18.0 / 13.0 | 130 / 110 | 1.18 |" in page
+    assert "0.50 µs per stored message checked" in page and "2 flower/fedenergy pair" in page
+    assert "wall ratio of each pair 1.20, 1.50." in page and "60 % of Flower's wall" in page
+    err = {"error": "ZeroDivisionError: float division by zero", "stack": ["s.py:80 agg: w / t"]}
+    err["linkstate"] = fl[0]["linkstate"]
+    d = bs.summarize({"flower": [err], "fedenergy": fe[:1]})
+    assert d["broke"] == {"flower": "ZeroDivisionError: float division by zero"}
+    assert "wall_ratio_vs_flower" not in d
+    assert "FAILED: ZeroDivisionError" in bs.describe(err) and "s.py:80" in bs.describe(err)
+    doc = {"partitioner": "sampled", "nodes": {"100000": d}, "selection": None}
+    page = "\n".join(rb.section_scale(doc))
+    assert "| 100,000 | broke (see below)" in page
+    assert "100,000 nodes, flower: **ZeroDivisionError" in page and "`s.py:80 agg: w / t`" in page
+
+
+def test_linkstate_trace_restores_flower_and_counts_sweeps():
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.superlink.federation.noop_federation_manager import NoOpFederationManager
+
+    lt = _load("linkstate_trace")
+    original = InMemoryLinkState.get_message_ins
+    state = InMemoryLinkState(NoOpFederationManager(), ObjectStoreFactory().store())
+    with lt.traced_linkstate(nodes=4) as trace:
+        assert InMemoryLinkState.get_message_ins is not original
+        for node_id in range(4):  # one sweep through Flower's own link state (no messages)
+            assert state.get_message_ins(node_id=node_id, limit=1) == []
+        assert trace.calls == 4 and trace.stored == 0 and trace.seconds > 0
+        for _ in range(4):  # and one more, 5 stored messages at each call
+            trace.add(0.5, 5)
+    assert InMemoryLinkState.get_message_ins is original
+    d = trace.as_dict()
+    assert d["sweeps"] == 2.0 and d["message_checks"] == 20
+    assert d["s_per_sweep"] == pytest.approx((trace.seconds) / 2)
+    assert d["us_per_check"] == pytest.approx(1e6 * trace.seconds / 20)

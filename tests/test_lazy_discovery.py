@@ -3,6 +3,7 @@ from the energy report of its first reply (no up-front QUERY)."""
 
 import json
 
+import numpy as np
 import pytest
 
 from fedenergy.cli import main
@@ -86,6 +87,53 @@ def test_unknown_nodes_count_as_online():
     st.add_unknown(1)
     st.add(NodeInfo(2, 0, "phone", "lte", availability=0.0001))
     assert st.online(3) == [1]
+
+
+def test_admitting_many_unknown_nodes_at_once_equals_one_at_a_time():
+    """``add_unknown_many`` (lazy discovery admitting a whole fleet) leaves the columns, rows,
+    profiles and order exactly as ``add_unknown`` called for each id does, skipping ids already
+    held or repeated; ids that do not fit a uint64 still sort in Python."""
+    for ids in ([30, 10, 20, 10, 5], [2**64 + 3, 7, -4, 7]):
+        one, many = _fleet(), _fleet()
+        for st in (one, many):
+            st.add(NodeInfo(5, 0, "phone", "lte", num_examples=9))
+        for n in ids:
+            one.add_unknown(n)
+        many.add_unknown_many(ids)
+        assert many.cols.node_ids == one.cols.node_ids and many.cols.row == one.cols.row
+        assert many.cols.infos == one.cols.infos and many.cols.devices == one.cols.devices
+        assert many.cols.links == one.cols.links and many.cols.size == one.cols.size
+        assert many.cols.exotic_ids == one.cols.exotic_ids == (ids[0] > 2**63)
+        for name in many.cols.data:
+            a, b = many.cols.column(name), one.cols.column(name)
+            assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), name
+        assert many.cols.ids[: many.cols.size].tolist() == one.cols.ids[: one.cols.size].tolist()
+        assert many.ordered() == one.ordered() and many.known_count == one.known_count == 1
+        assert many.forecast(ids[1], "none", 2410) == one.forecast(ids[1], "none", 2410)
+        assert many.missing([5, 99, ids[1], 98]) == [99, 98]
+
+
+def test_nodes_learned_from_a_batch_of_replies_are_recorded_in_one_transaction(tmp_path):
+    from fedenergy.server.admission import Admission
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.start_run("r", {}, {}, 0, {})
+    st = _fleet()
+    st.add_unknown_many([1, 2, 3])
+    adm = Admission(st, ledger, "r")
+    writes = []
+    add_nodes = ledger.add_nodes
+    ledger.add_nodes = lambda run, rows: writes.append(list(rows)) or add_nodes(run, rows)
+    with adm.batched():
+        adm._record([NodeInfo(1, 4, "phone", "lte")])
+        with adm.batched():  # nested: the outer batch records
+            adm._record([NodeInfo(2, 5, "rpi4", "wifi")])
+        assert writes == []  # nothing written inside the batch
+    assert len(writes) == 1 and [r[0] for r in writes[0]] == [1, 2]
+    adm._record([NodeInfo(3, 6, "laptop", "wifi")])  # outside a batch: at once
+    assert len(writes) == 2
+    rows = ledger.conn.execute("SELECT node_id, partition_id FROM nodes ORDER BY node_id")
+    assert rows.fetchall() == [("1", 4), ("2", 5), ("3", 6)]
 
 
 # -- real simulations ------------------------------------------------------------------------

@@ -24,6 +24,37 @@ def test_iid_partition_is_a_deterministic_cover():
     assert sorted(np.concatenate(many).tolist()) == list(range(30))
 
 
+def test_sampled_partitions_hold_data_at_any_node_count():
+    """``sampled``: each partition draws max(1, rows // partitions) rows with replacement from
+    its own stream (seed, partition id): none empty, even with far more partitions than rows."""
+    labels = np.arange(30) % 3
+    many = partitioning(labels, 100_000, "sampled", 0.5, seed=4)
+    assert many.partitioner is None  # no flwr-datasets partitioner behind it
+    for pid in (0, 1, 77_777, 99_999):
+        ix = many.indices(pid)
+        expected = np.random.default_rng([4, pid]).integers(0, 30, 1)  # 30 // 100,000 -> 1 row
+        assert ix.tolist() == expected.tolist()
+    few = partitioning(labels, 4, "sampled", 0.5, seed=4).all()
+    assert [len(p) for p in few] == [7] * 4  # 30 // 4
+    assert all(0 <= i < 30 for p in few for i in p.tolist())
+    # with replacement: over many partitions some row is drawn twice
+    drawn = np.concatenate([many.indices(p) for p in range(100)])
+    assert len(set(drawn.tolist())) < len(drawn)
+    again = partitioning(labels, 4, "sampled", 0.5, seed=4).all()
+    assert all(np.array_equal(x, y) for x, y in zip(few, again, strict=True))
+    other = partitioning(labels, 4, "sampled", 0.5, seed=5).all()
+    assert not all(np.array_equal(x, y) for x, y in zip(few, other, strict=True))
+    with pytest.raises(ValueError, match="nothing to draw from"):
+        partitioning(np.zeros(0), 3, "sampled", 0.5, 0)
+    # the digits task: every one of 100,000 nodes trains on one row of the pool
+    task, cfg = get_task("digits"), DataConfig(100_000, seed=0, partitioner="sampled")
+    train, test = task.client_data(99_999, cfg)
+    assert len(train) == 1 and len(test) == 1
+    from fedenergy.settings import Settings
+
+    assert Settings(nodes=100_000, partitioner="sampled").validate().partitioner == "sampled"
+
+
 def test_the_partitions_are_flower_datasets_partitions():
     """What a Flower app gets from flwr_datasets with the same partitioner and seed: IID is
     IidPartitioner over the rows shuffled with the seed; Dirichlet is DirichletPartitioner."""

@@ -7,7 +7,8 @@ declaration is completed from its first valid energy report (``learn_fn``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from flwr.serverapp import Grid
 
@@ -39,11 +40,30 @@ class Admission:
         self.declare_fn = declare_fn
         # nodes known by a declared profile whose first reply (partition, data) is still due
         self.declared_pending: set[int] = set()
+        self._batch: list[NodeInfo] | None = None  # nodes learned while a batch is open
 
     def _record(self, infos: Iterable[NodeInfo]) -> None:
+        if self._batch is not None:
+            self._batch.extend(infos)
+            return
         self.ledger.add_nodes(
             self.run_id, [(i.node_id, i.partition_id, i.device, i.link, i.country) for i in infos]
         )
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Nodes learned inside the block are recorded in the ledger when it ends, in one
+        transaction (a round's replies teach up to one node each: one commit, not one each)."""
+        if self._batch is not None:  # already inside a batch: that one records them
+            yield
+            return
+        self._batch = []
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            if batch:
+                self._record(batch)
 
     def admit_without_query(self, grid: Grid, node_ids: list[int]) -> None:
         """Add ``node_ids`` with the profiles they declared at registration (``declare_fn``);
@@ -54,13 +74,12 @@ class Admission:
             self.declared_pending.add(info.node_id)
         if declared:
             self._record(declared)
-        for n in sorted(node_ids):
-            self.fleet.add_unknown(n)  # a no-op for the declared ones
+        self.fleet.add_unknown_many(sorted(node_ids))  # a no-op for the declared ones
 
     def admit_new(self, grid: Grid) -> None:
         """Admit nodes that registered after the start (deployment: late joiners): query them,
         or read their declared profiles, or with lazy discovery add them as unknown."""
-        new = [n for n in grid.get_node_ids() if n not in self.fleet]
+        new = self.fleet.missing(grid.get_node_ids())
         if new and self.query_fn is None:
             self.admit_without_query(grid, new)
         elif new:

@@ -131,6 +131,42 @@ class FleetColumns:
         self.set_profile(row, device, link)
         return row
 
+    def new_rows(self, infos: list[NodeInfo], device: DeviceProfile, link: LinkProfile) -> None:
+        """Fresh rows for new node ids that share one device and link: ``new_row`` for each,
+        in order, written column by column (lazy discovery admits a whole fleet this way)."""
+        k, start = len(infos), self.size
+        if k == 0:
+            return
+        self._grow(start + k)
+        self.size += k
+        ids = [i.node_id for i in infos]
+        self.row.update(zip(ids, range(start, start + k), strict=True))
+        self.node_ids.extend(ids)
+        self.id_obj[start : start + k] = ids
+        try:
+            self.ids[start : start + k] = ids
+        except (OverflowError, ValueError, TypeError):  # as new_row does, one id at a time
+            for row, node_id in enumerate(ids, start):
+                try:
+                    self.ids[row] = node_id
+                except (OverflowError, ValueError, TypeError):
+                    self.exotic_ids = True
+        self.infos.extend(infos)
+        self.devices.extend([device] * k)
+        self.links.extend([link] * k)
+        rows = np.arange(start, start + k)
+        for name, field in (
+            ("part", "partition_id"),
+            ("avail", "availability"),
+            ("examples", "num_examples"),
+            ("recharge", "recharge_per_round"),
+        ):
+            values = np.array([getattr(i, field) for i in infos], dtype=COLUMNS[name][0])
+            self.set_rows(name, rows, values)
+        for key, value in zip(DEVICE_KEYS, device.terms, strict=True):
+            self.set_rows(f"dev_{key}", rows, np.full(k, value, dtype=np.float64))
+        self.set_rows("link", rows, np.full(k, self._link_index(link), dtype=np.int64))
+
     def reset(self, row: int, keep: tuple[str, ...] = ()) -> None:
         """Every column of ``row`` back to a fresh row's value, except ``keep``."""
         for name, (_, fill) in COLUMNS.items():

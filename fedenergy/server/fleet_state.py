@@ -131,6 +131,19 @@ class FleetState:
         device, link = profiles(*PRIOR_PROFILE, self.catalog)
         self.cols.new_row(node_id, NodeInfo(node_id, UNKNOWN_PARTITION, "", ""), device, link)
 
+    def add_unknown_many(self, node_ids: Iterable[int]) -> None:
+        """``add_unknown`` for each of ``node_ids`` in order, in one write per column (ids
+        already in the fleet, or repeated, are skipped as ``add_unknown`` skips them)."""
+        fresh = [n for n in dict.fromkeys(node_ids) if n not in self.cols.row]
+        device, link = profiles(*PRIOR_PROFILE, self.catalog)
+        infos = [NodeInfo(n, UNKNOWN_PARTITION, "", "") for n in fresh]
+        self.cols.new_rows(infos, device, link)
+
+    def missing(self, node_ids: Iterable[int]) -> list[int]:
+        """The ids of ``node_ids`` the fleet does not hold, in order."""
+        row = self.cols.row
+        return [n for n in node_ids if n not in row]
+
     def complete(self, info: NodeInfo) -> None:
         """A node known by its declared device and link has replied for the first time: its
         partition, data size and (in simulation) fleet behaviour join what was declared. Its

@@ -116,12 +116,11 @@ class RunClock:
     def state(self, fleet: FleetState) -> dict[str, np.ndarray]:
         """The clock's state after a phase, as arrays (kept with a round's checkpoint): the
         virtual time and each node's last transfer end."""
-        ids = fleet.cols.node_ids
-        rows = [fleet.cols.row[n] for n in ids]
+        cols = fleet.cols  # node_ids are in row order: row i holds node_ids[i]
         return {
             "virtual": np.array([self._virtual], dtype=np.float64),
-            "node_ids": np.array([int(n) for n in ids], dtype=np.uint64),
-            "radio_end": np.array([fleet.cols.get("radio_end", r) for r in rows], np.float64),
+            "node_ids": np.array([int(n) for n in cols.node_ids], dtype=np.uint64),
+            "radio_end": cols.column("radio_end").astype(np.float64, copy=True),
         }
 
     def restore(self, fleet: FleetState, state: dict[str, np.ndarray]) -> None:

@@ -218,7 +218,8 @@ class EnergyAwareStrategy(Strategy):
     def take_reports(self, replies: Iterable[Message], call: str, count: bool) -> list[Message]:
         """Move every reply's EnergyReport into this round's books; return the replies the
         wrapped strategy may aggregate (see Collector.take_reports)."""
-        return self.collector.take_reports(replies, call, count)
+        with self.admission.batched():  # the nodes they teach: one ledger write
+            return self.collector.take_reports(replies, call, count)
 
     def decode_updates(self, replies: Iterable[Message]) -> list[Message]:
         """Encoded train updates replaced by full weights; a malformed one is rejected and

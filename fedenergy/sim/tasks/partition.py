@@ -13,6 +13,13 @@ partitioner splits, as a Flower app splits a hub data set:
   partition holds ``min_partition_size`` rows; where no draw does (many nodes, small alpha), a
   draw without that minimum is topped up by moving random rows from the largest partitions, so
   that no simulated node is left without data. It needs fewer partitions than samples.
+- ``sampled``: every partition draws ``max(1, rows // partitions)`` rows uniformly *with
+  replacement*, from its own random stream (seed, partition id), so any number of partitions
+  holds data and a partition is made without the others. Meant for scale benchmarks (100,000
+  nodes over the digits pool of 1,437 rows, where IID leaves most partitions empty); the
+  partitions overlap and do not cover the pool. flwr-datasets has no partitioner that samples
+  with replacement, so this one is ours (and imports neither ``datasets`` nor
+  ``flwr_datasets``).
 
 ``datasets`` and ``flwr_datasets`` are imported when a partition is first made (about half a
 second per process), not when fedenergy is imported.
@@ -29,7 +36,7 @@ import numpy as np
 if TYPE_CHECKING:
     from flwr_datasets.partitioner import Partitioner
 
-PARTITIONERS = ("iid", "dirichlet")
+PARTITIONERS = ("iid", "dirichlet", "sampled")
 INDEX, LABEL = "index", "label"  # the columns of the label data set
 
 
@@ -61,12 +68,15 @@ class Partitioning:
     """The partitions of one label array: row indices, one partition at a time.
 
     Either a partitioner with the label data set assigned answers (``load_partition``, as a
-    Flower app calls it), or, after a Dirichlet top-up, the index arrays it produced."""
+    Flower app calls it), or, after a Dirichlet top-up, the index arrays it produced, or (the
+    ``sampled`` partitioner) each partition draws its rows from ``sampled_rows`` rows."""
 
     num_partitions: int
     partitioner: Partitioner | None = None
     fixed: list[np.ndarray] | None = None
     empty_from: int | None = None  # IID over fewer rows than partitions: these hold none
+    sampled_rows: int | None = None  # sampled: rows to draw from, with replacement
+    seed: int = 0  # sampled: each partition's stream is (seed, partition id)
     _cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def indices(self, partition_id: int) -> np.ndarray:
@@ -75,6 +85,10 @@ class Partitioning:
             raise ValueError(f"partition {partition_id} of {self.num_partitions} does not exist")
         if self.fixed is not None:
             return self.fixed[partition_id]
+        if self.sampled_rows is not None:
+            size = max(1, self.sampled_rows // self.num_partitions)
+            rng = np.random.default_rng([self.seed, partition_id])
+            return rng.integers(0, self.sampled_rows, size, dtype=np.int64)
         if self.empty_from is not None and partition_id >= self.empty_from:
             return np.zeros(0, dtype=np.int64)  # datasets' shard() refuses a shard past the end
         if partition_id not in self._cache:
@@ -109,6 +123,10 @@ def partitioning(
         make_partitioner(partitioner, num_partitions, alpha, seed)  # raises, naming the choices
     if num_partitions <= 0:
         raise ValueError(f"num_partitions must be positive, got {num_partitions}")
+    if partitioner == "sampled":
+        if len(labels) == 0:
+            raise ValueError("sampled partitioning of 0 rows: there is nothing to draw from")
+        return Partitioning(num_partitions, sampled_rows=len(labels), seed=seed)
     ds = label_dataset(labels)
     if partitioner == "iid":
         part = make_partitioner("iid", num_partitions, alpha, seed)
