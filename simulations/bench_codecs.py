@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         acc = ", ".join(f"{c[max(c)]:.4f}" for c in curves.values())
         took = time.monotonic() - t0
-        print(f"  {codec}: {took:.0f} s, accuracy {acc}", file=sys.stderr, flush=True)
+        print(f"  {codec}: {took:.0f} s, last-round accuracy {acc}", file=sys.stderr, flush=True)
     ref = results["none"]
     for r in results.values():
         r["bytes_ratio"] = ref["upload_bytes"] / r["upload_bytes"]
@@ -253,9 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         "metadata,\n  metrics and energy report, the same for every codec); payload ratio: the "
         "encoded update only.\n  The codec goals (int8 >= 3.9x, top-k family >= 50x on digits, "
         ">= 100x on cnn) are judged on the payload ratio.\n  accuracy/delta: after the last "
-        "round, mean over the seeds; "
+        "round (--tail N: mean of the last N rounds), mean over the seeds; "
         "delta = mean of paired (same-seed)\n  differences vs none in points, (se) its standard "
-        "error; @N: the same delta after round N."
+        "error; @N: the same delta after round N alone."
     )
     if args.json:
         keys = ("bytes_ratio", "payload_ratio", "accuracy", "accuracy_delta", "encode_ms")
