@@ -11,6 +11,7 @@ size), and raises only :class:`PayloadError` for anything wrong with the payload
 
 Modules: ``base`` (the :class:`Codec` interface; ``CodecSpec`` is the same type), ``registry``
 (:func:`register_codec`, :func:`parse_codec`), ``checks`` and ``packing`` (shared helpers),
+``raw`` (BatchNorm running statistics, which every codec sends as float32 copies),
 ``api`` (the module-level functions below), ``messages`` (Flower records), and one module per
 built-in codec (``label()`` forms):
 

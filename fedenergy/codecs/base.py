@@ -6,7 +6,9 @@ it may encode the global model (downlink).  It implements the wire format tensor
 :meth:`Codec.tensor_layout`, :meth:`Codec.encode_tensor`, :meth:`Codec.check_tensor` and
 :meth:`Codec.decode_tensor`.  This base class turns those into the whole-model operations
 (:meth:`Codec.layout`, :meth:`Codec.encode` with error feedback, :meth:`Codec.decode` with the
-hostile-payload guarantees), so every codec gets them the same way.
+hostile-payload guarantees), so every codec gets them the same way.  Normalisation
+statistics (``running_mean``, ``running_var``, ``num_batches_tracked``) bypass the per-tensor
+methods: every codec sends them as a float32 copy (:mod:`fedenergy.codecs.raw`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fedenergy.codecs.checks import (
     check_structure,
     normalize_template,
 )
+from fedenergy.codecs.raw import check_raw, decode_raw, encode_raw, raw_layout, travels_raw
 
 
 class Codec(ABC):
@@ -68,7 +71,8 @@ class Codec(ABC):
     def plan(self, template: Template) -> Mapping[str, Any]:
         """Per-tensor values that follow from the whole template, passed to the per-tensor
         methods as ``plan`` (``None`` for a tensor not in the mapping).  Default: nothing;
-        STC-b shares one byte budget across tensors here."""
+        STC-b shares one byte budget across tensors here.  ``template`` holds only the
+        tensors the codec encodes (not the raw normalisation statistics)."""
         return {}
 
     @abstractmethod
@@ -108,11 +112,18 @@ class Codec(ABC):
         """Exact wire layout: ``key -> (dtype, length)`` of every (1-D) payload array, model
         order.  Both the size promise and the validator use it."""
         tmpl = normalize_template(template)
-        plan = self.plan(tmpl)
+        plan = self._plan(tmpl)
         out: Layout = {}
         for name, shape in tmpl.items():
-            out.update(self.tensor_layout(name, shape, plan.get(name)))
+            if travels_raw(name):
+                out.update(raw_layout(name, shape))
+            else:
+                out.update(self.tensor_layout(name, shape, plan.get(name)))
         return out
+
+    def _plan(self, template: Template) -> Mapping[str, Any]:
+        """:meth:`plan` of the tensors this codec encodes (raw statistics left out)."""
+        return self.plan({n: s for n, s in template.items() if not travels_raw(n)})
 
     def expected_nbytes(self, template: Mapping[str, tuple[int, ...]]) -> int:
         """Raw array bytes that :meth:`encode` produces for this template (headers included)."""
@@ -138,6 +149,8 @@ class Codec(ABC):
         ``update + residual == decoded + new_residual`` up to float32 rounding.  Without it the
         residual returned is ``None`` and a non-``None`` residual is a ``ValueError``.  ``rng``
         drives stochastic rounding (QSGD).  ``ValueError`` for non-finite or non-real input.
+        Raw tensors (:func:`~fedenergy.codecs.raw.travels_raw`) are copied as they are, without
+        the residual; their new residual is zero.
         """
         arrays = as_float32_dict(update, "update")
         ef = self.error_feedback
@@ -146,15 +159,21 @@ class Codec(ABC):
                 f"codec {self.label()} does not use error feedback; pass residual=None"
             )
         corrected = arrays if residual is None else _add_residual(arrays, residual)
-        plan = self.plan({name: x.shape for name, x in corrected.items()})
+        plan = self._plan({name: x.shape for name, x in corrected.items()})
         payload: Payload = {}
         for name, x in corrected.items():
+            if travels_raw(name):
+                payload.update(encode_raw(name, arrays[name].reshape(-1)))
+                continue
             flat = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
             payload.update(self.encode_tensor(name, flat, x.shape, plan.get(name), rng))
         if not ef:
             return payload, None
         new_residual = {}
         for name, x in corrected.items():
+            if travels_raw(name):
+                new_residual[name] = np.zeros(x.shape, dtype=np.float32)
+                continue
             dec = self.decode_tensor(payload, name, x.shape, plan.get(name))
             new_residual[name] = (x.reshape(-1) - dec).reshape(x.shape)
         return payload, new_residual
@@ -181,12 +200,18 @@ class Codec(ABC):
         try:
             with np.errstate(all="ignore"):
                 check_structure(payload, layout)
-                plan = self.plan(tmpl)
+                plan = self._plan(tmpl)
                 for name, shape in tmpl.items():
-                    self.check_tensor(payload, name, shape, plan.get(name))
+                    if travels_raw(name):
+                        check_raw(payload, name)
+                    else:
+                        self.check_tensor(payload, name, shape, plan.get(name))
                 out = {}
                 for name, shape in tmpl.items():
-                    flat = self.decode_tensor(payload, name, shape, plan.get(name))
+                    if travels_raw(name):
+                        flat = decode_raw(payload, name)
+                    else:
+                        flat = self.decode_tensor(payload, name, shape, plan.get(name))
                     out[name] = flat.reshape(shape)
         except PayloadError:
             raise

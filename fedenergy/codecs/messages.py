@@ -9,6 +9,9 @@ The server (:class:`~fedenergy.server.EnergyAwareStrategy`) checks the label, un
 decodes against the current global model's shapes, and hands the wrapped Flower strategy the
 full weights ``global + update`` so that FedAvg, FedProx or FedAdam aggregate as usual.
 With codec ``none`` nothing here is used: clients send their full weights as before.
+Normalisation statistics (:func:`~fedenergy.codecs.raw.travels_raw`) travel as their new
+values, not as a difference, so the server receives them bit for bit (a float32
+``global + (new - global)`` need not equal ``new``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from fedenergy.codecs.api import (
 )
 from fedenergy.codecs.base import Codec
 from fedenergy.codecs.checks import PayloadError
+from fedenergy.codecs.raw import travels_raw
 from fedenergy.codecs.registry import parse_codec
 from fedenergy.protocol import ARRAYS_RECORD, CODEC_RECORD, PAYLOAD_KEY, RESIDUAL_KEY
 
@@ -67,9 +71,12 @@ def encode_reply_arrays(
 ) -> tuple[ArrayRecord, ConfigRecord]:
     """Encode ``new - global_`` (float32, model order) into the reply's ArrayRecord (one packed
     blob) and the codec-label ConfigRecord; the top-k/STC residual is read from and written to
-    ``state`` (the node's ``context.state``)."""
+    ``state`` (the node's ``context.state``).  Raw tensors (normalisation statistics) are sent
+    as ``new`` itself."""
     update = {
-        k: np.asarray(new[k], dtype=np.float32) - np.asarray(global_[k], dtype=np.float32)
+        k: np.asarray(new[k], dtype=np.float32)
+        if travels_raw(k)
+        else np.asarray(new[k], dtype=np.float32) - np.asarray(global_[k], dtype=np.float32)
         for k in global_
     }
     residual = _load_residual(state, update) if uses_error_feedback(spec) else None
@@ -83,12 +90,25 @@ def encode_reply_arrays(
     )
 
 
+def _raw_value(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A decoded raw statistic in the global model's ``dtype``; PayloadError for a negative
+    variance or a counter that is not a whole number an int dtype holds exactly."""
+    if name.endswith("running_var") and (value < 0).any():
+        raise PayloadError(f"{name!r}: negative running variance")
+    if not np.issubdtype(dtype, np.floating) and not (
+        (np.abs(value) <= 2**24).all() and (value == np.round(value)).all()
+    ):
+        raise PayloadError(f"{name!r}: a counter must be a whole number below 2**24")
+    return value.astype(dtype, copy=False)
+
+
 def decode_reply_content(
     content: RecordDict, spec: Codec, global_: Mapping[str, np.ndarray]
 ) -> RecordDict:
     """Return a copy of a reply's content whose ``"arrays"`` are the full float32 weights
-    ``global_ + decode(payload)`` and without the codec label; :class:`PayloadError` (with the
-    reason) for anything wrong: label, record layout, blob or payload."""
+    ``global_ + decode(payload)`` (raw tensors: the decoded values themselves, in the global
+    model's dtype) and without the codec label; :class:`PayloadError` (with the reason) for
+    anything wrong: label, record layout, blob or payload, or a negative ``running_var``."""
     rec = content.config_records.get(CODEC_RECORD)
     label = None if rec is None else rec.get("codec")
     if label != spec.label():
@@ -113,6 +133,9 @@ def decode_reply_content(
     update = decode(unpack_payload(blob, spec, template), spec, template)
     full = {}
     for k, g in global_.items():
+        if travels_raw(k):
+            full[k] = Array(np.asarray(_raw_value(k, update[k], np.asarray(g).dtype)))
+            continue
         dtype = g.dtype if np.issubdtype(g.dtype, np.floating) else np.float32
         value = (np.asarray(g, dtype=np.float32) + update[k]).astype(dtype, copy=False)
         full[k] = Array(np.asarray(value))  # a 0-d sum is a NumPy scalar (BatchNorm's counter)
