@@ -21,7 +21,8 @@ STYLE = (
 )
 
 
-def _fmt(v) -> str:
+def fmt_cell(v) -> str:
+    """A table cell: ``-`` for None, 4 significant digits for floats."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -35,7 +36,7 @@ def _table(table_id: str, header: list[str], rows: list[tuple[dict, list]]) -> s
     out.append("</tr>")
     for attrs, cells in rows:
         a = "".join(f' {k}="{escape(str(v))}"' for k, v in attrs.items())
-        out.append(f"<tr{a}>" + "".join(f"<td>{escape(_fmt(c))}</td>" for c in cells) + "</tr>")
+        out.append(f"<tr{a}>" + "".join(f"<td>{escape(fmt_cell(c))}</td>" for c in cells) + "</tr>")
     out.append("</table>")
     return "\n".join(out)
 

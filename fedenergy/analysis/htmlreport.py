@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fedenergy.analysis import html_sections
 from fedenergy.analysis.compare import COMPARISON_FILE, side_table
+from fedenergy.analysis.html_sections import fmt_cell as _fmt
 from fedenergy.analysis.plots import write_plots
 from fedenergy.analysis.runs import RunRef, RunView, load_view
 from fedenergy.ledger import Ledger
@@ -57,14 +58,6 @@ def export_ledger(ledger: Ledger, run_id: str, out_dir: Path) -> list[Path]:
     path = out_dir / "ledger.json"
     path.write_text(json.dumps(doc, indent=1))
     return [*paths, path]
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def _tables(summary: dict, comparison: dict | None) -> list[tuple[str, list[str], list[list]]]:

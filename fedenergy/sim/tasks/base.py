@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -74,3 +75,11 @@ def evaluate(model: torch.nn.Module, data: Split) -> tuple[float, float]:
         out = model(data.x)
         loss = torch.nn.functional.cross_entropy(out, data.y)
     return float(loss), float((out.argmax(1) == data.y).float().mean())
+
+
+def union_of_partitions(
+    splits: Callable[[int, DataConfig], tuple[Split, Split]], cfg: DataConfig, which: int
+) -> Split:
+    """Every partition's train (``which=0``) or test (``which=1``) split, concatenated."""
+    parts = [splits(k, cfg)[which] for k in range(cfg.num_partitions)]
+    return Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))

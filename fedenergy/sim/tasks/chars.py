@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedenergy.sim.tasks.base import DataConfig, Split
+from fedenergy.sim.tasks.base import DataConfig, Split, union_of_partitions
 
 NAME = "chars"
 ALPHABET = " .abcdefghijklmnopqrstuvwxyz"
@@ -125,11 +125,9 @@ def client_data(partition_id: int, cfg: DataConfig) -> tuple[Split, Split]:
 
 def server_test_data(cfg: DataConfig) -> Split:
     """Every speaker's test windows together."""
-    parts = [_splits(k, cfg)[1] for k in range(cfg.num_partitions)]
-    return Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    return union_of_partitions(_splits, cfg, 1)
 
 
 def pooled_train_data(cfg: DataConfig) -> Split:
     """Every speaker's training windows together (the centralized baseline's data)."""
-    parts = [_splits(k, cfg)[0] for k in range(cfg.num_partitions)]
-    return Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    return union_of_partitions(_splits, cfg, 0)

@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from fedenergy.sim.tasks.base import DataConfig, Split
+from fedenergy.sim.tasks.base import DataConfig, Split, union_of_partitions
 
 NAME = "synthetic"
 DIM, CLASSES = 60, 10
@@ -57,11 +57,9 @@ def client_data(partition_id: int, cfg: DataConfig) -> tuple[Split, Split]:
 
 def server_test_data(cfg: DataConfig) -> Split:
     """Union of every device's 10 % test split."""
-    parts = [_splits(k, cfg)[1] for k in range(cfg.num_partitions)]
-    return Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    return union_of_partitions(_splits, cfg, 1)
 
 
 def pooled_train_data(cfg: DataConfig) -> Split:
     """Union of every device's training split."""
-    parts = [_splits(k, cfg)[0] for k in range(cfg.num_partitions)]
-    return Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    return union_of_partitions(_splits, cfg, 0)
