@@ -5,6 +5,9 @@ for a few settings and prints the federated/centralized ratios of energy and CO2
 
     .venv/bin/python simulations/compare_regimes.py [--nodes 20] [--rounds 5] [--out runs/regimes]
 
+With ``--tasks digits cnn:10x3 ...`` it runs the default fleet once per workload instead, each at
+its own size (``TASK:NODESxROUNDS``, or the size in ``TASK_SIZES``), and writes workloads.json.
+
 Each federated run is written to OUT/<variant>/ (ledger, comparison.json, report); a variant
 whose ledger already exists there is re-compared without re-simulating (--fresh to re-run).
 """
@@ -59,16 +62,48 @@ VARIANTS = {
 }
 SHARED_RUN = {"default, centralized on cpu-server": "default"}  # same federated run
 
+# task -> (nodes, rounds) of its `--tasks` row: sized so that digits, cnn, chars and resnet
+# together run in well under 20 min on the 2-core machine (a ResNet training call alone is
+# ~267 GFLOP, a chars call ~75 GFLOP; docs/workloads.md)
+TASK_SIZES = {
+    "digits": (20, 5),
+    "synthetic": (20, 5),
+    "cnn": (20, 5),
+    "chars": (10, 5),
+    "resnet": (4, 3),
+}
+
+
+def task_variant(spec: str) -> tuple[str, tuple]:
+    """``TASK`` or ``TASK:NODESxROUNDS`` -> (variant name, variant) on the default fleet."""
+    from fedenergy.sim.tasks import get_task
+
+    task, _, size = spec.partition(":")
+    get_task(task)  # an unknown task fails here, before any run
+    if size:
+        n, _, r = size.lower().partition("x")
+        if not (n.isdigit() and r.isdigit() and int(n) > 0 and int(r) > 0):
+            raise ValueError(f"size {size!r} of {spec!r}: expected NODESxROUNDS, e.g. 10x3")
+        nodes, rounds = int(n), int(r)
+    elif task in TASK_SIZES:
+        nodes, rounds = TASK_SIZES[task]
+    else:
+        raise ValueError(f"no default size for task {task!r}: give TASK:NODESxROUNDS")
+    name = f"task {task}, {nodes} nodes x {rounds} rounds"
+    return name, (None, "WORLD", {"task": task, "nodes": nodes, "rounds": rounds}, {})
+
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
-def run_variant(name: str, base: Settings, out: Path, fresh: bool, done: set[Path]) -> dict:
+def run_variant(
+    name: str, base: Settings, out: Path, fresh: bool, done: set[Path], variants: dict = VARIANTS
+) -> dict:
     """Compare variant ``name``; its federated run is simulated unless its ledger exists (with
     ``fresh``: unless this invocation simulated it already, ``done``: a run shared by two
     variants is simulated once, so the comparison first written for it stays valid)."""
-    groups, country, overrides, kwargs = VARIANTS[name]
+    groups, country, overrides, kwargs = variants[name]
     run_dir = out / slug(SHARED_RUN.get(name, name))
     settings = dataclasses.replace(base, out=str(run_dir), **overrides)
     if groups is not None:
@@ -193,7 +228,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/regimes")
     p.add_argument("--fresh", action="store_true")
     p.add_argument("--only", nargs="*", default=None, help="variant names to run")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK[:NxR]",
+        help="one row per workload on the default fleet instead of the variants (writes "
+        "workloads.json); size NODESxROUNDS, default from TASK_SIZES",
+    )
     a = p.parse_args(argv)
+    variants = VARIANTS
+    if a.tasks:
+        try:
+            variants = dict(task_variant(t) for t in a.tasks)
+        except (KeyError, ValueError) as e:
+            p.error(str(e))
     base = Settings(nodes=a.nodes, rounds=a.rounds)
     out = Path(a.out)
     other = other_model(base.infra_model)
@@ -205,11 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':38} infrastructure {base.infra_model:>48} | {other:>26}")
     print(head)
     results, done = {}, set()
-    for name in a.only or VARIANTS:
-        c = run_variant(name, base, out, a.fresh, done)
+    for name in a.only or variants:
+        c = run_variant(name, base, out, a.fresh, done, variants)
         f, z = c["federated"], c["centralized"]
         fo, zo = f["total_j_other_infra"], z["total_j_other_infra"]
         results[name] = {
+            "task": c["settings"]["task"],
+            "nodes": c["settings"]["nodes"],
+            "rounds": c["settings"]["rounds"],
+            "target_accuracy": c["target_accuracy"],
+            "rounds_to_target": f["rounds"],
+            "epochs_to_target": z["epochs"],
             "federated_j": f["total_j"],
             "centralized_j": z["total_j"],
             "federated_co2e_kg": f["co2e_kg"],
@@ -229,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     default = out / slug("default")
-    if (default / "comparison.json").is_file() and not a.only:
+    if (default / "comparison.json").is_file() and not a.only and not a.tasks:
         comp = json.loads((out / slug("default") / "comparison.json").read_text())
         print("analytic re-pricing of the default run (same rounds/epochs; not re-trained):")
         for name, (ms, ds) in WHAT_IFS.items():
@@ -245,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name:38} {fj:8.4g} {cj:8.4g} {'':>10} {'':>10} {fj / cj:8.3g} {'':>10}"
                 f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
             )
-    (out / "regimes.json").write_text(json.dumps(results, indent=2))
+    out.mkdir(parents=True, exist_ok=True)
+    name = "workloads.json" if a.tasks else "regimes.json"
+    (out / name).write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -234,3 +234,17 @@ def test_linkstate_trace_restores_flower_and_counts_sweeps():
     assert d["sweeps"] == 2.0 and d["message_checks"] == 20
     assert d["s_per_sweep"] == pytest.approx((trace.seconds) / 2)
     assert d["us_per_check"] == pytest.approx(1e6 * trace.seconds / 20)
+
+
+def test_compare_regimes_task_specs_parse_and_reject():
+    """`--tasks TASK[:NODESxROUNDS]`: a size given wins, else TASK_SIZES; bad specs fail early."""
+    cr = _load("compare_regimes")
+    name, (groups, country, overrides, kwargs) = cr.task_variant("cnn:3x2")
+    assert name == "task cnn, 3 nodes x 2 rounds"
+    assert (groups, country, kwargs) == (None, "WORLD", {})
+    assert overrides == {"task": "cnn", "nodes": 3, "rounds": 2}
+    n, r = cr.TASK_SIZES["resnet"]
+    assert cr.task_variant("resnet")[1][2] == {"task": "resnet", "nodes": n, "rounds": r}
+    for bad in ("cnn:3", "cnn:0x2", "cnn:ax2", "no-such-task"):
+        with pytest.raises(SystemExit):
+            cr.main(["--tasks", bad, "--out", "unused"])

@@ -201,3 +201,22 @@ def test_regimes_what_if_refuses_a_comparison_its_ledger_does_not_hold(compared)
     stale = {**comp, "federated": {**comp["federated"], "run_id": "not-in-this-ledger"}}
     with pytest.raises(ValueError, match="no rows"):
         _regimes().what_if(stale, out / "ledger.sqlite", 2.0, 1.0)
+
+
+def test_regimes_tasks_row_matches_its_comparison(tmp_path):
+    """compare_regimes --tasks: a real tiny run per workload; its workloads.json row carries the
+    task, the size and the comparison's own totals and ratios."""
+    regimes = _regimes()
+    assert regimes.main(["--tasks", "synthetic:3x1", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "workloads.json").read_text())
+    name = "task synthetic, 3 nodes x 1 rounds"
+    assert list(rows) == [name]
+    row = rows[name]
+    comp = json.loads((tmp_path / regimes.slug(name) / "comparison.json").read_text())
+    assert (row["task"], row["nodes"], row["rounds"]) == ("synthetic", 3, 1)
+    assert row["federated_j"] == comp["federated"]["total_j"] > 0
+    assert row["centralized_co2e_kg"] == comp["centralized"]["co2e_kg"] > 0
+    assert row["ratio"]["energy"] == pytest.approx(row["federated_j"] / row["centralized_j"])
+    other = row["federated_j_other_infra"] / row["centralized_j_other_infra"]
+    assert row["ratio_other_infra"]["energy"] == pytest.approx(other)
+    assert not (tmp_path / "regimes.json").exists()
