@@ -74,8 +74,17 @@ TASK_SIZES = {
 }
 
 
-def task_variant(spec: str) -> tuple[str, tuple]:
-    """``TASK`` or ``TASK:NODESxROUNDS`` -> (variant name, variant) on the default fleet."""
+# `--task-fleets` names -> fleet groups (None: the default `mixed` fleet)
+TASK_FLEETS = {
+    "mixed": None,
+    "phones-lte": [("phone", "lte", 1.0)],
+    "laptops-ethernet": [("laptop", "ethernet", 1.0)],
+}
+
+
+def task_variant(spec: str, fleet: str = "mixed") -> tuple[str, tuple]:
+    """``TASK`` or ``TASK:NODESxROUNDS`` on fleet ``fleet`` (a TASK_FLEETS name) -> (variant
+    name, variant)."""
     from fedenergy.sim.tasks import get_task
 
     task, _, size = spec.partition(":")
@@ -89,8 +98,13 @@ def task_variant(spec: str) -> tuple[str, tuple]:
         nodes, rounds = TASK_SIZES[task]
     else:
         raise ValueError(f"no default size for task {task!r}: give TASK:NODESxROUNDS")
+    if fleet not in TASK_FLEETS:
+        raise ValueError(f"unknown fleet {fleet!r}; known: {', '.join(TASK_FLEETS)}")
     name = f"task {task}, {nodes} nodes x {rounds} rounds"
-    return name, (None, "WORLD", {"task": task, "nodes": nodes, "rounds": rounds}, {})
+    if fleet != "mixed":
+        name += f", {fleet}"
+    overrides = {"task": task, "nodes": nodes, "rounds": rounds}
+    return name, (TASK_FLEETS[fleet], "WORLD", overrides, {})
 
 
 def slug(name: str) -> str:
@@ -233,14 +247,21 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=None,
         metavar="TASK[:NxR]",
-        help="one row per workload on the default fleet instead of the variants (writes "
+        help="one row per workload (and fleet) instead of the variants (writes "
         "workloads.json); size NODESxROUNDS, default from TASK_SIZES",
+    )
+    p.add_argument(
+        "--task-fleets",
+        nargs="+",
+        default=["mixed"],
+        metavar="FLEET",
+        help=f"fleets of the --tasks rows ({', '.join(TASK_FLEETS)}); default mixed",
     )
     a = p.parse_args(argv)
     variants = VARIANTS
     if a.tasks:
         try:
-            variants = dict(task_variant(t) for t in a.tasks)
+            variants = dict(task_variant(t, f) for t in a.tasks for f in a.task_fleets)
         except (KeyError, ValueError) as e:
             p.error(str(e))
     base = Settings(nodes=a.nodes, rounds=a.rounds)

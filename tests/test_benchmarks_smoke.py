@@ -237,7 +237,8 @@ def test_linkstate_trace_restores_flower_and_counts_sweeps():
 
 
 def test_compare_regimes_task_specs_parse_and_reject():
-    """`--tasks TASK[:NODESxROUNDS]`: a size given wins, else TASK_SIZES; bad specs fail early."""
+    """`--tasks TASK[:NODESxROUNDS]` x `--task-fleets`: a size given wins, else TASK_SIZES; a
+    fleet other than mixed names its groups; bad specs and fleets fail before any run."""
     cr = _load("compare_regimes")
     name, (groups, country, overrides, kwargs) = cr.task_variant("cnn:3x2")
     assert name == "task cnn, 3 nodes x 2 rounds"
@@ -245,6 +246,11 @@ def test_compare_regimes_task_specs_parse_and_reject():
     assert overrides == {"task": "cnn", "nodes": 3, "rounds": 2}
     n, r = cr.TASK_SIZES["resnet"]
     assert cr.task_variant("resnet")[1][2] == {"task": "resnet", "nodes": n, "rounds": r}
+    name, (groups, _, overrides, _) = cr.task_variant("chars:2x1", "phones-lte")
+    assert name == "task chars, 2 nodes x 1 rounds, phones-lte"
+    assert groups == [("phone", "lte", 1.0)] and overrides["task"] == "chars"
     for bad in ("cnn:3", "cnn:0x2", "cnn:ax2", "no-such-task"):
         with pytest.raises(SystemExit):
             cr.main(["--tasks", bad, "--out", "unused"])
+    with pytest.raises(SystemExit):
+        cr.main(["--tasks", "cnn", "--task-fleets", "no-such-fleet", "--out", "unused"])
