@@ -267,12 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     base = Settings(nodes=a.nodes, rounds=a.rounds)
     out = Path(a.out)
     other = other_model(base.infra_model)
+    w = max(38, *(len(n) for n in a.only or variants))  # the name column
     head = (
-        f"{'variant':38} {'fed J':>8} {'cen J':>8} {'fed gCO2e':>10} {'cen gCO2e':>10} "
+        f"{'variant':{w}} {'fed J':>8} {'cen J':>8} {'fed gCO2e':>10} {'cen gCO2e':>10} "
         f"{'E ratio':>8} {'CO2e ratio':>10} | {'fed J':>8} {'cen J':>8} {'E ratio':>8}  "
         "target / rounds / epochs"
     )
-    print(f"{'':38} infrastructure {base.infra_model:>48} | {other:>26}")
+    print(f"{'':{w}} infrastructure {base.infra_model:>48} | {other:>26}")
     print(head)
     results, done = {}, set()
     for name in a.only or variants:
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         flag = "" if f["reached"] and z["reached"] else " (target NOT reached on a side)"
         print(
-            f"{name:38} {f['total_j']:8.4g} {z['total_j']:8.4g} {1000 * f['co2e_kg']:10.4g} "
+            f"{name:{w}} {f['total_j']:8.4g} {z['total_j']:8.4g} {1000 * f['co2e_kg']:10.4g} "
             f"{1000 * z['co2e_kg']:10.4g} {c['ratio']['energy']:8.3g} {c['ratio']['co2e']:10.3g}"
             f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
             f"  {c['target_accuracy']:.4f} / {f['rounds']} / {z['epochs']}{flag}",
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio_other_infra": {"energy": fo / zo},
             }
             print(
-                f"{name:38} {fj:8.4g} {cj:8.4g} {'':>10} {'':>10} {fj / cj:8.3g} {'':>10}"
+                f"{name:{w}} {fj:8.4g} {cj:8.4g} {'':>10} {'':>10} {fj / cj:8.3g} {'':>10}"
                 f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
             )
     out.mkdir(parents=True, exist_ok=True)
