@@ -5,8 +5,9 @@ for a few settings and prints the federated/centralized ratios of energy and CO2
 
     .venv/bin/python simulations/compare_regimes.py [--nodes 20] [--rounds 5] [--out runs/regimes]
 
-With ``--tasks digits cnn:10x3 ...`` it runs the default fleet once per workload instead, each at
-its own size (``TASK:NODESxROUNDS``, or the size in ``TASK_SIZES``), and writes workloads.json.
+With ``--tasks digits cnn:10x3 ...`` it runs one row per workload instead, each at its own size
+(``TASK:NODESxROUNDS``, or the size in ``TASK_SIZES``), on each fleet of ``--task-fleets``
+(``TASK_FLEETS``; default the `mixed` fleet), and writes workloads.json.
 
 Each federated run is written to OUT/<variant>/ (ledger, comparison.json, report); a variant
 whose ledger already exists there is re-compared without re-simulating (--fresh to re-run).
