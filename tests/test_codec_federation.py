@@ -150,6 +150,10 @@ def test_strategy_decodes_updates_and_rejects_hostile_payloads(tmp_path, global_
         np.testing.assert_allclose(out[k], g + update[k], rtol=1e-6, atol=1e-7)
     outcome = strategy.commit_round(1, None, None)
     assert outcome.failed == 2 and len(outcome.rejected) == 2
+    # all three were tried in round 1; only node 41's update counted as training
+    fleet = strategy.fleet
+    assert [fleet[n].last_tried for n in ids] == [1, 1, 1]
+    assert [fleet[n].last_round for n in ids] == [1, 0, 0]
     strategy.ledger.close()
 
 

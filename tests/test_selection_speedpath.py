@@ -82,8 +82,12 @@ def _reference_utility(sel, server_round, candidates, k, fleet, forecast):
         return joules[c]
 
     chosen = []
-    stale = [c for c in candidates if server_round - states[c].last_round > sel.max_staleness]
-    stale.sort(key=lambda c: states[c].last_round)
+
+    def last_call(c):  # the last train call sent, usable reply or not
+        return max(states[c].last_round, states[c].last_tried)
+
+    stale = [c for c in candidates if server_round - last_call(c) > sel.max_staleness]
+    stale.sort(key=last_call)
     chosen.extend(stale[:k])
     taken = set(chosen)
     fresh = [c for c in candidates if states[c].participations == 0 and c not in taken]
@@ -203,6 +207,9 @@ def give_history(fleet: FleetState, rng: np.random.Generator, server_round: int)
             if st.battery_j is not None:
                 st.battery_j *= 0.5
     fleet.observe_rows(rows, {n: "none" for n in nodes})
+    # calls that came back with nothing usable (failed, offline): tried, not trained
+    untrained = [nodes[i] for i in range(len(nodes)) if i not in set(picked)]
+    fleet.observe_tried(untrained[: len(untrained) // 4], server_round)
     fleet.recharge()
 
 

@@ -93,6 +93,25 @@ def test_utility_selector_never_starves_a_node():
     assert all(st[n].participations > 0 for n in st.ordered())
 
 
+def test_a_stale_node_that_never_answers_waits_its_turn_again():
+    st = fleet(n=40)
+    sel = UtilityPerJouleSelector(seed=1, exploration=0.0, max_staleness=4)
+    dead = st.ordered()[7]  # sent a train call when picked, never returns a usable update
+    picked_in = []
+    for rnd in range(1, 41):
+        chosen = sel.select(rnd, st.ordered(), 6, st, fc(st))
+        for nid in chosen:
+            if nid != dead:
+                st.observe_train(nid, rnd, 1.0 + 0.01 * (nid % 7))
+        st.observe_tried(chosen, rnd)
+        if dead in chosen:
+            picked_in.append(rnd)
+    assert picked_in  # the staleness bound still reaches it ...
+    gaps = [b - a for a, b in zip(picked_in, picked_in[1:], strict=False)]
+    assert gaps and min(gaps) > 4, picked_in  # ... but not every round once it is stale
+    assert st[dead].last_tried == picked_in[-1] and st[dead].last_round == 0
+
+
 def test_utility_prefers_cheap_nodes_once_explored():
     st = fleet(n=40)
     st.startup = "off"  # the network costs alone: LTE nodes are the dear ones

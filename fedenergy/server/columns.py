@@ -28,6 +28,7 @@ COLUMNS = {
     "examples": (np.int64, 0),  # num_examples
     "recharge": (np.float64, 0.0),  # recharge_per_round (a fraction of capacity)
     "last_round": (np.int64, 0),  # last round this node trained in (0: never)
+    "last_tried": (np.int64, 0),  # last round it was sent a train call, answered or not (0: never)
     "participations": (np.int64, 0),
     "failures": (np.int64, 0),
     "has_loss": (np.bool_, False),
@@ -51,7 +52,15 @@ COLUMNS = {
 }
 # the device constants of the compute model, column by column (dev_<key>), in ComputeTerms order
 DEVICE_KEYS = ("fps", "w", "idle", "cores", "step", "start", "cpu")
-HISTORY = ("last_round", "participations", "failures", "has_loss", "loss", "radio_end")
+HISTORY = (
+    "last_round",
+    "last_tried",
+    "participations",
+    "failures",
+    "has_loss",
+    "loss",
+    "radio_end",
+)
 ORDER_INPUTS = frozenset({"part", "known", "avail"})
 FORECAST_INPUTS = frozenset(
     {
@@ -334,6 +343,9 @@ class NodeState:
         return self._cols.get("known", self._row)
 
     last_round = _plain("last_round", "Last round this node trained in (0: never).")
+    last_tried = _plain(
+        "last_tried", "Last round it was sent a train call, usable reply or not (0: never)."
+    )
     participations = _plain("participations", "Train calls it returned a usable update for.")
     failures = _plain("failures", "Failed train-call rows of its download and train phases.")
     last_loss = _optional("loss", "has_loss", "Its last reported training loss.")

@@ -326,6 +326,14 @@ class FleetState:
         if loss is not None and np.isfinite(loss):
             st.last_loss = float(loss)
 
+    def observe_tried(self, node_ids: Iterable[int], server_round: int) -> None:
+        """``node_ids`` were sent a train call in ``server_round`` (whatever came back: a usable
+        update, a failure, an offline reply or nothing)."""
+        row = self.cols.row
+        rows = np.fromiter((row[n] for n in node_ids if n in row), dtype=np.int64)
+        if len(rows):
+            self.cols.set_rows("last_tried", rows, np.full(len(rows), server_round))
+
     def observe_rows(self, rows: Iterable[EnergyRow], codecs: dict[int, str]) -> None:
         """Learn compute joules and upload bytes from a round's train rows; drain batteries by
         the device-side joules (everything but infrastructure) of every row, failed ones too."""

@@ -141,9 +141,11 @@ class UtilityPerJouleSelector:
         chosen: list[int] = []  # positions
         # 1. fairness: the longest-idle nodes past the staleness bound come first
         # (a never-tried node has been idle since round 0: exploration alone would not bound its
-        # wait, e.g. with exploration 0)
-        stale = np.flatnonzero(server_round - last_round > self.max_staleness)
-        stale = stale[np.argsort(last_round[stale], kind="stable")][:k]
+        # wait, e.g. with exploration 0). Idle counts from the last train call sent, answered or
+        # not: a stale node that failed or was offline waits its turn again, not every round.
+        last_call = np.maximum(last_round, fleet.column("last_tried", rows))
+        stale = np.flatnonzero(server_round - last_call > self.max_staleness)
+        stale = stale[np.argsort(last_call[stale], kind="stable")][:k]
         chosen.extend(stale.tolist())
         taken[stale] = True
         # 2. exploration among never-tried nodes

@@ -279,6 +279,7 @@ class EnergyAwareStrategy(Strategy):
         books = self.collector.books
         outcome = commit_books(self.ledger, self.run_id, server_round, books, accuracy, loss)
         self.fleet.observe_rows(books.rows, {n: s.label() for n, s in self.outbox.codecs.items()})
+        self.fleet.observe_tried(self.outbox.codecs, server_round)  # every node sent a train call
         self.fleet.recharge()
         self.policy.observe(server_round, accuracy)
         self.collector.take()
