@@ -45,6 +45,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "simulations"))
+
+import e2a_regimes as regimes  # noqa: E402
 
 from fedenergy.settings import Settings  # noqa: E402
 from fedenergy.sim.engine import simulate  # noqa: E402
@@ -140,16 +143,29 @@ def fleet_labels(specs: list[str]) -> list[tuple[str, str]]:
 
 
 def run_fleet(
-    fleet: str, args: argparse.Namespace, out_dir: Path, seed: int, label: str | None = None
+    fleet: str,
+    args: argparse.Namespace,
+    out_dir: Path,
+    seed: int,
+    label: str | None = None,
+    task: str = "digits",
+    size: tuple[int, int, float] | None = None,
+    strategies: dict[str, dict] | None = None,
+    infra_models: tuple[str, ...] = ("per-byte",),
 ) -> dict:
     """Every strategy on one fleet with one seed (FedAvg first: its final accuracy is the
-    target); ``label`` names the fleet in directories and lines (default: ``fleet``)."""
+    target); ``label`` names the fleet in directories and lines (default: ``fleet``).
+    ``size``: (nodes, FedAvg rounds, fraction), default ``args``'. Each strategy but FedAvg
+    runs once per model of ``infra_models`` (its choices follow that model's forecasts; the
+    first model's run also keeps its total under the other); FedAvg's choices ignore energy,
+    so its one run is read under both."""
     label = label or fleet
+    nodes, rounds, fraction = size or (args.nodes, args.rounds, args.fraction)
     base = Settings(
-        task="digits",
-        nodes=args.nodes,
-        rounds=args.rounds,
-        fraction=args.fraction,
+        task=task,
+        nodes=nodes,
+        rounds=rounds,
+        fraction=fraction,
         fraction_evaluate=0.0,
         fleet=fleet,
         seed=seed,
@@ -159,15 +175,20 @@ def run_fleet(
     )
     results: dict[str, dict] = {}
     target = None
-    for name, kw in STRATEGIES.items():
-        if args.only and name not in args.only and name != "fedavg":
-            continue
+    runs = [
+        (name, kw, model)
+        for name, kw in (strategies or STRATEGIES).items()
+        if not args.only or name in args.only or name == "fedavg"
+        for model in (infra_models[:1] if name == "fedavg" else infra_models)
+    ]
+    for name, kw, model in runs:
         kw = dict(kw)
         scale = kw.pop("fraction_scale", 1.0)
-        out = out_dir / label / f"seed{seed}" / name
-        s = replace(base, out=str(out), fraction=base.fraction * scale, **kw)
+        key = name if model == infra_models[0] else f"{name} @{model}"
+        out = out_dir / label / f"seed{seed}" / key.replace(" @", "@")
+        s = replace(base, out=str(out), fraction=base.fraction * scale, infra_model=model, **kw)
         if name != "fedavg":
-            s = replace(s, rounds=args.rounds * args.cap_factor, target_accuracy=target)
+            s = replace(s, rounds=rounds * args.cap_factor, target_accuracy=target)
         t0 = time.monotonic()
         summary = simulate(s)
         wall = time.monotonic() - t0
@@ -175,7 +196,8 @@ def run_fleet(
             target = summary["final_accuracy"]
         acc = summary["final_accuracy"]
         query_j = summary["per_round"][0]["joules"]  # round 0: the profile query
-        results[name] = {
+        results[key] = {
+            "infra_model": model,
             "total_j": summary["total_j"],
             # the same run, network infrastructure under the other model (physics.infra)
             "infra_model_other": summary["infra_other"]["model"],
@@ -191,21 +213,28 @@ def run_fleet(
             "curve": cumulative(summary),
             "by_link_j": joules_by_link(Path(s.out) / "ledger.sqlite"),
         }
-        links = ", ".join(f"{k} {v:.0f}" for k, v in results[name]["by_link_j"].items())
+        links = ", ".join(f"{k} {v:.0f}" for k, v in results[key]["by_link_j"].items())
+        where = label if task == "digits" else f"{task} {label}"
         print(
-            f"  [{label} seed {seed}] {name:<40} {summary['total_j']:8.1f} J  "
+            f"  [{where} seed {seed}] {key:<40} {summary['total_j']:8.1f} J  "
             f"({summary['infra_other']['model']} infra: "
             f"{summary['infra_other']['total_j']:.1f} J)  rounds {summary['rounds']:3d}"
             f"  acc {acc:.4f}  ({wall:.0f} s)  by link: {links}",
             flush=True,
         )
-    ref = results["fedavg"]["total_j"]
-    ref_train = ref - results["fedavg"]["query_j"]
+    fed = results["fedavg"]
+    ref_train = fed["total_j"] - fed["query_j"]
     for r in results.values():
+        # against FedAvg's joules under the model this run was accounted in
+        same = r["infra_model"] == fed["infra_model"]
+        ref = fed["total_j"] if same else fed["total_j_other_infra"]
         r["ratio_vs_fedavg"] = r["total_j"] / ref
         r["savings_x"] = ref / r["total_j"]
-        # the one-off profile query (round 0) costs every strategy the same; without it:
-        r["savings_x_excl_query"] = ref_train / max(r["total_j"] - r["query_j"], 1e-12)
+        # the one-off profile query (round 0) costs every strategy the same; without it
+        # (FedAvg's query joules are known under its own model only):
+        r["savings_x_excl_query"] = (
+            ref_train / max(r["total_j"] - r["query_j"], 1e-12) if same else None
+        )
     return {"target_accuracy": target, "strategies": results}
 
 
@@ -227,7 +256,11 @@ def combine(per_seed: list[dict]) -> dict:
             "savings_x": 1.0 / mean_ratio,
             "savings_x_min": min(r["savings_x"] for r in runs),
             "savings_x_max": max(r["savings_x"] for r in runs),
-            "savings_x_excl_query": statistics.fmean(r["savings_x_excl_query"] for r in runs),
+            "savings_x_excl_query": (
+                statistics.fmean(r["savings_x_excl_query"] for r in runs)
+                if all(r["savings_x_excl_query"] is not None for r in runs)
+                else None
+            ),
             "rounds": statistics.fmean(r["rounds"] for r in runs),
             "final_accuracy": statistics.fmean(r["final_accuracy"] for r in runs),
             "reached_target": all(r["reached_target"] for r in runs),
@@ -240,6 +273,74 @@ def combine(per_seed: list[dict]) -> dict:
         "targets": [p["target_accuracy"] for p in per_seed],
         "strategies": out,
     }
+
+
+def run_regimes(
+    args: argparse.Namespace,
+    tasks: list[tuple[str, tuple[int, int, float]]],
+    fleets: list[tuple[str, str]],
+    out_dir: Path,
+    plot_dir: Path,
+) -> int:
+    """``--tasks``: every task x fleet x seed, its cells under both infrastructure models;
+    the table, the best strategy per cell, and the JSON (rewritten after every task)."""
+    models = regimes.INFRA_MODELS if args.infra_runs == "separate" else regimes.INFRA_MODELS[:1]
+    doc: dict = {
+        "seeds": args.seeds,
+        "discovery": args.discovery,
+        "cap_factor": args.cap_factor,
+        "infra_runs": args.infra_runs,
+        "sizes": {},
+        "regimes": {},
+    }
+    t_start = time.monotonic()
+    for i, (task, size) in enumerate(tasks, 1):
+        nodes, rounds, fraction = size
+        doc["sizes"][task] = {"nodes": nodes, "rounds": rounds, "fraction": fraction}
+        doc["regimes"][task] = {}
+        for fleet, label in fleets:
+            print(
+                f"[{i}/{len(tasks)}] task {task}, fleet {label}: {nodes} nodes, {fraction:g} per "
+                f"round, FedAvg {rounds} rounds ({time.monotonic() - t_start:.0f} s so far)",
+                flush=True,
+            )
+            per_seed = [
+                run_fleet(
+                    fleet,
+                    args,
+                    out_dir / task,
+                    seed,
+                    label,
+                    task,
+                    size,
+                    regimes.REGIME_STRATEGIES,
+                    models,
+                )  # fmt: skip
+                for seed in args.seeds
+            ]
+            shared = len(models) == 1
+            cells = {m: regimes.cell(per_seed, m, shared) for m in regimes.INFRA_MODELS}
+            doc["regimes"][task][label] = cells
+            curves = {"targets": cells["per-byte"]["targets"], "strategies": {}}
+            for name, r in per_seed[0]["strategies"].items():
+                if " @" not in name:  # the runs accounted under the per-byte model
+                    curves["strategies"][name] = {"curve": r["curve"], "per_seed": [r]}
+            plot(f"{label}, task {task}", curves, plot_dir / f"e2a_{task}_{label}.png")
+            if args.json:  # as far as it has run
+                regimes.write_json(args.json, doc)
+    n = len(args.seeds)
+    print()
+    print(
+        f"means over {n} seed(s) {args.seeds}; saving = 1 / mean(total J / the same seed's "
+        f"FedAvg J under that infrastructure model), [min-max] over seeds; discovery "
+        f"{args.discovery}; strategies run under "
+        + ("each model" if args.infra_runs == "separate" else "per-byte, read under both")
+    )
+    print("\n".join(regimes.table_lines(doc)))
+    print()
+    print("\n".join(regimes.headline_lines(doc)))
+    print(f"wall {time.monotonic() - t_start:.0f} s")
+    return 0
 
 
 def plot(fleet: str, res: dict, path: Path) -> None:
@@ -293,6 +394,22 @@ def main(argv: list[str] | None = None) -> int:
         "registration names, no message; lazy: from first replies, no up-front messages; "
         "query: every node is asked in round 0, which every strategy pays)",
     )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=None,
+        metavar="TASK[:NxR[@F]]",
+        help="energy to accuracy across regimes (simulations/e2a_regimes.py): each task "
+        "(digits, cnn, chars, resnet, ...) at N nodes, R FedAvg rounds, fraction F (default "
+        "per task), every fleet, both infrastructure models, its strategies",
+    )
+    p.add_argument(
+        "--infra-runs",
+        choices=("shared", "separate"),
+        default="shared",
+        help="with --tasks: the strategies run under the per-byte model and the power cell "
+        "reads the same runs (shared), or they run again under the power model (separate)",
+    )
     p.add_argument("--only", nargs="*", default=None, help="strategies to run besides fedavg")
     p.add_argument("--out", default="runs/energy_to_accuracy")
     p.add_argument("--plot-dir", default=None, help="where the PNG plots go (default --out)")
@@ -305,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out)
     plot_dir = Path(args.plot_dir or args.out)
     plot_dir.mkdir(parents=True, exist_ok=True)
+    if args.tasks:
+        try:
+            tasks = [regimes.parse_task(t) for t in args.tasks]
+        except ValueError as err:
+            p.error(str(err))
+        return run_regimes(args, tasks, fleets, out_dir, plot_dir)
     all_results, specs = {}, {}
     for fleet, label in fleets:
         print(
@@ -332,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     for fleet, res in all_results.items():
         for name, r in res["strategies"].items():
             span = f"[{r['savings_x_min']:.1f}-{r['savings_x_max']:.1f}]"
-            excl = f"{r['savings_x_excl_query']:9.1f}x" if query else ""
+            excl_q = r["savings_x_excl_query"]
+            excl = f"{excl_q:9.1f}x" if query and excl_q is not None else ""
             print(
                 f"{fleet:<10} {name:<40} {r['total_j']:9.1f} {r['total_j_other_infra']:13.1f} "
                 f"{r['ratio_vs_fedavg']:9.3f} {r['savings_x']:6.1f}x {span:>13} {excl:>10} "
