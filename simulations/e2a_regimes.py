@@ -46,9 +46,12 @@ REGIME_STRATEGIES: dict[str, dict] = {
 
 def parse_task(spec: str) -> tuple[str, tuple[int, int, float]]:
     """``TASK``, ``TASK:NxR`` or ``TASK:NxR@F`` -> (task, (nodes, rounds, fraction)); a task
-    without a size takes :data:`TASK_SIZES` (digits' for a task not in it). ValueError with
-    the expected form for anything else."""
-    task, _, size = spec.partition(":")
+    without a size takes :data:`TASK_SIZES` (digits' for a task not in it). The size is the
+    part after the last ``:`` when it starts with a digit, so a user's ``module:attribute``
+    task keeps its colon. ValueError with the expected form for a malformed size."""
+    task, _, size = spec.rpartition(":")
+    if not size[:1].isdigit():
+        task, size = spec, ""
     nodes, rounds, fraction = TASK_SIZES.get(task, TASK_SIZES["digits"])
     if not task:
         raise ValueError(f"--tasks {spec!r}: no task name (TASK, TASK:NxR or TASK:NxR@F)")

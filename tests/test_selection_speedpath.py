@@ -83,12 +83,17 @@ def _reference_utility(sel, server_round, candidates, k, fleet, forecast):
 
     chosen = []
 
-    def last_call(c):  # the last train call sent, usable reply or not
-        return max(states[c].last_round, states[c].last_tried)
+    def sits_out(c):  # its call of the previous round brought nothing usable
+        st = states[c]
+        return st.last_tried == server_round - 1 and st.last_tried > st.last_round
 
-    stale = [c for c in candidates if server_round - last_call(c) > sel.max_staleness]
-    stale.sort(key=last_call)
-    chosen.extend(stale[:k])
+    stale = [
+        c
+        for c in candidates
+        if server_round - states[c].last_round > sel.max_staleness and not sits_out(c)
+    ]
+    stale.sort(key=lambda c: states[c].last_round)
+    chosen.extend(stale[: max(1, k - 1)])
     taken = set(chosen)
     fresh = [c for c in candidates if states[c].participations == 0 and c not in taken]
     n_explore = min(len(fresh), k - len(chosen), explore_slots(sel, server_round, k))
@@ -106,8 +111,9 @@ def _reference_utility(sel, server_round, candidates, k, fleet, forecast):
     def score(c):
         st = states[c]
         util = st.info.num_examples * st.last_loss if st.last_loss is not None else optimistic
-        if st.last_round > 0 and server_round > 1:
-            util += optimistic * math.sqrt(0.1 * math.log(server_round) / st.last_round)
+        involved = max(st.last_round, st.last_tried)
+        if involved > 0 and server_round > 1:
+            util += optimistic * math.sqrt(0.1 * math.log(server_round) / involved)
         return util / max(cost(c), 1e-12) ** sel.energy_weight
 
     taken = set(chosen)

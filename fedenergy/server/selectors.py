@@ -139,13 +139,16 @@ class UtilityPerJouleSelector:
 
         taken = np.zeros(len(cands), dtype=bool)  # by position; candidate ids are unique rows
         chosen: list[int] = []  # positions
-        # 1. fairness: the longest-idle nodes past the staleness bound come first
-        # (a never-tried node has been idle since round 0: exploration alone would not bound its
-        # wait, e.g. with exploration 0). Idle counts from the last train call sent, answered or
-        # not: a stale node that failed or was offline waits its turn again, not every round.
-        last_call = np.maximum(last_round, fleet.column("last_tried", rows))
-        stale = np.flatnonzero(server_round - last_call > self.max_staleness)
-        stale = stale[np.argsort(last_call[stale], kind="stable")][:k]
+        # 1. fairness: the nodes without a usable update for longer than the staleness bound
+        # come first, longest-idle first (a never-tried node has been idle since round 0:
+        # exploration alone would not bound its wait, e.g. with exploration 0). Two limits keep
+        # stale nodes that fail or are offline from starving the round of usable updates: one
+        # whose call of the previous round brought nothing usable sits this round out, and
+        # they take at most k - 1 of k > 1 slots.
+        last_tried = fleet.column("last_tried", rows)
+        failed_last = (last_tried == server_round - 1) & (last_tried > last_round)
+        stale = np.flatnonzero((server_round - last_round > self.max_staleness) & ~failed_last)
+        stale = stale[np.argsort(last_round[stale], kind="stable")][: max(1, k - 1)]
         chosen.extend(stale.tolist())
         taken[stale] = True
         # 2. exploration among never-tried nodes
@@ -170,10 +173,11 @@ class UtilityPerJouleSelector:
             else:
                 optimistic = float(seen.max())
             util = np.where(has_loss, util, optimistic)
-            if server_round > 1:
-                old = np.flatnonzero(last_round > 0)
+            if server_round > 1:  # Oort's bonus over the last round a node was involved in
+                involved = np.maximum(last_round, last_tried)
+                old = np.flatnonzero(involved > 0)
                 scale = 0.1 * math.log(server_round)
-                util[old] = util[old] + optimistic * np.sqrt(scale / last_round[old])
+                util[old] = util[old] + optimistic * np.sqrt(scale / involved[old])
             base = np.maximum(costs(), 1e-12)
             if self.energy_weight == 1.0:
                 den = base  # x ** 1.0 == x
