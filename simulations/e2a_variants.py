@@ -6,7 +6,8 @@ local epochs, the benchmark's profile discovery) with the given setting changes 
 fleets and seeds, printing each run and the mean saving per fleet (1 / mean(total / the seed's
 FedAvg total)).
 
-    python simulations/e2a_variants.py '{"exploration": 0.1}' [--from docs/energy_to_accuracy.json]
+    python simulations/e2a_variants.py '{"exploration": 0.1}' \
+        [--from docs/benchmark-results/energy_to_accuracy_declared.json]
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ BEST = dict(
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("changes", help="settings to change, as JSON, e.g. '{\"exploration\": 0.1}'")
-    p.add_argument("--from", dest="source", default="docs/energy_to_accuracy.json")
+    p.add_argument(
+        "--from", dest="source", default="docs/benchmark-results/energy_to_accuracy_declared.json"
+    )
     p.add_argument("--out", default="runs/e2a-variants")
     a = p.parse_args()
     changes = json.loads(a.changes)
