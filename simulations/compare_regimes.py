@@ -271,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     w = max(38, *(len(n) for n in a.only or variants))  # the name column
     head = (
         f"{'variant':{w}} {'fed J':>8} {'cen J':>8} {'fed gCO2e':>10} {'cen gCO2e':>10} "
-        f"{'E ratio':>8} {'CO2e ratio':>10} | {'fed J':>8} {'cen J':>8} {'E ratio':>8}  "
-        "target / rounds / epochs"
+        f"{'E ratio':>8} {'CO2e ratio':>10} | {'fed J':>8} {'cen J':>8} {'E ratio':>8} "
+        f"{'CO2e ratio':>10}  target / rounds / epochs"
     )
-    print(f"{'':{w}} infrastructure {base.infra_model:>48} | {other:>26}")
+    print(f"{'':{w}} infrastructure {base.infra_model:>48} | {other:>37}")
     print(head)
     results, done = {}, set()
     for name in a.only or variants:
@@ -296,13 +296,19 @@ def main(argv: list[str] | None = None) -> int:
             "infra_model_other": other,
             "federated_j_other_infra": fo,
             "centralized_j_other_infra": zo,
-            "ratio_other_infra": {"energy": fo / zo},
+            "federated_co2e_kg_other_infra": f["co2e_kg_other_infra"],
+            "centralized_co2e_kg_other_infra": z["co2e_kg_other_infra"],
+            "ratio_other_infra": {
+                "energy": fo / zo,
+                "co2e": f["co2e_kg_other_infra"] / z["co2e_kg_other_infra"],
+            },
         }
         flag = "" if f["reached"] and z["reached"] else " (target NOT reached on a side)"
         print(
             f"{name:{w}} {f['total_j']:8.4g} {z['total_j']:8.4g} {1000 * f['co2e_kg']:10.4g} "
             f"{1000 * z['co2e_kg']:10.4g} {c['ratio']['energy']:8.3g} {c['ratio']['co2e']:10.3g}"
-            f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
+            f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g} "
+            f"{results[name]['ratio_other_infra']['co2e']:10.3g}"
             f"  {c['target_accuracy']:.4f} / {f['rounds']} / {z['epochs']}{flag}",
             flush=True,
         )

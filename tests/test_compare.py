@@ -64,6 +64,10 @@ def test_federated_totals_recomputed_from_its_ledger(compared):
     # the mixed fleet has no country: every joule at the world intensity
     assert fed["co2e_kg"] == pytest.approx(total / 3.6e6 * 0.475)
     assert fed["kwh"] == pytest.approx(total / 3.6e6)
+    # infrastructure under the other (power) model: every joule still at the world intensity
+    assert fed["infra_model_other"] == "power"
+    assert fed["total_j_other_infra"] != pytest.approx(fed["total_j"])
+    assert fed["co2e_kg_other_infra"] == pytest.approx(fed["total_j_other_infra"] / 3.6e6 * 0.475)
 
 
 def test_centralized_totals_recomputed_from_the_models(compared):
@@ -98,6 +102,18 @@ def test_centralized_totals_recomputed_from_the_models(compared):
     assert cen["total_j"] == pytest.approx(radio + infra + compute * gpu.pue)
     co2 = (radio + infra) / 3.6e6 * 0.475 + compute * gpu.pue / 3.6e6 * 0.3695
     assert cen["co2e_kg"] == pytest.approx(co2)
+    # under the other infrastructure model only the uploads' infrastructure joules change, and
+    # they are priced at the world intensity (0.475 kg/kWh), not the datacenter's country
+    moved = cen["total_j_other_infra"] - cen["total_j"]
+    assert moved != 0
+    assert cen["co2e_kg_other_infra"] == pytest.approx(co2 + moved / 3.6e6 * 0.475)
+    r = comp["ratio"]
+    assert r["co2e_other_infra"] == pytest.approx(
+        comp["federated"]["co2e_kg_other_infra"] / cen["co2e_kg_other_infra"]
+    )
+    assert r["energy_other_infra"] == pytest.approx(
+        comp["federated"]["total_j_other_infra"] / cen["total_j_other_infra"]
+    )
     assert grid_intensity(cen["country"]).g_per_kwh == 369.5
     accs = [e["accuracy"] for e in cen["per_epoch"]]
     assert cen["reached"] and accs[-1] >= comp["target_accuracy"] > max(accs[:-1])

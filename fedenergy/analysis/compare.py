@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from fedenergy.analysis.carbon import ledger_carbon, run_catalog
+from fedenergy.analysis.carbon import INFRA_COUNTRY, co2e_kg, ledger_carbon, run_catalog
 from fedenergy.analysis.centralized import (
     DEFAULT_COUNTRY,
     DEFAULT_DATACENTER,
@@ -111,6 +111,11 @@ def federated_side(ledger: Ledger, run_id: str, target: float) -> dict:
         + alt["infrastructure_j"],
         "kwh": carbon["kwh"],
         "co2e_kg": carbon["co2e_kg"],
+        # infrastructure is priced at the world-average intensity (analysis.carbon), so under
+        # the other model only its share of the CO2e changes
+        "co2e_kg_other_infra": carbon["co2e_kg"]
+        - co2e_kg(carbon["infrastructure_j"], INFRA_COUNTRY)
+        + co2e_kg(alt["infrastructure_j"], INFRA_COUNTRY),
         "carbon": {
             k: carbon[k]
             for k in ("it_j", "facility_j", "kwh", "co2e_kg", "by_country_kg", "world_fallback_for")
@@ -155,6 +160,9 @@ def build_comparison(fed: dict, cen: dict, target: float, target_source: str, me
         "ratio": {
             "energy": _ratio(fed["total_j"], cen["total_j"]),
             "co2e": _ratio(fed["co2e_kg"], cen["co2e_kg"]),
+            # both sides with their infrastructure under the other model (physics.infra)
+            "energy_other_infra": _ratio(fed["total_j_other_infra"], cen["total_j_other_infra"]),
+            "co2e_other_infra": _ratio(fed["co2e_kg_other_infra"], cen["co2e_kg_other_infra"]),
         },
         "notes": notes,
     }

@@ -108,6 +108,11 @@ def print_comparison(console: Console, comp: dict) -> None:
         f"federated / centralized: energy x{fmt(r['energy'])}, CO2e x{fmt(r['co2e'])} "
         f"(centralized on {cen['device']}, PUE {cen['pue']:g}, {cen['country']})"
     )
+    if r.get("co2e_other_infra") is not None:  # comparisons written before it lack it
+        console.print(
+            f"  with infrastructure under the {comp['federated']['infra_model_other']} model: "
+            f"energy x{fmt(r['energy_other_infra'])}, CO2e x{fmt(r['co2e_other_infra'])}"
+        )
     m = cen.get("measured_host", {})
     if "machine_j" in m:
         console.print(
