@@ -236,6 +236,28 @@ WHAT_IFS = {  # name -> (model_scale, data_scale), applied to the default run
 }
 
 
+def print_what_ifs(run_dir: Path, w: int = 38) -> dict[str, dict]:
+    """Each of :data:`WHAT_IFS` applied to the comparison saved in ``run_dir`` (its
+    ``comparison.json`` and ledger): one printed line (name column ``w`` wide) and one result
+    each, by name."""
+    comp = json.loads((run_dir / "comparison.json").read_text())
+    results = {}
+    for name, (ms, ds) in WHAT_IFS.items():
+        wi = what_if(comp, run_dir / "ledger.sqlite", ms, ds)
+        fj, cj = wi["federated_j"], wi["centralized_j"]
+        fo, zo = wi["federated_j_other"], wi["centralized_j_other"]
+        results[name] = {
+            **wi,
+            "ratio": {"energy": fj / cj},
+            "ratio_other_infra": {"energy": fo / zo},
+        }
+        print(
+            f"{name:{w}} {fj:8.4g} {cj:8.4g} {'':>10} {'':>10} {fj / cj:8.3g} {'':>10}"
+            f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nodes", type=int, default=20)
@@ -314,21 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     default = out / slug("default")
     if (default / "comparison.json").is_file() and not a.only and not a.tasks:
-        comp = json.loads((out / slug("default") / "comparison.json").read_text())
         print("analytic re-pricing of the default run (same rounds/epochs; not re-trained):")
-        for name, (ms, ds) in WHAT_IFS.items():
-            w = what_if(comp, default / "ledger.sqlite", ms, ds)
-            fj, cj = w["federated_j"], w["centralized_j"]
-            fo, zo = w["federated_j_other"], w["centralized_j_other"]
-            results[name] = {
-                **w,
-                "ratio": {"energy": fj / cj},
-                "ratio_other_infra": {"energy": fo / zo},
-            }
-            print(
-                f"{name:{w}} {fj:8.4g} {cj:8.4g} {'':>10} {'':>10} {fj / cj:8.3g} {'':>10}"
-                f" | {fo:8.4g} {zo:8.4g} {fo / zo:8.3g}"
-            )
+        results.update(print_what_ifs(default, w))
     out.mkdir(parents=True, exist_ok=True)
     name = "workloads.json" if a.tasks else "regimes.json"
     (out / name).write_text(json.dumps(results, indent=2))

@@ -154,6 +154,17 @@ def _regimes():
     return mod
 
 
+def test_regimes_prints_every_what_if_of_a_saved_run(compared, capsys):
+    out, comp = compared
+    regimes = _regimes()
+    got = regimes.print_what_ifs(out, 40)
+    lines = capsys.readouterr().out.splitlines()
+    assert list(got) == list(regimes.WHAT_IFS) and len(lines) == len(got)
+    for (name, r), line in zip(got.items(), lines, strict=True):
+        assert line.startswith(name) and f"{r['ratio']['energy']:8.3g}" in line
+        assert r["ratio"]["energy"] == pytest.approx(r["federated_j"] / r["centralized_j"])
+
+
 def test_regimes_what_if_reprices_the_saved_run_by_hand(compared):
     """compare_regimes' analytic what-if: (1, 1) gives the comparison's totals; doubling the
     model adds the training/evaluation joules once more and, per train/evaluate call, the
