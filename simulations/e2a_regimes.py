@@ -188,6 +188,44 @@ def headline_lines(doc: dict) -> list[str]:
     return lines
 
 
+def start_doc(args, path: str | None, append: bool) -> dict:
+    """The regimes document to fill: a new one, or with ``append`` the one at ``path`` (its
+    other tasks kept, the ones run now replaced). ValueError when the file's seeds, discovery
+    or round cap differ from this run's: their cells would not compare."""
+    new = {
+        "seeds": args.seeds,
+        "discovery": args.discovery,
+        "cap_factor": args.cap_factor,
+        "infra_runs": {},
+        "strategies": {},
+        "sizes": {},
+        "regimes": {},
+    }
+    if not (append and path and Path(path).is_file()):
+        return new
+    try:
+        doc = json.loads(Path(path).read_text())
+        old = {k: doc[k] for k in ("seeds", "discovery", "cap_factor")}
+        if isinstance(doc.get("infra_runs"), str):  # written before it was kept per task
+            doc["infra_runs"] = {t: doc["infra_runs"] for t in doc["regimes"]}
+        if "strategies" not in doc:  # the same: the names in each task's cells
+            doc["strategies"] = {
+                t: list(next(iter(next(iter(f.values())).values()))["strategies"])
+                for t, f in doc["regimes"].items()
+            }
+        for key in ("infra_runs", "strategies", "sizes", "regimes"):
+            if not isinstance(doc[key], dict):
+                raise TypeError(key)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--append: {path} is not a regimes table ({err})") from None
+    if old != {k: new[k] for k in old}:
+        raise ValueError(
+            f"--append: {path} has {old}, this run { ({k: new[k] for k in old}) }: "
+            "cells of other seeds, discovery or round cap do not compare"
+        )
+    return doc
+
+
 def write_json(path: str | Path, doc: dict) -> None:
     """The regimes document (as far as it has run: written after every task)."""
     Path(path).write_text(json.dumps(doc, indent=2))

@@ -285,18 +285,15 @@ def run_regimes(
     """``--tasks``: every task x fleet x seed, its cells under both infrastructure models;
     the table, the best strategy per cell, and the JSON (rewritten after every task)."""
     models = regimes.INFRA_MODELS if args.infra_runs == "separate" else regimes.INFRA_MODELS[:1]
-    doc: dict = {
-        "seeds": args.seeds,
-        "discovery": args.discovery,
-        "cap_factor": args.cap_factor,
-        "infra_runs": args.infra_runs,
-        "sizes": {},
-        "regimes": {},
-    }
+    doc = regimes.start_doc(args, args.json, args.append)  # ValueError: checked in main
+    names = [
+        n for n in regimes.REGIME_STRATEGIES if not args.only or n in args.only or n == "fedavg"
+    ]
     t_start = time.monotonic()
     for i, (task, size) in enumerate(tasks, 1):
         nodes, rounds, fraction = size
         doc["sizes"][task] = {"nodes": nodes, "rounds": rounds, "fraction": fraction}
+        doc["strategies"][task], doc["infra_runs"][task] = names, args.infra_runs
         doc["regimes"][task] = {}
         for fleet, label in fleets:
             print(
@@ -333,8 +330,9 @@ def run_regimes(
     print(
         f"means over {n} seed(s) {args.seeds}; saving = 1 / mean(total J / the same seed's "
         f"FedAvg J under that infrastructure model), [min-max] over seeds; discovery "
-        f"{args.discovery}; strategies run under "
-        + ("each model" if args.infra_runs == "separate" else "per-byte, read under both")
+        f"{args.discovery}; strategies run under each model ('separate') or under per-byte "
+        "and read under both ('shared'): "
+        + ", ".join(f"{t} {m}" for t, m in doc["infra_runs"].items())
     )
     print("\n".join(regimes.table_lines(doc)))
     print()
@@ -410,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --tasks: the strategies run under the per-byte model and the power cell "
         "reads the same runs (shared), or they run again under the power model (separate)",
     )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="with --tasks: keep the other tasks of the --json file (same seeds, discovery and "
+        "round cap), replace the ones run now, and print the whole table",
+    )
     p.add_argument("--only", nargs="*", default=None, help="strategies to run besides fedavg")
     p.add_argument("--out", default="runs/energy_to_accuracy")
     p.add_argument("--plot-dir", default=None, help="where the PNG plots go (default --out)")
@@ -425,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tasks:
         try:
             tasks = [regimes.parse_task(t) for t in args.tasks]
+            regimes.start_doc(args, args.json, args.append)
         except ValueError as err:
             p.error(str(err))
         return run_regimes(args, tasks, fleets, out_dir, plot_dir)

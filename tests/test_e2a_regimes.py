@@ -90,12 +90,16 @@ def test_a_tiny_regime_run_writes_every_cell(tmp_path, capsys):
     """Real runs: two built-in tasks at 4 nodes x 1 round, the priced strategy under both
     models (separate runs), the JSON as the issue names its fields."""
     out = tmp_path / "runs"
-    argv = ["--tasks", "digits:4x1@0.5", "chars:4x1@0.5", "--fleets", "reference"]
-    argv += ["--only", "utility+priced, 0.4k", "--infra-runs", "separate", "--out", str(out)]
-    argv += ["--json", str(tmp_path / "e2a.json")]
-    assert e2a.main(argv) == 0
+    argv = ["--fleets", "reference", "--only", "utility+priced, 0.4k", "--infra-runs", "separate"]
+    argv += ["--out", str(out), "--json", str(tmp_path / "e2a.json")]
+    assert e2a.main(["--tasks", "digits:4x1@0.5", *argv]) == 0
+    # a second command adds a task to the same table (the first one's cells kept)
+    assert e2a.main(["--tasks", "chars:4x1@0.5", "--append", *argv]) == 0
     doc = json.loads((tmp_path / "e2a.json").read_text())
+    assert list(doc["regimes"]) == ["digits", "chars"]
     assert doc["sizes"]["chars"] == {"nodes": 4, "rounds": 1, "fraction": 0.5}
+    assert doc["strategies"]["digits"] == ["fedavg", "utility+priced, 0.4k"]
+    assert doc["infra_runs"] == {"digits": "separate", "chars": "separate"}
     for task in ("digits", "chars"):
         for model in ("per-byte", "power"):
             c = doc["regimes"][task]["reference"][model]
@@ -106,7 +110,11 @@ def test_a_tiny_regime_run_writes_every_cell(tmp_path, capsys):
             assert s["accounted_in_run"] is True  # separate: its own run under each model
         assert (out / task / "reference" / "seed0" / "utility+priced, 0.4k@power").is_dir()
         assert (out / f"e2a_{task}_reference.png").stat().st_size > 5_000
-    text = capsys.readouterr().out
+    text = capsys.readouterr().out.split("wall")[-2]  # the second command's tables: both tasks
     assert "best strategy" in text and "chars   reference  power" in text
+    assert "digits  reference  power" in text
     with pytest.raises(SystemExit):
         e2a.main(["--tasks", "cnn:4"])
+    with pytest.raises(SystemExit):  # other seeds: the kept cells would not compare
+        e2a.main(["--tasks", "cnn:4x1", "--append", "--seeds", "1", *argv])
+    assert json.loads((tmp_path / "e2a.json").read_text()) == doc  # and nothing was lost
