@@ -129,9 +129,14 @@ def cell(per_seed: list[dict], model: str, shared: bool = True) -> dict:
                 for run, own, ref in rows
             ],
         }
+    initial = [p["strategies"]["fedavg"].get("initial_accuracy") for p in per_seed]
     return {
         "target_accuracy": statistics.fmean(p["target_accuracy"] for p in per_seed),
         "targets": [p["target_accuracy"] for p in per_seed],
+        # the untrained model's accuracy: a target near it measures no learning
+        "initial_accuracy": (
+            statistics.fmean(initial) if all(a is not None for a in initial) else None
+        ),
         "strategies": out,
     }
 
@@ -167,7 +172,7 @@ def table_lines(doc: dict) -> list[str]:
 def headline_lines(doc: dict) -> list[str]:
     """One line per cell: FedAvg's target and joules, and the best strategy's saving."""
     lines = [
-        f"{'task':<7} {'fleet':<10} {'infra':<8} {'target':>6} {'FedAvg J':>10} "
+        f"{'task':<7} {'fleet':<10} {'infra':<8} {'initial':>7} {'target':>6} {'FedAvg J':>10} "
         f"{'best strategy (every seed reached the target)':<46} {'saving':>7} {'[min-max]':>13}"
     ]
     for task, fleets in doc["regimes"].items():
@@ -181,8 +186,10 @@ def headline_lines(doc: dict) -> list[str]:
                     if s
                     else ""
                 )
+                init = c.get("initial_accuracy")  # absent from tables written before it
+                init_s = "-" if init is None else f"{init:.3f}"
                 lines.append(
-                    f"{task:<7} {fleet:<10} {model:<8} {c['target_accuracy']:6.3f} "
+                    f"{task:<7} {fleet:<10} {model:<8} {init_s:>7} {c['target_accuracy']:6.3f} "
                     f"{fed['total_j']:10.1f} {name:<46} {tail}"
                 )
     return lines

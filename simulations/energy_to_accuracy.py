@@ -211,6 +211,7 @@ def run_fleet(
             "failed_calls": sum(r["failed"] for r in summary["per_round"]),
             "wall_s": round(wall, 1),
             "curve": cumulative(summary),
+            "initial_accuracy": summary["per_round"][0]["accuracy"],  # the untrained model
             "by_link_j": joules_by_link(Path(s.out) / "ledger.sqlite"),
         }
         links = ", ".join(f"{k} {v:.0f}" for k, v in results[key]["by_link_j"].items())

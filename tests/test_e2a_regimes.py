@@ -103,7 +103,7 @@ def test_a_tiny_regime_run_writes_every_cell(tmp_path, capsys):
     for task in ("digits", "chars"):
         for model in ("per-byte", "power"):
             c = doc["regimes"][task]["reference"][model]
-            assert 0 < c["target_accuracy"] < 1
+            assert 0 < c["target_accuracy"] < 1 and 0 < c["initial_accuracy"] < 1
             s = c["strategies"]["utility+priced, 0.4k"]
             assert {"savings_x", "savings_x_min", "savings_x_max", "reached_target"} <= set(s)
             assert s["savings_x_min"] <= s["savings_x"] <= s["savings_x_max"]
