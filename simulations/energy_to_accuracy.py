@@ -142,6 +142,11 @@ def fleet_labels(specs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def selected(strategies: dict[str, dict], only: list[str] | None) -> list[str]:
+    """The names of ``strategies`` that ``--only`` keeps (all without it), FedAvg always."""
+    return [n for n in strategies if not only or n in only or n == "fedavg"]
+
+
 def run_fleet(
     fleet: str,
     args: argparse.Namespace,
@@ -175,10 +180,10 @@ def run_fleet(
     )
     results: dict[str, dict] = {}
     target = None
+    chosen = strategies or STRATEGIES
     runs = [
-        (name, kw, model)
-        for name, kw in (strategies or STRATEGIES).items()
-        if not args.only or name in args.only or name == "fedavg"
+        (name, chosen[name], model)
+        for name in selected(chosen, args.only)
         for model in (infra_models[:1] if name == "fedavg" else infra_models)
     ]
     for name, kw, model in runs:
@@ -284,12 +289,10 @@ def run_regimes(
     plot_dir: Path,
 ) -> int:
     """``--tasks``: every task x fleet x seed, its cells under both infrastructure models;
-    the table, the best strategy per cell, and the JSON (rewritten after every task)."""
+    the table, the best strategy per cell, and the JSON (rewritten after every fleet)."""
     models = regimes.INFRA_MODELS if args.infra_runs == "separate" else regimes.INFRA_MODELS[:1]
     doc = regimes.start_doc(args, args.json, args.append)  # ValueError: checked in main
-    names = [
-        n for n in regimes.REGIME_STRATEGIES if not args.only or n in args.only or n == "fedavg"
-    ]
+    names = selected(regimes.REGIME_STRATEGIES, args.only)
     t_start = time.monotonic()
     for i, (task, size) in enumerate(tasks, 1):
         nodes, rounds, fraction = size
@@ -313,7 +316,7 @@ def run_regimes(
                     size,
                     regimes.REGIME_STRATEGIES,
                     models,
-                )  # fmt: skip
+                )
                 for seed in args.seeds
             ]
             shared = len(models) == 1

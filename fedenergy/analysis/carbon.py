@@ -80,6 +80,12 @@ def co2e_kg(joules: float, country: str | None, device: DeviceProfile | None = N
     return kwh(joules) * facility_factor(device) * grid_intensity(country).g_per_kwh / 1000.0
 
 
+def co2e_with_infra(co2e: float, infra_j: float, other_infra_j: float) -> float:
+    """kgCO2e ``co2e`` with its infrastructure joules ``infra_j`` replaced by ``other_infra_j``
+    (both priced at ``INFRA_COUNTRY``'s intensity, as every infrastructure joule is)."""
+    return co2e - co2e_kg(infra_j, INFRA_COUNTRY) + co2e_kg(other_infra_j, INFRA_COUNTRY)
+
+
 @dataclass
 class Carbon:
     """Totals of one side of a comparison (or one run): energy with facility overhead, kWh,

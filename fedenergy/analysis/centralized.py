@@ -18,7 +18,7 @@ federated ledger does not count the server either) and the server's idle power.
 
 from __future__ import annotations
 
-from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, co2e_kg, facility_factor
+from fedenergy.analysis.carbon import INFRA_COUNTRY, Carbon, co2e_with_infra, facility_factor
 from fedenergy.physics.call import call_energy
 from fedenergy.physics.compute import DEVICE, OFF, Work, call_compute, steps_for
 from fedenergy.physics.flops import FlopCache
@@ -223,9 +223,7 @@ def run_centralized(
         "total_j_other_infra": compute_it + radio_j + infra_other_j + pue_overhead,
         "kwh": carbon.kwh,
         "co2e_kg": carbon.co2e_kg,
-        "co2e_kg_other_infra": carbon.co2e_kg
-        - co2e_kg(infra_j, INFRA_COUNTRY)
-        + co2e_kg(infra_other_j, INFRA_COUNTRY),
+        "co2e_kg_other_infra": co2e_with_infra(carbon.co2e_kg, infra_j, infra_other_j),
         "carbon": carbon.as_dict(),
         "upload_bytes": sum(u["bytes"] for u in uploads),
         "upload_s": up_s,

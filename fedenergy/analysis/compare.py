@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from fedenergy.analysis.carbon import INFRA_COUNTRY, co2e_kg, ledger_carbon, run_catalog
+from fedenergy.analysis.carbon import co2e_with_infra, ledger_carbon, run_catalog
 from fedenergy.analysis.centralized import (
     DEFAULT_COUNTRY,
     DEFAULT_DATACENTER,
@@ -113,9 +113,9 @@ def federated_side(ledger: Ledger, run_id: str, target: float) -> dict:
         "co2e_kg": carbon["co2e_kg"],
         # infrastructure is priced at the world-average intensity (analysis.carbon), so under
         # the other model only its share of the CO2e changes
-        "co2e_kg_other_infra": carbon["co2e_kg"]
-        - co2e_kg(carbon["infrastructure_j"], INFRA_COUNTRY)
-        + co2e_kg(alt["infrastructure_j"], INFRA_COUNTRY),
+        "co2e_kg_other_infra": co2e_with_infra(
+            carbon["co2e_kg"], carbon["infrastructure_j"], alt["infrastructure_j"]
+        ),
         "carbon": {
             k: carbon[k]
             for k in ("it_j", "facility_j", "kwh", "co2e_kg", "by_country_kg", "world_fallback_for")
